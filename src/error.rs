@@ -1,0 +1,416 @@
+//! Every error type of shmq. Send errors give the message back
+//! ([`TrySendError::into_inner`]); every `Display` says what happened and
+//! what to do about it.
+
+use std::fmt;
+use std::io;
+
+/// A shared-memory region failed a consistency check: another process
+/// (buggy, crashed mid-write, or hostile) wrote a value the protocol never
+/// produces. shmq stops using the value instead of trusting it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Corruption(pub(crate) &'static str);
+
+impl Corruption {
+    /// What was found to be inconsistent.
+    pub fn reason(&self) -> &'static str {
+        self.0
+    }
+}
+
+impl fmt::Display for Corruption {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "the shared-memory queue is corrupted ({}); \
+             recreate it and check which process writes into it",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for Corruption {}
+
+/// Why a queue could not be created, opened or attached to.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum OpenError {
+    /// No queue of that name exists.
+    NotFound {
+        /// The name asked for.
+        name: String,
+    },
+    /// `create` found a queue (or other object) of that name already.
+    AlreadyExists {
+        /// The name asked for.
+        name: String,
+    },
+    /// The region was made by an incompatible version of shmq.
+    VersionMismatch {
+        /// Layout version found in the region.
+        found: u32,
+        /// Layout version this build understands.
+        expected: u32,
+    },
+    /// The region is not a valid shmq queue (wrong magic, inconsistent
+    /// header, truncated file, creator died while initialising, ...).
+    Corrupted(String),
+    /// `/dev/shm` has too little free space to reserve the region.
+    NoSpace {
+        /// Bytes the region needs.
+        needed: u64,
+        /// Bytes free in `/dev/shm` at the time.
+        available: u64,
+    },
+    /// The caller may not open the object (file mode or owner).
+    PermissionDenied {
+        /// The name asked for.
+        name: String,
+    },
+    /// The name cannot name a shared-memory object.
+    InvalidName {
+        /// The name given.
+        name: String,
+        /// Why it was refused.
+        reason: &'static str,
+    },
+    /// The [`Config`](crate::Config) cannot produce a valid region.
+    InvalidConfig(String),
+    /// Every participant entry of the region is in use by a live process.
+    TooManyParticipants {
+        /// The size of the participant table.
+        max: u32,
+    },
+    /// An unexpected operating-system error.
+    Io(io::Error),
+}
+
+impl fmt::Display for OpenError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NotFound { name } => write!(
+                f,
+                "no shmq queue named {name:?} exists in /dev/shm; create it first \
+                 (Queue::create or Queue::create_or_open) or check the name"
+            ),
+            Self::AlreadyExists { name } => write!(
+                f,
+                "a queue named {name:?} already exists in /dev/shm; open it with \
+                 Queue::open, or remove a stale one with Queue::unlink"
+            ),
+            Self::VersionMismatch { found, expected } => write!(
+                f,
+                "the queue was created with layout version {found}, this build of shmq \
+                 understands version {expected}; use the same shmq version in every process"
+            ),
+            Self::Corrupted(why) => write!(
+                f,
+                "the region is not a valid shmq queue: {why}; unlink it and create it again"
+            ),
+            Self::NoSpace { needed, available } => write!(
+                f,
+                "/dev/shm has {available} bytes free but the queue needs {needed}; \
+                 choose a smaller Config::capacity_bytes, free /dev/shm, or enlarge it \
+                 (Docker's default is 64 MB: run the container with --shm-size=1g)"
+            ),
+            Self::PermissionDenied { name } => write!(
+                f,
+                "permission denied opening /dev/shm/{name}; run as the user that created \
+                 the queue or create it with a wider Config::mode"
+            ),
+            Self::InvalidName { name, reason } => write!(
+                f,
+                "{name:?} is not a valid queue name: {reason}; use 1-200 bytes without '/'"
+            ),
+            Self::InvalidConfig(why) => write!(f, "invalid queue configuration: {why}"),
+            Self::TooManyParticipants { max } => write!(
+                f,
+                "all {max} participant entries of the queue are held by live senders and \
+                 receivers; drop unused handles or create the queue with a larger \
+                 Config::participants"
+            ),
+            Self::Io(e) => write!(f, "operating-system error on the queue's region: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for OpenError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Io(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+macro_rules! send_error_common {
+    ($ty:ident { $($var:ident),* }) => {
+        impl<T> $ty<T> {
+            /// Gives back the message that could not be sent.
+            pub fn into_inner(self) -> T {
+                match self {
+                    $(Self::$var(t) => t,)*
+                    Self::Corrupted(t, _) => t,
+                }
+            }
+
+            /// Whether no receiver is attached any more.
+            pub fn is_disconnected(&self) -> bool {
+                matches!(self, Self::Disconnected(_))
+            }
+
+            /// Whether the message exceeds [`Queue::max_message`](crate::Queue::max_message).
+            pub fn is_too_large(&self) -> bool {
+                matches!(self, Self::TooLarge(_))
+            }
+        }
+
+        impl<T> fmt::Debug for $ty<T> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                match self {
+                    $(Self::$var(_) => f.write_str(concat!(stringify!($ty), "::", stringify!($var), "(..)")),)*
+                    Self::Corrupted(_, c) => write!(f, concat!(stringify!($ty), "::Corrupted(.., {:?})"), c),
+                }
+            }
+        }
+
+        impl<T> std::error::Error for $ty<T> {}
+    };
+}
+
+const DISCONNECTED_SEND: &str =
+    "sending on a queue whose receivers have all detached or died; the message is returned";
+const TOO_LARGE: &str = "the message is larger than Queue::max_message(); \
+     create the queue with a larger Config::capacity_bytes or split the message";
+
+/// Error of a blocking [`Sender::send`](crate::Sender::send).
+#[non_exhaustive]
+pub enum SendError<T> {
+    /// Every receiver has detached or died.
+    Disconnected(T),
+    /// The message exceeds [`Queue::max_message`](crate::Queue::max_message).
+    TooLarge(T),
+    /// The region failed a consistency check.
+    Corrupted(T, Corruption),
+}
+send_error_common!(SendError {
+    Disconnected,
+    TooLarge
+});
+
+impl<T> fmt::Display for SendError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Disconnected(_) => f.write_str(DISCONNECTED_SEND),
+            Self::TooLarge(_) => f.write_str(TOO_LARGE),
+            Self::Corrupted(_, c) => c.fmt(f),
+        }
+    }
+}
+
+/// Error of [`Sender::try_send`](crate::Sender::try_send).
+#[non_exhaustive]
+pub enum TrySendError<T> {
+    /// No room right now (arena space, index slots or a lane lease).
+    Full(T),
+    /// Every receiver has detached or died.
+    Disconnected(T),
+    /// The message exceeds [`Queue::max_message`](crate::Queue::max_message).
+    TooLarge(T),
+    /// The region failed a consistency check.
+    Corrupted(T, Corruption),
+}
+send_error_common!(TrySendError {
+    Full,
+    Disconnected,
+    TooLarge
+});
+
+impl<T> TrySendError<T> {
+    /// Whether the queue was full.
+    pub fn is_full(&self) -> bool {
+        matches!(self, Self::Full(_))
+    }
+}
+
+impl<T> fmt::Display for TrySendError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Full(_) => f.write_str(
+                "the queue is full; retry later or use send / send_timeout to wait for room",
+            ),
+            Self::Disconnected(_) => f.write_str(DISCONNECTED_SEND),
+            Self::TooLarge(_) => f.write_str(TOO_LARGE),
+            Self::Corrupted(_, c) => c.fmt(f),
+        }
+    }
+}
+
+impl<T> From<SendError<T>> for TrySendError<T> {
+    fn from(e: SendError<T>) -> Self {
+        match e {
+            SendError::Disconnected(t) => Self::Disconnected(t),
+            SendError::TooLarge(t) => Self::TooLarge(t),
+            SendError::Corrupted(t, c) => Self::Corrupted(t, c),
+        }
+    }
+}
+
+/// Error of [`Sender::send_timeout`](crate::Sender::send_timeout).
+#[non_exhaustive]
+pub enum SendTimeoutError<T> {
+    /// No room appeared before the deadline.
+    Timeout(T),
+    /// Every receiver has detached or died.
+    Disconnected(T),
+    /// The message exceeds [`Queue::max_message`](crate::Queue::max_message).
+    TooLarge(T),
+    /// The region failed a consistency check.
+    Corrupted(T, Corruption),
+}
+send_error_common!(SendTimeoutError {
+    Timeout,
+    Disconnected,
+    TooLarge
+});
+
+impl<T> SendTimeoutError<T> {
+    /// Whether the deadline passed.
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, Self::Timeout(_))
+    }
+}
+
+impl<T> fmt::Display for SendTimeoutError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Timeout(_) => f.write_str(
+                "timed out waiting for room in the queue; receivers are slower than senders",
+            ),
+            Self::Disconnected(_) => f.write_str(DISCONNECTED_SEND),
+            Self::TooLarge(_) => f.write_str(TOO_LARGE),
+            Self::Corrupted(_, c) => c.fmt(f),
+        }
+    }
+}
+
+impl<T> From<SendError<T>> for SendTimeoutError<T> {
+    fn from(e: SendError<T>) -> Self {
+        match e {
+            SendError::Disconnected(t) => Self::Disconnected(t),
+            SendError::TooLarge(t) => Self::TooLarge(t),
+            SendError::Corrupted(t, c) => Self::Corrupted(t, c),
+        }
+    }
+}
+
+const DISCONNECTED_RECV: &str =
+    "the queue is empty and every sender has detached or died; no more messages will come";
+
+/// Error of a blocking [`Receiver::recv`](crate::Receiver::recv).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RecvError {
+    /// The queue is empty and every sender has detached or died.
+    Disconnected,
+    /// The region failed a consistency check.
+    Corrupted(Corruption),
+}
+
+impl fmt::Display for RecvError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Disconnected => f.write_str(DISCONNECTED_RECV),
+            Self::Corrupted(c) => c.fmt(f),
+        }
+    }
+}
+impl std::error::Error for RecvError {}
+
+/// Error of [`Receiver::try_recv`](crate::Receiver::try_recv).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TryRecvError {
+    /// No message is ready right now.
+    Empty,
+    /// The queue is empty and every sender has detached or died.
+    Disconnected,
+    /// The region failed a consistency check.
+    Corrupted(Corruption),
+}
+
+impl TryRecvError {
+    /// Whether the queue was empty.
+    pub fn is_empty(&self) -> bool {
+        matches!(self, Self::Empty)
+    }
+    /// Whether every sender is gone.
+    pub fn is_disconnected(&self) -> bool {
+        matches!(self, Self::Disconnected)
+    }
+}
+
+impl fmt::Display for TryRecvError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Empty => {
+                f.write_str("the queue is empty; retry later or use recv / recv_timeout to wait")
+            }
+            Self::Disconnected => f.write_str(DISCONNECTED_RECV),
+            Self::Corrupted(c) => c.fmt(f),
+        }
+    }
+}
+impl std::error::Error for TryRecvError {}
+
+impl From<RecvError> for TryRecvError {
+    fn from(e: RecvError) -> Self {
+        match e {
+            RecvError::Disconnected => Self::Disconnected,
+            RecvError::Corrupted(c) => Self::Corrupted(c),
+        }
+    }
+}
+
+/// Error of [`Receiver::recv_timeout`](crate::Receiver::recv_timeout).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RecvTimeoutError {
+    /// No message arrived before the deadline.
+    Timeout,
+    /// The queue is empty and every sender has detached or died.
+    Disconnected,
+    /// The region failed a consistency check.
+    Corrupted(Corruption),
+}
+
+impl RecvTimeoutError {
+    /// Whether the deadline passed.
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, Self::Timeout)
+    }
+    /// Whether every sender is gone.
+    pub fn is_disconnected(&self) -> bool {
+        matches!(self, Self::Disconnected)
+    }
+}
+
+impl fmt::Display for RecvTimeoutError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Timeout => f.write_str("timed out waiting for a message"),
+            Self::Disconnected => f.write_str(DISCONNECTED_RECV),
+            Self::Corrupted(c) => c.fmt(f),
+        }
+    }
+}
+impl std::error::Error for RecvTimeoutError {}
+
+impl From<RecvError> for RecvTimeoutError {
+    fn from(e: RecvError) -> Self {
+        match e {
+            RecvError::Disconnected => Self::Disconnected,
+            RecvError::Corrupted(c) => Self::Corrupted(c),
+        }
+    }
+}

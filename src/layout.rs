@@ -1,0 +1,412 @@
+//! The shared-memory region: `#[repr(C)]` structs, magic and version,
+//! offsets, and [`Layout::validate`] for an untrusted mapping.
+//!
+//! Every struct placed in shared memory consists of atomics only, so a
+//! reference to one is sound even while other processes write it. Payload
+//! bytes are never referenced outside their exclusive window (see `ring`).
+//!
+//! ```text
+//! offset 0      Header (6 lines of 128 B): config, enqueue hint, dequeue hint,
+//!               data wait word, space wait word, role counters
+//! 768           participants[P], 16 B each
+//! align 128     lanes[L], 128 B each: owner, end, frontier, space wait word
+//! align 128     slots[N], 16 B each: {sequence, record ref} as one AtomicU128
+//! align 4096    arena: L lanes of `lane_size` bytes, in 64-byte units
+//! ```
+
+use std::mem::{align_of, offset_of, size_of};
+
+use static_assertions::{const_assert, const_assert_eq};
+
+use crate::sync::{AtomicU32, AtomicU64, AtomicU128, Ordering};
+
+/// `"SHMQ"` in little-endian byte order.
+pub(crate) const MAGIC: u32 = u32::from_le_bytes(*b"SHMQ");
+/// Layout version; a region of another version is refused, never misread.
+pub(crate) const VERSION: u32 = 1;
+
+/// The arena's allocation unit: record headers and payloads are aligned to it.
+pub(crate) const UNIT: u64 = 64;
+/// Hot words each get a line of this size (two cache lines: adjacent-line
+/// prefetch on x86 pairs lines).
+pub(crate) const LINE: u64 = 128;
+/// The arena starts on a page boundary.
+pub(crate) const PAGE: u64 = 4096;
+
+/// `init_state` values.
+pub(crate) const INIT_UNINIT: u32 = 0;
+pub(crate) const INIT_READY: u32 = 2;
+
+/// Byte of the region file locked by the creator while it initialises.
+pub(crate) const INIT_LOCK_BYTE: u64 = 0;
+/// Participant `i` holds an OFD lock on byte `PARTICIPANT_LOCK_BASE + i`.
+pub(crate) const PARTICIPANT_LOCK_BASE: u64 = 1;
+
+/// Limits enforced by [`Layout::new`] and [`Layout::validate`].
+pub(crate) const MAX_LANES: u32 = 1024;
+pub(crate) const MIN_LANE_SIZE: u64 = PAGE;
+pub(crate) const MAX_LANE_SIZE: u64 = 1 << 40;
+pub(crate) const MIN_SLOTS: u32 = 2;
+pub(crate) const MAX_SLOTS: u32 = 1 << 26;
+pub(crate) const MAX_PARTICIPANTS: u32 = 1 << 16;
+
+/// Line 0: the configuration, written once by the creator before
+/// `init_state` becomes ready, then only read (once, into a [`Layout`]).
+#[repr(C, align(128))]
+#[derive(Debug)]
+pub(crate) struct ConfigLine {
+    pub magic: AtomicU32,
+    pub version: AtomicU32,
+    pub init_state: AtomicU32,
+    pub creator_pid: AtomicU32,
+    pub total_size: AtomicU64,
+    pub lane_count: AtomicU32,
+    pub slot_count: AtomicU32,
+    pub lane_size: AtomicU64,
+    pub max_message: AtomicU64,
+    pub participant_count: AtomicU32,
+    pub flags: AtomicU32,
+    pub participants_offset: AtomicU64,
+    pub lanes_offset: AtomicU64,
+    pub slots_offset: AtomicU64,
+    pub arena_offset: AtomicU64,
+}
+
+/// A ticket hint on its own line.
+#[repr(C, align(128))]
+#[derive(Debug)]
+pub(crate) struct TicketLine {
+    pub hint: AtomicU64,
+}
+
+/// A futex word with its sleeper count, on its own line.
+#[repr(C, align(128))]
+#[derive(Debug)]
+pub(crate) struct WaitLine {
+    pub word: WaitWord,
+}
+
+/// A futex `epoch` (bumped by every waking publisher) and the number of
+/// waiters parked or about to park on it.
+#[repr(C)]
+#[derive(Debug)]
+pub(crate) struct WaitWord {
+    pub epoch: AtomicU32,
+    pub sleepers: AtomicU32,
+}
+
+/// Counts of attached senders and receivers, and which roles ever attached.
+#[repr(C, align(128))]
+#[derive(Debug)]
+pub(crate) struct RoleLine {
+    pub senders: AtomicU32,
+    pub receivers: AtomicU32,
+    /// Bit [`ROLE_SENDER`] / [`ROLE_RECEIVER`] set once that role attached.
+    pub ever: AtomicU32,
+}
+
+/// Role bits.
+pub(crate) const ROLE_SENDER: u32 = 1;
+pub(crate) const ROLE_RECEIVER: u32 = 2;
+
+/// The fixed header at offset 0.
+#[repr(C)]
+#[derive(Debug)]
+pub(crate) struct Header {
+    pub config: ConfigLine,
+    pub enq: TicketLine,
+    pub deq: TicketLine,
+    /// Receivers park here waiting for data.
+    pub data: WaitLine,
+    /// Senders park here waiting for an index slot or a lane lease.
+    pub space: WaitLine,
+    pub roles: RoleLine,
+}
+
+/// One entry of the participant table.
+/// `word` = generation (32) | role (8, bits 8..16) | state (8, bits 0..8).
+#[repr(C)]
+#[derive(Debug)]
+pub(crate) struct Participant {
+    pub word: AtomicU64,
+    pub pid: AtomicU32,
+    pub _reserved: AtomicU32,
+}
+
+/// Participant states.
+pub(crate) const P_FREE: u64 = 0;
+pub(crate) const P_ALIVE: u64 = 1;
+
+/// Packs a participant word.
+pub(crate) const fn participant_word(generation: u32, role: u32, state: u64) -> u64 {
+    ((generation as u64) << 32) | (((role & 0xff) as u64) << 8) | (state & 0xff)
+}
+
+/// One lane of the arena: its lease word, its write end and reclaim frontier
+/// (in units, monotonically increasing), and the futex its holder sleeps on
+/// while waiting for consumers to release space.
+#[repr(C, align(128))]
+#[derive(Debug)]
+pub(crate) struct Lane {
+    /// 0 = free; otherwise `busy(owner)` (see `ring::lease_word`).
+    pub owner: AtomicU64,
+    pub end: AtomicU64,
+    pub frontier: AtomicU64,
+    pub space: WaitWord,
+}
+
+/// The header unit of a record in the arena.
+/// `state` = lap tag (32) | state (8, bits 24..32) | owner (24).
+#[repr(C, align(64))]
+#[derive(Debug)]
+pub(crate) struct RecordHeader {
+    pub state: AtomicU64,
+    /// Payload length in bytes.
+    pub len: AtomicU64,
+    /// Size of the whole record (header unit included) in units.
+    pub units: AtomicU32,
+    pub kind: AtomicU32,
+}
+
+/// A slot of the index: high 64 bits sequence, low 64 bits record ref.
+pub(crate) type Slot = AtomicU128;
+
+const_assert_eq!(size_of::<ConfigLine>(), 128);
+const_assert_eq!(size_of::<TicketLine>(), 128);
+const_assert_eq!(size_of::<WaitLine>(), 128);
+const_assert_eq!(size_of::<RoleLine>(), 128);
+const_assert_eq!(size_of::<Header>(), 768);
+const_assert_eq!(offset_of!(Header, enq), 128);
+const_assert_eq!(offset_of!(Header, deq), 256);
+const_assert_eq!(offset_of!(Header, data), 384);
+const_assert_eq!(offset_of!(Header, space), 512);
+const_assert_eq!(offset_of!(Header, roles), 640);
+const_assert_eq!(offset_of!(ConfigLine, total_size), 16);
+const_assert_eq!(offset_of!(ConfigLine, arena_offset), 80);
+const_assert_eq!(size_of::<Participant>(), 16);
+const_assert_eq!(size_of::<Lane>(), 128);
+const_assert_eq!(offset_of!(Lane, space), 24);
+const_assert_eq!(size_of::<RecordHeader>(), UNIT as usize);
+const_assert_eq!(offset_of!(RecordHeader, units), 16);
+const_assert_eq!(size_of::<Slot>(), 16);
+const_assert!(align_of::<Slot>() == 16);
+const_assert!(align_of::<Header>() as u64 <= PAGE);
+
+const fn align_up(x: u64, a: u64) -> u64 {
+    (x + a - 1) & !(a - 1)
+}
+
+/// The process-local copy of a region's geometry, computed from four numbers
+/// and checked against the header. Never re-read from shared memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Layout {
+    pub lane_count: u32,
+    pub lane_size: u64,
+    pub slot_count: u32,
+    pub participant_count: u32,
+    pub max_message: u64,
+    pub participants_offset: u64,
+    pub lanes_offset: u64,
+    pub slots_offset: u64,
+    pub arena_offset: u64,
+    pub total_size: u64,
+}
+
+impl Layout {
+    /// Computes the geometry, or says which parameter is out of range.
+    pub(crate) fn new(
+        lane_count: u32,
+        lane_size: u64,
+        slot_count: u32,
+        participant_count: u32,
+    ) -> Result<Self, String> {
+        if !lane_count.is_power_of_two() || lane_count > MAX_LANES {
+            return Err(format!(
+                "lane count {lane_count} must be a power of two in 1..={MAX_LANES}"
+            ));
+        }
+        if !lane_size.is_power_of_two() || !(MIN_LANE_SIZE..=MAX_LANE_SIZE).contains(&lane_size) {
+            return Err(format!(
+                "lane size {lane_size} must be a power of two in {MIN_LANE_SIZE}..={MAX_LANE_SIZE}"
+            ));
+        }
+        if !slot_count.is_power_of_two() || !(MIN_SLOTS..=MAX_SLOTS).contains(&slot_count) {
+            return Err(format!(
+                "slot count {slot_count} must be a power of two in {MIN_SLOTS}..={MAX_SLOTS}"
+            ));
+        }
+        if participant_count == 0 || participant_count > MAX_PARTICIPANTS {
+            return Err(format!(
+                "participant count {participant_count} must be in 1..={MAX_PARTICIPANTS}"
+            ));
+        }
+        let participants_offset = size_of::<Header>() as u64;
+        let lanes_offset = align_up(
+            participants_offset + u64::from(participant_count) * size_of::<Participant>() as u64,
+            LINE,
+        );
+        let slots_offset = align_up(
+            lanes_offset + u64::from(lane_count) * size_of::<Lane>() as u64,
+            LINE,
+        );
+        let arena_offset = align_up(
+            slots_offset + u64::from(slot_count) * size_of::<Slot>() as u64,
+            PAGE,
+        );
+        let arena = u64::from(lane_count)
+            .checked_mul(lane_size)
+            .ok_or("arena size overflows")?;
+        let total_size = arena_offset
+            .checked_add(arena)
+            .ok_or("region size overflows")?;
+        if total_size > isize::MAX as u64 {
+            return Err("region does not fit the address space".into());
+        }
+        Ok(Self {
+            lane_count,
+            lane_size,
+            slot_count,
+            participant_count,
+            // a record (header unit + payload) of at most lane_size/8 + 64
+            // always fits an empty lane at any start (<= lane_size/2), and
+            // leaves room for the two sides to pipeline
+            max_message: lane_size / 8,
+            participants_offset,
+            lanes_offset,
+            slots_offset,
+            arena_offset,
+            total_size,
+        })
+    }
+
+    /// Lane size in units.
+    pub(crate) fn lane_units(&self) -> u64 {
+        self.lane_size / UNIT
+    }
+
+    /// Writes the configuration line. The caller then initialises the slots
+    /// and finally publishes `init_state = READY` with Release.
+    pub(crate) fn write_config(&self, cfg: &ConfigLine, creator_pid: u32) {
+        let r = Ordering::Relaxed;
+        cfg.magic.store(MAGIC, r);
+        cfg.version.store(VERSION, r);
+        cfg.creator_pid.store(creator_pid, r);
+        cfg.total_size.store(self.total_size, r);
+        cfg.lane_count.store(self.lane_count, r);
+        cfg.slot_count.store(self.slot_count, r);
+        cfg.lane_size.store(self.lane_size, r);
+        cfg.max_message.store(self.max_message, r);
+        cfg.participant_count.store(self.participant_count, r);
+        cfg.flags.store(0, r);
+        cfg.participants_offset.store(self.participants_offset, r);
+        cfg.lanes_offset.store(self.lanes_offset, r);
+        cfg.slots_offset.store(self.slots_offset, r);
+        cfg.arena_offset.store(self.arena_offset, r);
+    }
+
+    /// Validates the configuration line of an untrusted mapping of
+    /// `mapped_len` bytes (already checked to hold a whole [`Header`] and
+    /// `init_state == READY`, read with Acquire). Each field is read once.
+    pub(crate) fn validate(cfg: &ConfigLine, mapped_len: u64) -> Result<Self, ValidateError> {
+        let r = Ordering::Relaxed;
+        let magic = cfg.magic.load(r);
+        if magic != MAGIC {
+            return Err(ValidateError::Corrupted(format!(
+                "wrong magic {magic:#010x}: this is not a shmq region"
+            )));
+        }
+        let version = cfg.version.load(r);
+        if version != VERSION {
+            return Err(ValidateError::Version(version));
+        }
+        let computed = Self::new(
+            cfg.lane_count.load(r),
+            cfg.lane_size.load(r),
+            cfg.slot_count.load(r),
+            cfg.participant_count.load(r),
+        )
+        .map_err(|e| ValidateError::Corrupted(format!("header: {e}")))?;
+        let stored = Self {
+            max_message: cfg.max_message.load(r),
+            participants_offset: cfg.participants_offset.load(r),
+            lanes_offset: cfg.lanes_offset.load(r),
+            slots_offset: cfg.slots_offset.load(r),
+            arena_offset: cfg.arena_offset.load(r),
+            total_size: cfg.total_size.load(r),
+            ..computed
+        };
+        if stored != computed {
+            return Err(ValidateError::Corrupted(
+                "header offsets or sizes disagree with its geometry".into(),
+            ));
+        }
+        let flags = cfg.flags.load(r);
+        if flags != 0 {
+            return Err(ValidateError::Corrupted(format!(
+                "unknown flags {flags:#x}"
+            )));
+        }
+        if computed.total_size > mapped_len {
+            return Err(ValidateError::Corrupted(format!(
+                "truncated: the header says {} bytes but the file has {mapped_len}",
+                computed.total_size
+            )));
+        }
+        Ok(computed)
+    }
+}
+
+/// Why [`Layout::validate`] refused a region.
+#[derive(Debug)]
+pub(crate) enum ValidateError {
+    Version(u32),
+    Corrupted(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn zeroed_config() -> ConfigLine {
+        // SAFETY: ConfigLine is atomics only; all-zero is a valid value.
+        unsafe { std::mem::zeroed() }
+    }
+
+    #[test]
+    fn geometry_is_aligned_and_checked() {
+        let l = Layout::new(4, 1 << 16, 256, 8).unwrap();
+        assert_eq!(l.participants_offset, 768);
+        assert_eq!(l.lanes_offset % LINE, 0);
+        assert_eq!(l.slots_offset % LINE, 0);
+        assert_eq!(l.arena_offset % PAGE, 0);
+        assert_eq!(l.total_size, l.arena_offset + 4 * (1 << 16));
+        assert_eq!(l.max_message, (1 << 16) / 8);
+        assert!(Layout::new(3, 1 << 16, 256, 8).is_err());
+        assert!(Layout::new(4, 1000, 256, 8).is_err());
+        assert!(Layout::new(4, 1 << 16, 1, 8).is_err());
+        assert!(Layout::new(4, 1 << 16, 256, 0).is_err());
+    }
+
+    #[test]
+    fn validate_round_trips_and_refuses_tampering() {
+        let l = Layout::new(2, 1 << 14, 64, 4).unwrap();
+        let cfg = zeroed_config();
+        l.write_config(&cfg, 1);
+        assert_eq!(Layout::validate(&cfg, l.total_size).unwrap(), l);
+        assert!(matches!(
+            Layout::validate(&cfg, l.total_size - 1),
+            Err(ValidateError::Corrupted(_))
+        ));
+        cfg.version.store(VERSION + 1, Ordering::Relaxed);
+        assert!(matches!(
+            Layout::validate(&cfg, l.total_size),
+            Err(ValidateError::Version(v)) if v == VERSION + 1
+        ));
+        cfg.version.store(VERSION, Ordering::Relaxed);
+        cfg.slots_offset.fetch_add(128, Ordering::Relaxed);
+        assert!(Layout::validate(&cfg, l.total_size).is_err());
+        cfg.slots_offset.fetch_sub(128, Ordering::Relaxed);
+        cfg.magic.store(0, Ordering::Relaxed);
+        assert!(Layout::validate(&cfg, l.total_size).is_err());
+    }
+}

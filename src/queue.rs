@@ -1,0 +1,1226 @@
+//! The public API: [`Queue`], [`Sender`], [`Receiver`], [`WriteGrant`],
+//! [`Message`], blocking with a [`WaitStrategy`], and disconnect.
+
+use std::fmt;
+use std::mem::ManuallyDrop;
+use std::ops::{Deref, DerefMut};
+use std::ptr::NonNull;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crossbeam_utils::Backoff;
+
+use crate::error::{
+    Corruption, OpenError, RecvError, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError,
+    TrySendError,
+};
+use crate::layout::{
+    INIT_LOCK_BYTE, INIT_READY, INIT_UNINIT, Layout, MAGIC, PAGE, PARTICIPANT_LOCK_BASE,
+    ROLE_RECEIVER, ROLE_SENDER, ValidateError,
+};
+use crate::ring::{Allocation, Busy, Claim, LaneLease, Owner, Ring};
+use crate::sync::{self, AtomicU32, AtomicU64, Ordering, Wake};
+use crate::sys::{self, LockFile, Mapping, ShmFile};
+
+/// A parked waiter wakes at least this often to check that its peers are
+/// still alive (a SIGKILLed peer never wakes anyone).
+const LIVENESS_PERIOD: Duration = Duration::from_millis(200);
+/// Dead participants are looked for at most this often per process.
+const REAP_INTERVAL: Duration = Duration::from_millis(100);
+/// How long `open` waits for a creator that holds the init lock.
+const INIT_WAIT_LOCKED: Duration = Duration::from_secs(30);
+/// How long `open` waits for a region nobody is initialising.
+const INIT_WAIT_UNLOCKED: Duration = Duration::from_secs(1);
+
+/// How a blocking call waits for room or for a message.
+///
+/// Every strategy honours timeouts and notices disconnects and dead peers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WaitStrategy {
+    /// Busy-spin on the shared words: lowest latency, burns a core.
+    Spin,
+    /// Spin with `std::thread::yield_now` between checks.
+    Yield,
+    /// Sleep on the futex at once: no CPU while waiting, a wake-up costs
+    /// a system call on both sides (~25 µs on a VM).
+    Park,
+    /// Spin briefly with backoff, then sleep on the futex (the default).
+    #[default]
+    SpinThenPark,
+}
+
+/// The shape of a queue to create. Builder-style:
+///
+/// ```
+/// let cfg = shmq::Config::default().capacity_bytes(1 << 20).slots(1024);
+/// # let _ = cfg;
+/// ```
+#[derive(Debug, Clone)]
+pub struct Config {
+    capacity_bytes: u64,
+    slots: Option<u32>,
+    lanes: Option<u32>,
+    participants: u32,
+    mode: u32,
+    wait: WaitStrategy,
+}
+
+impl Default for Config {
+    /// A 64 MiB arena in 8 lanes, 65 536 index slots, 256 participants,
+    /// mode 0600, [`WaitStrategy::SpinThenPark`].
+    fn default() -> Self {
+        Self {
+            capacity_bytes: 64 << 20,
+            slots: None,
+            lanes: None,
+            participants: 256,
+            mode: 0o600,
+            wait: WaitStrategy::SpinThenPark,
+        }
+    }
+}
+
+impl Config {
+    /// Total arena bytes (rounded up to a power of two, at least 4 KiB per
+    /// lane). Each lane gets an equal share; [`Queue::max_message`] is an
+    /// eighth of a lane.
+    pub fn capacity_bytes(mut self, n: usize) -> Self {
+        self.capacity_bytes = n as u64;
+        self
+    }
+    /// Index slots: the most messages that can wait unclaimed at once
+    /// (rounded up to a power of two). Default: one per KiB of capacity,
+    /// between 64 and 2^20.
+    pub fn slots(mut self, n: usize) -> Self {
+        self.slots = Some(n.min(u32::MAX as usize) as u32);
+        self
+    }
+    /// Lanes the arena is carved into (a power of two). A sender writes into
+    /// one lane at a time; more lanes let more senders write at once.
+    /// Default: 8, fewer for arenas below 512 KiB.
+    pub fn lanes(mut self, n: usize) -> Self {
+        self.lanes = Some(n.min(u32::MAX as usize) as u32);
+        self
+    }
+    /// Size of the participant table: how many senders and receivers (not
+    /// counting clones) can be attached at once. Default 256.
+    pub fn participants(mut self, n: usize) -> Self {
+        self.participants = n.min(u32::MAX as usize) as u32;
+        self
+    }
+    /// File mode of the region under `/dev/shm`. Default `0o600`.
+    pub fn mode(mut self, mode: u32) -> Self {
+        self.mode = mode & 0o777;
+        self
+    }
+    /// The wait strategy of handles made from the created queue.
+    pub fn wait_strategy(mut self, w: WaitStrategy) -> Self {
+        self.wait = w;
+        self
+    }
+
+    fn layout(&self) -> Result<Layout, OpenError> {
+        let cap = self
+            .capacity_bytes
+            .max(PAGE)
+            .checked_next_power_of_two()
+            .ok_or_else(|| OpenError::InvalidConfig("capacity_bytes is too large".into()))?;
+        let lanes = match self.lanes {
+            Some(0) => return Err(OpenError::InvalidConfig("lanes must be at least 1".into())),
+            Some(n) => n.next_power_of_two(),
+            None => (cap / (64 << 10)).clamp(1, 8) as u32,
+        };
+        if cap / u64::from(lanes) < PAGE {
+            return Err(OpenError::InvalidConfig(format!(
+                "capacity {cap} split into {lanes} lanes leaves less than 4096 bytes per lane"
+            )));
+        }
+        let slots = match self.slots {
+            Some(n) => n.max(2).checked_next_power_of_two().unwrap_or(0),
+            None => (cap / 1024).clamp(64, 1 << 20) as u32,
+        };
+        Layout::new(lanes, cap / u64::from(lanes), slots, self.participants)
+            .map_err(OpenError::InvalidConfig)
+    }
+}
+
+/// What a process holds of one mapped queue.
+#[derive(Debug)]
+struct Shared {
+    name: String,
+    file: ShmFile,
+    ring: Ring,
+    /// Declared after `ring`: unmapped last.
+    _map: Mapping,
+    /// Monotonic nanoseconds of the last liveness scan in this process.
+    last_reap: AtomicU64,
+}
+
+impl Shared {
+    /// Frees the participant entries of dead processes (their liveness lock
+    /// is gone) and wakes the other side if a role count reached zero.
+    /// Rate-limited to one scan per [`REAP_INTERVAL`] per process.
+    fn reap(&self, force: bool) {
+        let now = sync::now().as_nanos() as u64;
+        let last = self.last_reap.load(Ordering::Relaxed);
+        if !force && now.saturating_sub(last) < REAP_INTERVAL.as_nanos() as u64 {
+            return;
+        }
+        self.last_reap.store(now, Ordering::Relaxed);
+        for i in 0..self.ring.layout().participant_count {
+            let Some(w) = self.ring.participant_alive_word(i) else {
+                continue;
+            };
+            let byte = PARTICIPANT_LOCK_BASE + u64::from(i);
+            if let Ok(false) = self.file.byte_locked_by_other(byte)
+                && let Some(role) = self.ring.retire_participant(i, w)
+            {
+                self.after_retire(role);
+            }
+        }
+    }
+
+    fn after_retire(&self, role: u32) {
+        let (senders, receivers, _) = self.ring.role_counts();
+        let h = self.ring.header();
+        if role == ROLE_SENDER && senders == 0 {
+            self.ring.wake_all(&h.data.word);
+        }
+        if role == ROLE_RECEIVER && receivers == 0 {
+            self.ring.wake_all(&h.space.word);
+            for l in 0..self.ring.layout().lane_count {
+                self.ring.wake_all(self.ring.lane_space(l));
+            }
+        }
+    }
+
+    /// Every receiver that ever attached is gone.
+    fn receivers_gone(&self) -> bool {
+        let (_, r, ever) = self.ring.role_counts();
+        r == 0 && ever & ROLE_RECEIVER != 0
+    }
+
+    /// Every sender that ever attached is gone.
+    fn senders_gone(&self) -> bool {
+        let (s, _, ever) = self.ring.role_counts();
+        s == 0 && ever & ROLE_SENDER != 0
+    }
+}
+
+/// A named queue in `/dev/shm`, mapped into this process.
+///
+/// Make [`Sender`]s and [`Receiver`]s from it; any number of processes can
+/// open the same name. Dropping the `Queue` does not remove the region
+/// (see [`Queue::unlink`]).
+///
+/// # Examples
+///
+/// ```
+/// use shmq::{Config, Queue};
+/// # let name = format!("shmq-doc-queue-{}", std::process::id());
+/// let q = Queue::create(&name, Config::default().capacity_bytes(1 << 20))?;
+/// let tx = q.sender()?;
+/// let mut rx = q.receiver()?;
+/// tx.send(b"hello")?;
+/// assert_eq!(&*rx.recv()?, b"hello");
+/// Queue::unlink(&name)?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct Queue {
+    shared: Arc<Shared>,
+    wait: WaitStrategy,
+}
+
+impl Queue {
+    /// Creates the queue `name` (exclusively: an existing one is an error)
+    /// and reserves its memory in `/dev/shm`.
+    ///
+    /// # Errors
+    /// [`OpenError::AlreadyExists`], [`OpenError::InvalidName`],
+    /// [`OpenError::InvalidConfig`], [`OpenError::NoSpace`] (a full
+    /// `/dev/shm`; nothing is left behind), [`OpenError::PermissionDenied`].
+    pub fn create(name: &str, config: Config) -> Result<Self, OpenError> {
+        let bare = sys::validate_name(name)?;
+        let layout = config.layout()?;
+        let file = ShmFile::create(bare, layout.total_size, config.mode, INIT_LOCK_BYTE)?;
+        let map = match Mapping::new(&file, layout.total_size as usize) {
+            Ok(m) => m,
+            Err(e) => {
+                let _ = sys::unlink(bare);
+                return Err(OpenError::Io(e));
+            }
+        };
+        let base = NonNull::new(map.as_ptr()).expect("mmap is non-null");
+        // SAFETY: the mapping is `total_size` bytes, page aligned, and lives
+        // in `Shared` beside the ring for as long as the ring.
+        let ring = unsafe { Ring::new(base, layout) };
+        let cfg = &ring.header().config;
+        layout.write_config(cfg, sys::getpid());
+        ring.init_slots();
+        // SYNC: Release pairs with the Acquire load of `init_state` in
+        // `open`: the configuration and the slots happen-before validation.
+        cfg.init_state.store(INIT_READY, Ordering::Release);
+        let _ = file.unlock_byte(INIT_LOCK_BYTE);
+        Ok(Self::from_parts(bare, file, map, ring, config.wait))
+    }
+
+    /// Opens the existing queue `name`, waiting (boundedly) for its creator
+    /// to finish initialising it, and validates every header field.
+    ///
+    /// # Errors
+    /// [`OpenError::NotFound`], [`OpenError::VersionMismatch`],
+    /// [`OpenError::Corrupted`] (wrong magic, truncated, inconsistent, or its
+    /// creator died while initialising), [`OpenError::PermissionDenied`],
+    /// [`OpenError::InvalidName`].
+    pub fn open(name: &str) -> Result<Self, OpenError> {
+        let bare = sys::validate_name(name)?;
+        let file = ShmFile::open(bare)?;
+        let start = sync::now();
+        loop {
+            let size = file.size().map_err(OpenError::Io)?;
+            let locked = file.byte_locked_by_other(INIT_LOCK_BYTE).unwrap_or(false);
+            if size >= PAGE {
+                if size > isize::MAX as u64 {
+                    return Err(OpenError::Corrupted("the file is impossibly large".into()));
+                }
+                let map = Mapping::new(&file, size as usize).map_err(OpenError::Io)?;
+                let base = NonNull::new(map.as_ptr()).expect("mmap is non-null");
+                // SAFETY: the first page holds a whole `ConfigLine` (atomics
+                // only), page aligned.
+                let cfg = unsafe { base.cast::<crate::layout::ConfigLine>().as_ref() };
+                // SYNC: Acquire pairs with the creator's Release of READY.
+                let state = cfg.init_state.load(Ordering::Acquire);
+                let magic = cfg.magic.load(Ordering::Relaxed);
+                if state == INIT_READY {
+                    let layout = Layout::validate(cfg, size).map_err(|e| match e {
+                        ValidateError::Version(found) => OpenError::VersionMismatch {
+                            found,
+                            expected: crate::layout::VERSION,
+                        },
+                        ValidateError::Corrupted(why) => OpenError::Corrupted(why),
+                    })?;
+                    // SAFETY: validated: the mapping holds `total_size` bytes
+                    // laid out as `layout`, and lives as long as the ring.
+                    let ring = unsafe { Ring::new(base, layout) };
+                    return Ok(Self::from_parts(
+                        bare,
+                        file,
+                        map,
+                        ring,
+                        WaitStrategy::default(),
+                    ));
+                }
+                if state != INIT_UNINIT || (magic != 0 && magic != MAGIC) {
+                    return Err(OpenError::Corrupted(format!(
+                        "not a shmq region (magic {magic:#010x}, init state {state})"
+                    )));
+                }
+            } else if size != 0 {
+                return Err(OpenError::Corrupted(format!(
+                    "truncated: the file has {size} bytes, less than a header page"
+                )));
+            }
+            let waited = sync::now().saturating_sub(start);
+            let limit = if locked {
+                INIT_WAIT_LOCKED
+            } else {
+                INIT_WAIT_UNLOCKED
+            };
+            if waited > limit {
+                return Err(OpenError::Corrupted(if locked {
+                    "its creator has been initialising it for too long".into()
+                } else {
+                    "it was never initialised: its creator died while creating it".into()
+                }));
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// Opens `name` if it exists, else creates it with `config`. Safe to race
+    /// from many processes: exactly one creates.
+    ///
+    /// # Errors
+    /// As [`Queue::create`] and [`Queue::open`].
+    pub fn create_or_open(name: &str, config: Config) -> Result<Self, OpenError> {
+        loop {
+            match Self::create(name, config.clone()) {
+                Err(OpenError::AlreadyExists { .. }) => {}
+                other => return other,
+            }
+            match Self::open(name) {
+                Err(OpenError::NotFound { .. }) => continue, // unlinked meanwhile
+                Ok(mut q) => {
+                    q.wait = config.wait;
+                    return Ok(q);
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Removes the name `name` from `/dev/shm`. Processes that have the queue
+    /// open keep using it; the memory is freed when the last one unmaps it.
+    ///
+    /// # Errors
+    /// [`OpenError::NotFound`], [`OpenError::InvalidName`],
+    /// [`OpenError::PermissionDenied`].
+    pub fn unlink(name: &str) -> Result<(), OpenError> {
+        sys::unlink(sys::validate_name(name)?)
+    }
+
+    fn from_parts(name: &str, file: ShmFile, map: Mapping, ring: Ring, wait: WaitStrategy) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                name: name.to_owned(),
+                file,
+                ring,
+                _map: map,
+                last_reap: AtomicU64::new(0),
+            }),
+            wait,
+        }
+    }
+
+    /// The queue's name (without a leading `/`).
+    pub fn name(&self) -> &str {
+        &self.shared.name
+    }
+
+    /// The largest message [`Sender::send`] accepts, in bytes.
+    pub fn max_message(&self) -> usize {
+        self.shared.ring.layout().max_message as usize
+    }
+
+    /// Total arena bytes.
+    pub fn capacity_bytes(&self) -> usize {
+        let l = self.shared.ring.layout();
+        (l.lane_size * u64::from(l.lane_count)) as usize
+    }
+
+    /// Index slots: how many messages can wait unclaimed at once.
+    pub fn slots(&self) -> usize {
+        self.shared.ring.layout().slot_count as usize
+    }
+
+    /// Messages published and not yet claimed (a snapshot).
+    pub fn len(&self) -> usize {
+        self.shared.ring.len()
+    }
+
+    /// Whether no message is waiting (a snapshot).
+    pub fn is_empty(&self) -> bool {
+        !self.shared.ring.has_message()
+    }
+
+    /// Sets the wait strategy of handles made from now on.
+    pub fn set_wait_strategy(&mut self, w: WaitStrategy) {
+        self.wait = w;
+    }
+
+    /// A new sender: registers a participant in the region.
+    ///
+    /// # Errors
+    /// [`OpenError::TooManyParticipants`] or an operating-system error.
+    pub fn sender(&self) -> Result<Sender, OpenError> {
+        Ok(Sender {
+            h: Arc::new(Handle::new(&self.shared, ROLE_SENDER, self.wait)?),
+        })
+    }
+
+    /// A new receiver: registers a participant in the region.
+    ///
+    /// # Errors
+    /// [`OpenError::TooManyParticipants`] or an operating-system error.
+    pub fn receiver(&self) -> Result<Receiver, OpenError> {
+        Ok(Receiver {
+            h: Arc::new(Handle::new(&self.shared, ROLE_RECEIVER, self.wait)?),
+        })
+    }
+}
+
+/// A participant's entry in the region and the lock that proves it alive.
+#[derive(Debug)]
+struct Registration {
+    shared: Arc<Shared>,
+    owner: Owner,
+    role: u32,
+    lock: LockFile,
+    fork_gen: u64,
+}
+
+impl Registration {
+    fn new(shared: &Arc<Shared>, role: u32) -> Result<Self, OpenError> {
+        let fork_gen = sys::fork_generation();
+        let lock = LockFile::new(&shared.file).map_err(OpenError::Io)?;
+        let pid = sys::getpid();
+        let ring = &shared.ring;
+        for pass in 0..2 {
+            for i in 0..ring.layout().participant_count {
+                if ring.participant_alive_word(i).is_some() {
+                    continue;
+                }
+                let byte = PARTICIPANT_LOCK_BASE + u64::from(i);
+                if !lock.file().try_lock_byte(byte).map_err(OpenError::Io)? {
+                    continue;
+                }
+                if let Some(owner) = ring.try_claim_participant(i, role, pid) {
+                    return Ok(Self {
+                        shared: Arc::clone(shared),
+                        owner,
+                        role,
+                        lock,
+                        fork_gen,
+                    });
+                }
+                let _ = lock.file().unlock_byte(byte);
+            }
+            if pass == 0 {
+                shared.reap(true);
+            }
+        }
+        Err(OpenError::TooManyParticipants {
+            max: ring.layout().participant_count,
+        })
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        if sys::fork_generation() != self.fork_gen {
+            return; // inherited from the parent: the entry is the parent's
+        }
+        let w = Ring::alive_word(self.owner, self.role);
+        if let Some(role) = self.shared.ring.retire_participant(self.owner.index, w) {
+            self.shared.after_retire(role);
+        }
+        let _ = self
+            .lock
+            .file()
+            .unlock_byte(PARTICIPANT_LOCK_BASE + u64::from(self.owner.index));
+    }
+}
+
+/// State shared by the clones of one sender or receiver.
+#[derive(Debug)]
+struct Handle {
+    shared: Arc<Shared>,
+    role: u32,
+    wait: WaitStrategy,
+    reg: Mutex<Registration>,
+    /// `owner` of `reg`, readable without the lock.
+    owner_index: AtomicU32,
+    owner_gen: AtomicU32,
+    fork_gen: AtomicU64,
+    /// The lane this sender last wrote to (senders only).
+    preferred_lane: AtomicU32,
+}
+
+/// The internal outcome of a blocking operation that did not succeed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fail {
+    Timeout,
+    Disconnected,
+    TooLarge,
+    Corrupted(Corruption),
+}
+
+impl From<Corruption> for Fail {
+    fn from(c: Corruption) -> Self {
+        Self::Corrupted(c)
+    }
+}
+
+impl Handle {
+    fn new(shared: &Arc<Shared>, role: u32, wait: WaitStrategy) -> Result<Self, OpenError> {
+        let reg = Registration::new(shared, role)?;
+        Ok(Self {
+            shared: Arc::clone(shared),
+            role,
+            wait,
+            owner_index: AtomicU32::new(reg.owner.index),
+            owner_gen: AtomicU32::new(reg.owner.generation),
+            fork_gen: AtomicU64::new(reg.fork_gen),
+            reg: Mutex::new(reg),
+            preferred_lane: AtomicU32::new(0),
+        })
+    }
+
+    fn ring(&self) -> &Ring {
+        &self.shared.ring
+    }
+
+    /// This handle's participant identity. In a forked child the inherited
+    /// registration is the parent's: register anew on first use.
+    fn owner(&self) -> Result<Owner, Fail> {
+        let g = sys::fork_generation();
+        if g == self.fork_gen.load(Ordering::Acquire) {
+            return Ok(Owner {
+                index: self.owner_index.load(Ordering::Relaxed),
+                generation: self.owner_gen.load(Ordering::Relaxed),
+            });
+        }
+        let mut reg = self.reg.lock().unwrap_or_else(|p| p.into_inner());
+        if reg.fork_gen != g {
+            let new = Registration::new(&self.shared, self.role).map_err(|_| Fail::Disconnected)?;
+            let old = std::mem::replace(&mut *reg, new);
+            drop(old); // does not touch the parent's entry (fork generation)
+            self.owner_index.store(reg.owner.index, Ordering::Relaxed);
+            self.owner_gen
+                .store(reg.owner.generation, Ordering::Relaxed);
+            self.fork_gen.store(g, Ordering::Release);
+        }
+        Ok(reg.owner)
+    }
+
+    /// Spins, yields or parks once according to the strategy. `word` and
+    /// `ready` are the futex to park on and the condition to re-check.
+    /// Returns `Err(Timeout)` once `deadline` has passed.
+    fn wait_once(
+        &self,
+        backoff: &Backoff,
+        deadline: Option<Duration>,
+        word: &crate::layout::WaitWord,
+        ready: impl FnMut() -> bool,
+    ) -> Result<(), Fail> {
+        let now = sync::now();
+        if deadline.is_some_and(|d| now >= d) {
+            return Err(Fail::Timeout);
+        }
+        self.shared.reap(false);
+        match self.wait {
+            WaitStrategy::Spin => {
+                std::hint::spin_loop();
+                return Ok(());
+            }
+            WaitStrategy::Yield => {
+                std::thread::yield_now();
+                return Ok(());
+            }
+            WaitStrategy::SpinThenPark if !backoff.is_completed() => {
+                backoff.snooze();
+                return Ok(());
+            }
+            WaitStrategy::SpinThenPark | WaitStrategy::Park => {}
+        }
+        let slice = now + LIVENESS_PERIOD;
+        let until = deadline.map_or(slice, |d| d.min(slice));
+        let (_, woke) = self.ring().park(word, until, ready);
+        if woke == Wake::TimedOut && deadline.is_none_or(|d| until < d) {
+            // a liveness slice ended: look for dead peers now
+            self.shared.reap(true);
+        }
+        Ok(())
+    }
+
+    // ---------------------------------------------------------------- send
+
+    /// Finds a lane with room for `len` bytes and allocates a record in it.
+    fn reserve(
+        &self,
+        len: usize,
+        deadline: Option<Duration>,
+    ) -> Result<(LaneLease, Allocation), Fail> {
+        let ring = self.ring();
+        if len as u64 > ring.layout().max_message {
+            return Err(Fail::TooLarge);
+        }
+        let owner = self.owner()?;
+        let lanes = ring.layout().lane_count;
+        let backoff = Backoff::new();
+        loop {
+            if self.shared.receivers_gone() {
+                return Err(Fail::Disconnected);
+            }
+            let pref = self.preferred_lane.load(Ordering::Relaxed) % lanes;
+            let mut any_free = false;
+            for k in 0..lanes {
+                let lane = (pref + k) & (lanes - 1);
+                let Some(mut lease) = ring.try_lease(lane, owner)? else {
+                    continue;
+                };
+                any_free = true;
+                match ring.allocate(&mut lease, len as u64) {
+                    Ok(Some(a)) => {
+                        if lane != pref {
+                            self.preferred_lane.store(lane, Ordering::Relaxed);
+                        }
+                        return Ok((lease, a));
+                    }
+                    Ok(None) => ring.unlease(lease),
+                    Err(c) => {
+                        ring.unlease(lease);
+                        return Err(c.into());
+                    }
+                }
+            }
+            // No lane has room (or every lane is leased): wait.
+            let shared = &self.shared;
+            if any_free {
+                if let Some(mut lease) = ring.try_lease(pref, owner)? {
+                    let need = Ring::record_units(len as u64);
+                    let r = self.wait_once(&backoff, deadline, ring.lane_space(pref), || {
+                        ring.reclaim(&mut lease).is_err()
+                            || ring.lane_has_room(&lease, need)
+                            || shared.receivers_gone()
+                    });
+                    ring.unlease(lease);
+                    r?;
+                    continue;
+                }
+            }
+            self.wait_once(&backoff, deadline, &ring.header().space.word, || {
+                ring.any_lane_unleased() || shared.receivers_gone()
+            })?;
+        }
+    }
+
+    /// Publishes a reserved record, waiting for an index slot if needed.
+    /// On error the record is still reserved (the caller aborts it).
+    fn publish(
+        &self,
+        lease: &LaneLease,
+        a: &Allocation,
+        deadline: Option<Duration>,
+    ) -> Result<(), Fail> {
+        let ring = self.ring();
+        let backoff = Backoff::new();
+        loop {
+            match ring.publish(lease, a)? {
+                Ok(()) => return Ok(()),
+                Err(Busy::IndexFull) => {}
+            }
+            if self.shared.receivers_gone() {
+                return Err(Fail::Disconnected);
+            }
+            let shared = &self.shared;
+            self.wait_once(&backoff, deadline, &ring.header().space.word, || {
+                ring.index_has_room() || shared.receivers_gone()
+            })?;
+        }
+    }
+
+    fn send_bytes(&self, msg: &[u8], deadline: Option<Duration>) -> Result<(), Fail> {
+        let (mut lease, a) = self.reserve(msg.len(), deadline)?;
+        let ring = self.ring();
+        let dst = ring.allocation_payload(&lease, &a);
+        // SAFETY: the allocation's payload (>= msg.len() bytes) belongs to
+        // this lease holder alone until it is published, and cannot overlap
+        // the caller's slice (the caller cannot hold a reference into an
+        // unpublished record).
+        unsafe { std::ptr::copy_nonoverlapping(msg.as_ptr(), dst.as_ptr(), msg.len()) };
+        let r = self.publish(&lease, &a, deadline);
+        if r.is_err() {
+            ring.abort(&mut lease, a);
+        }
+        ring.unlease(lease);
+        r
+    }
+
+    // ---------------------------------------------------------------- recv
+
+    fn claim(&self, deadline: Option<Duration>) -> Result<Claim, Fail> {
+        let ring = self.ring();
+        let owner = self.owner()?;
+        let backoff = Backoff::new();
+        loop {
+            if let Some(c) = ring.claim(owner)? {
+                // Pass the baton: more messages and more sleepers.
+                let data = &ring.header().data.word;
+                if data.sleepers.load(Ordering::Relaxed) > 0 && ring.has_message() {
+                    ring.wake(data, 1);
+                }
+                return Ok(c);
+            }
+            if self.shared.senders_gone() {
+                // SYNC: the senders' publishes happen-before their Release
+                // decrement that we observed: one more look finds them all.
+                return match ring.claim(owner)? {
+                    Some(c) => Ok(c),
+                    None => Err(Fail::Disconnected),
+                };
+            }
+            let shared = &self.shared;
+            let r = self.wait_once(&backoff, deadline, &ring.header().data.word, || {
+                ring.has_message() || shared.senders_gone()
+            });
+            if r.is_err() && ring.has_message() {
+                // Leaving without consuming while a message waits: hand the
+                // wake-up we may have taken to another sleeper.
+                ring.wake(&ring.header().data.word, 1);
+            }
+            r?;
+        }
+    }
+}
+
+fn deadline_after(timeout: Duration) -> Option<Duration> {
+    Some(sync::now().saturating_add(timeout))
+}
+
+/// Sends messages into a queue. `Clone` (clones share one participant
+/// entry), `Send` and `Sync`: use it from many threads at once.
+///
+/// # Examples
+///
+/// ```
+/// # let name = format!("shmq-doc-sender-{}", std::process::id());
+/// let q = shmq::Queue::create(&name, shmq::Config::default().capacity_bytes(1 << 20))?;
+/// let tx = q.sender()?;
+/// let mut rx = q.receiver()?;
+/// let mut grant = tx.reserve(4)?;           // zero-copy: write in place
+/// grant.copy_from_slice(b"ping");
+/// grant.commit()?;
+/// tx.try_send(b"pong")?;
+/// let mut buf = Vec::new();
+/// rx.recv_into(&mut buf)?;
+/// assert_eq!(buf, b"ping");
+/// assert_eq!(&*rx.recv()?, b"pong");
+/// # shmq::Queue::unlink(&name)?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone)]
+pub struct Sender {
+    h: Arc<Handle>,
+}
+
+impl fmt::Debug for Sender {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Sender")
+            .field("queue", &self.h.shared.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Sender {
+    /// Sends `msg`, waiting for room as long as it takes.
+    ///
+    /// # Errors
+    /// [`SendError::Disconnected`] when every receiver that attached has
+    /// detached or died, [`SendError::TooLarge`] above
+    /// [`Queue::max_message`]; the message is given back.
+    pub fn send<'a>(&self, msg: &'a [u8]) -> Result<(), SendError<&'a [u8]>> {
+        self.h.send_bytes(msg, None).map_err(|f| match f {
+            Fail::Disconnected | Fail::Timeout => SendError::Disconnected(msg),
+            Fail::TooLarge => SendError::TooLarge(msg),
+            Fail::Corrupted(c) => SendError::Corrupted(msg, c),
+        })
+    }
+
+    /// Sends `msg` if there is room now; never blocks.
+    ///
+    /// # Errors
+    /// [`TrySendError::Full`] if there is no room now, and as [`Sender::send`].
+    pub fn try_send<'a>(&self, msg: &'a [u8]) -> Result<(), TrySendError<&'a [u8]>> {
+        self.h
+            .send_bytes(msg, Some(Duration::ZERO))
+            .map_err(|f| try_send_error(f, msg))
+    }
+
+    /// Sends `msg`, waiting at most `timeout` for room.
+    ///
+    /// # Errors
+    /// [`SendTimeoutError::Timeout`] if no room appeared in time, and as
+    /// [`Sender::send`].
+    pub fn send_timeout<'a>(
+        &self,
+        msg: &'a [u8],
+        timeout: Duration,
+    ) -> Result<(), SendTimeoutError<&'a [u8]>> {
+        self.h
+            .send_bytes(msg, deadline_after(timeout))
+            .map_err(|f| send_timeout_error(f, msg))
+    }
+
+    /// Reserves `len` bytes in the arena for zero-copy writing, waiting for
+    /// room as long as it takes. Fill the grant, then
+    /// [`commit`](WriteGrant::commit) it; dropping it publishes nothing.
+    ///
+    /// A grant holds a lane of the arena: keep it briefly, and hold at most
+    /// as many grants at once in one process as the queue has lanes.
+    ///
+    /// # Errors
+    /// As [`Sender::send`]; the requested length is given back.
+    pub fn reserve(&self, len: usize) -> Result<WriteGrant<'_>, SendError<usize>> {
+        self.grant(len, None).map_err(|f| match f {
+            Fail::Disconnected | Fail::Timeout => SendError::Disconnected(len),
+            Fail::TooLarge => SendError::TooLarge(len),
+            Fail::Corrupted(c) => SendError::Corrupted(len, c),
+        })
+    }
+
+    /// Reserves `len` bytes if there is room now; never blocks.
+    ///
+    /// # Errors
+    /// As [`Sender::try_send`].
+    pub fn try_reserve(&self, len: usize) -> Result<WriteGrant<'_>, TrySendError<usize>> {
+        self.grant(len, Some(Duration::ZERO))
+            .map_err(|f| try_send_error(f, len))
+    }
+
+    /// Reserves `len` bytes, waiting at most `timeout` for room.
+    ///
+    /// # Errors
+    /// As [`Sender::send_timeout`].
+    pub fn reserve_timeout(
+        &self,
+        len: usize,
+        timeout: Duration,
+    ) -> Result<WriteGrant<'_>, SendTimeoutError<usize>> {
+        self.grant(len, deadline_after(timeout))
+            .map_err(|f| send_timeout_error(f, len))
+    }
+
+    fn grant(&self, len: usize, deadline: Option<Duration>) -> Result<WriteGrant<'_>, Fail> {
+        let (lease, alloc) = self.h.reserve(len, deadline)?;
+        let ptr = self.h.ring().allocation_payload(&lease, &alloc);
+        Ok(WriteGrant {
+            sender: self,
+            lease: ManuallyDrop::new(lease),
+            alloc,
+            ptr,
+            len,
+        })
+    }
+
+    /// The largest message this sender accepts, in bytes.
+    pub fn max_message(&self) -> usize {
+        self.h.ring().layout().max_message as usize
+    }
+
+    /// Whether every receiver that attached has detached or died.
+    pub fn is_disconnected(&self) -> bool {
+        self.h.shared.receivers_gone()
+    }
+
+    /// Messages waiting to be received (a snapshot).
+    pub fn len(&self) -> usize {
+        self.h.ring().len()
+    }
+
+    /// Whether no message is waiting (a snapshot).
+    pub fn is_empty(&self) -> bool {
+        !self.h.ring().has_message()
+    }
+}
+
+fn try_send_error<T>(f: Fail, t: T) -> TrySendError<T> {
+    match f {
+        Fail::Timeout => TrySendError::Full(t),
+        Fail::Disconnected => TrySendError::Disconnected(t),
+        Fail::TooLarge => TrySendError::TooLarge(t),
+        Fail::Corrupted(c) => TrySendError::Corrupted(t, c),
+    }
+}
+
+fn send_timeout_error<T>(f: Fail, t: T) -> SendTimeoutError<T> {
+    match f {
+        Fail::Timeout => SendTimeoutError::Timeout(t),
+        Fail::Disconnected => SendTimeoutError::Disconnected(t),
+        Fail::TooLarge => SendTimeoutError::TooLarge(t),
+        Fail::Corrupted(c) => SendTimeoutError::Corrupted(t, c),
+    }
+}
+
+/// Space reserved in the arena by [`Sender::reserve`]: write the message in
+/// place, then [`commit`](Self::commit). Dropped without commit, nothing is
+/// published and the space is returned.
+pub struct WriteGrant<'a> {
+    sender: &'a Sender,
+    lease: ManuallyDrop<LaneLease>,
+    alloc: Allocation,
+    ptr: NonNull<u8>,
+    len: usize,
+}
+
+impl fmt::Debug for WriteGrant<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WriteGrant")
+            .field("len", &self.len)
+            .finish()
+    }
+}
+
+impl WriteGrant<'_> {
+    /// Publishes the message. Waits for a free index slot if all are taken.
+    ///
+    /// # Errors
+    /// [`SendError::Disconnected`] if every receiver is gone (the message is
+    /// dropped and its space returned).
+    pub fn commit(self) -> Result<(), SendError<()>> {
+        let mut this = ManuallyDrop::new(self);
+        let h = &this.sender.h;
+        let r = h.publish(&this.lease, &this.alloc, None);
+        // SAFETY: `this` is never dropped, so the lease is taken out once.
+        let mut lease = unsafe { ManuallyDrop::take(&mut this.lease) };
+        if r.is_err() {
+            h.ring().abort(&mut lease, this.alloc);
+        }
+        h.ring().unlease(lease);
+        r.map_err(|f| match f {
+            Fail::Corrupted(c) => SendError::Corrupted((), c),
+            _ => SendError::Disconnected(()),
+        })
+    }
+}
+
+impl Deref for WriteGrant<'_> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        // SAFETY: the reserved payload (`len` bytes, in bounds) belongs to
+        // this grant's lease alone until commit or drop.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl DerefMut for WriteGrant<'_> {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as in `deref`; `&mut self` makes the borrow unique.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl Drop for WriteGrant<'_> {
+    fn drop(&mut self) {
+        // SAFETY: `commit` never lets a grant drop, so this runs once and
+        // owns the lease.
+        let mut lease = unsafe { ManuallyDrop::take(&mut self.lease) };
+        let ring = self.sender.h.ring();
+        ring.abort(&mut lease, self.alloc);
+        ring.unlease(lease);
+    }
+}
+
+// SAFETY: the grant's payload is exclusively owned by its lease; moving the
+// grant to another thread moves that ownership.
+unsafe impl Send for WriteGrant<'_> {}
+// SAFETY: `&WriteGrant` only gives `&[u8]`.
+unsafe impl Sync for WriteGrant<'_> {}
+
+/// Receives messages from a queue. `Clone` (clones share one participant
+/// entry), `Send` and `Sync`.
+///
+/// [`recv_into`](Self::recv_into) copies a message out and releases its
+/// space at once (the common path). [`recv`](Self::recv) lends the message
+/// in place: a [`Message`] pins its lane's space until dropped, so keep it
+/// short (copy with `to_vec()` if you need it longer).
+#[derive(Clone)]
+pub struct Receiver {
+    h: Arc<Handle>,
+}
+
+impl fmt::Debug for Receiver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Receiver")
+            .field("queue", &self.h.shared.name)
+            .finish_non_exhaustive()
+    }
+}
+
+fn recv_error(f: Fail) -> RecvError {
+    match f {
+        Fail::Corrupted(c) => RecvError::Corrupted(c),
+        _ => RecvError::Disconnected,
+    }
+}
+
+fn try_recv_error(f: Fail) -> TryRecvError {
+    match f {
+        Fail::Timeout => TryRecvError::Empty,
+        Fail::Corrupted(c) => TryRecvError::Corrupted(c),
+        _ => TryRecvError::Disconnected,
+    }
+}
+
+fn recv_timeout_error(f: Fail) -> RecvTimeoutError {
+    match f {
+        Fail::Timeout => RecvTimeoutError::Timeout,
+        Fail::Corrupted(c) => RecvTimeoutError::Corrupted(c),
+        _ => RecvTimeoutError::Disconnected,
+    }
+}
+
+impl Receiver {
+    /// Receives the next message in place, waiting as long as it takes.
+    ///
+    /// # Errors
+    /// [`RecvError::Disconnected`] once the queue is empty and every sender
+    /// that attached has detached or died.
+    pub fn recv(&mut self) -> Result<Message<'_>, RecvError> {
+        let c = self.h.claim(None).map_err(recv_error)?;
+        Ok(Message {
+            rx: self,
+            claim: Some(c),
+        })
+    }
+
+    /// Receives a message if one is ready; never blocks.
+    ///
+    /// # Errors
+    /// [`TryRecvError::Empty`] or [`TryRecvError::Disconnected`].
+    pub fn try_recv(&mut self) -> Result<Message<'_>, TryRecvError> {
+        let c = self.h.claim(Some(Duration::ZERO)).map_err(try_recv_error)?;
+        Ok(Message {
+            rx: self,
+            claim: Some(c),
+        })
+    }
+
+    /// Receives a message, waiting at most `timeout`.
+    ///
+    /// # Errors
+    /// [`RecvTimeoutError::Timeout`] or [`RecvTimeoutError::Disconnected`].
+    pub fn recv_timeout(&mut self, timeout: Duration) -> Result<Message<'_>, RecvTimeoutError> {
+        let c = self
+            .h
+            .claim(deadline_after(timeout))
+            .map_err(recv_timeout_error)?;
+        Ok(Message {
+            rx: self,
+            claim: Some(c),
+        })
+    }
+
+    fn copy_out(&self, c: Claim, buf: &mut Vec<u8>) -> usize {
+        let (p, len) = c.payload();
+        buf.clear();
+        // SAFETY: the claim gives this receiver exclusive read access to the
+        // `len` payload bytes until `release`.
+        buf.extend_from_slice(unsafe { std::slice::from_raw_parts(p.as_ptr(), len) });
+        self.h.ring().release(c);
+        len
+    }
+
+    /// Receives the next message into `buf` (cleared first; reuses its
+    /// capacity, so a warmed-up buffer allocates nothing), waiting as long
+    /// as it takes. Returns the message length.
+    ///
+    /// # Errors
+    /// As [`Receiver::recv`].
+    pub fn recv_into(&self, buf: &mut Vec<u8>) -> Result<usize, RecvError> {
+        let c = self.h.claim(None).map_err(recv_error)?;
+        Ok(self.copy_out(c, buf))
+    }
+
+    /// [`recv_into`](Self::recv_into) if a message is ready; never blocks.
+    ///
+    /// # Errors
+    /// As [`Receiver::try_recv`].
+    pub fn try_recv_into(&self, buf: &mut Vec<u8>) -> Result<usize, TryRecvError> {
+        let c = self.h.claim(Some(Duration::ZERO)).map_err(try_recv_error)?;
+        Ok(self.copy_out(c, buf))
+    }
+
+    /// [`recv_into`](Self::recv_into) waiting at most `timeout`.
+    ///
+    /// # Errors
+    /// As [`Receiver::recv_timeout`].
+    pub fn recv_into_timeout(
+        &self,
+        buf: &mut Vec<u8>,
+        timeout: Duration,
+    ) -> Result<usize, RecvTimeoutError> {
+        let c = self
+            .h
+            .claim(deadline_after(timeout))
+            .map_err(recv_timeout_error)?;
+        Ok(self.copy_out(c, buf))
+    }
+
+    /// A blocking iterator of owned messages; ends when the queue is
+    /// disconnected (or corrupted).
+    pub fn iter(&self) -> Iter<'_> {
+        Iter { rx: self }
+    }
+
+    /// A non-blocking iterator of the owned messages ready now.
+    pub fn try_iter(&self) -> TryIter<'_> {
+        TryIter { rx: self }
+    }
+
+    /// Whether every sender that attached has detached or died.
+    pub fn is_disconnected(&self) -> bool {
+        self.h.shared.senders_gone()
+    }
+
+    /// Messages waiting to be received (a snapshot).
+    pub fn len(&self) -> usize {
+        self.h.ring().len()
+    }
+
+    /// Whether no message is waiting (a snapshot).
+    pub fn is_empty(&self) -> bool {
+        !self.h.ring().has_message()
+    }
+}
+
+/// Blocking iterator returned by [`Receiver::iter`].
+#[derive(Debug)]
+pub struct Iter<'a> {
+    rx: &'a Receiver,
+}
+
+impl Iterator for Iter<'_> {
+    type Item = Vec<u8>;
+    fn next(&mut self) -> Option<Vec<u8>> {
+        let mut v = Vec::new();
+        self.rx.recv_into(&mut v).ok().map(|_| v)
+    }
+}
+
+/// Non-blocking iterator returned by [`Receiver::try_iter`].
+#[derive(Debug)]
+pub struct TryIter<'a> {
+    rx: &'a Receiver,
+}
+
+impl Iterator for TryIter<'_> {
+    type Item = Vec<u8>;
+    fn next(&mut self) -> Option<Vec<u8>> {
+        let mut v = Vec::new();
+        self.rx.try_recv_into(&mut v).ok().map(|_| v)
+    }
+}
+
+/// A received message, read in place in shared memory. Its space is
+/// released when it is dropped. It borrows its [`Receiver`] mutably: one
+/// outstanding message per receiver; copy it (`to_vec()`) to keep it.
+pub struct Message<'a> {
+    rx: &'a mut Receiver,
+    claim: Option<Claim>,
+}
+
+impl fmt::Debug for Message<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Message").field("len", &self.len()).finish()
+    }
+}
+
+impl Deref for Message<'_> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        let (p, len) = self
+            .claim
+            .as_ref()
+            .expect("claim held until drop")
+            .payload();
+        // SAFETY: the claim gives exclusive access to the payload until it is
+        // released in `drop`; no one else writes it meanwhile.
+        unsafe { std::slice::from_raw_parts(p.as_ptr(), len) }
+    }
+}
+
+impl Drop for Message<'_> {
+    fn drop(&mut self) {
+        if let Some(c) = self.claim.take() {
+            self.rx.h.ring().release(c);
+        }
+    }
+}
+
+// SAFETY: a `Message` owns its claim exclusively; reading it from another
+// thread is as safe as reading a `&[u8]`.
+unsafe impl Send for Message<'_> {}
+// SAFETY: `&Message` only gives `&[u8]`.
+unsafe impl Sync for Message<'_> {}

@@ -1,0 +1,881 @@
+//! The lock-free protocol over a validated [`Layout`].
+//!
+//! * **Lanes** — the arena is carved into lanes. A sender holds a lane's lease
+//!   (a CAS of the lane's `owner` word from 0 to `busy(me)`) for the duration of
+//!   one send or one open write grant, and is the only writer of that lane's
+//!   `end`, `frontier` and free space while it holds it: allocation is plain
+//!   stores, no CAS on arena bytes ever.
+//! * **Publish** — a record is written in place, marked `READY`, then published
+//!   by one 16-byte CAS of the index slot of ticket `t` from `EMPTY(t)` to
+//!   `FULL(t, ref)`. There is no claimed-but-unpublished slot state.
+//! * **Claim** — a consumer claims ticket `t` by CAS of its slot from
+//!   `FULL(t, ref)` to `EMPTY(t + N)`: the winner owns the record, and the slot
+//!   is free for the producer one lap later at the same moment. Claims never
+//!   CAS arena bytes, so a stale claimer can never hit a reused record.
+//! * **Release** — the owner of a claimed record stores `FREE` (Release). The
+//!   lane's next lease holder reclaims: it advances `frontier` over
+//!   consecutive `FREE`/`PAD` records of the right lap (out-of-order releases
+//!   simply wait for the frontier).
+//!
+//! Sequences: `EMPTY(t) = 2t`, `FULL(t) = 2t + 1` (high 64 bits of a slot);
+//! a record ref (low 64 bits) is `lane << 48 | position in units`.
+//!
+//! `// SYNC:` comments pair every Release with the Acquire it matches.
+
+use std::ptr::NonNull;
+use std::time::Duration;
+
+use crate::error::Corruption;
+use crate::layout::{
+    Header, Lane, Layout, P_ALIVE, P_FREE, Participant, RecordHeader, Slot, UNIT, WaitWord,
+    participant_word,
+};
+use crate::sync::{self, Ordering, Wake, fence};
+
+/// Record states (bits 24..32 of the record state word).
+const R_WRITING: u64 = 1;
+const R_READY: u64 = 2;
+const R_READING: u64 = 3;
+const R_FREE: u64 = 4;
+const R_PAD: u64 = 5;
+
+/// Record kinds.
+const KIND_MESSAGE: u32 = 1;
+const KIND_PAD: u32 = 2;
+
+const POS_BITS: u32 = 48;
+const POS_MASK: u64 = (1 << POS_BITS) - 1;
+const LEASE_BUSY: u64 = 1 << 31;
+
+/// Loops that help other participants give up after this many consecutive
+/// helping steps: only a corrupted hint can make them that long.
+const MAX_HELP_STEPS: u32 = 1 << 24;
+
+/// Identity of an attached participant: its table index and generation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Owner {
+    pub index: u32,
+    pub generation: u32,
+}
+
+impl Owner {
+    /// The lane-lease word of this owner.
+    fn lease_word(self) -> u64 {
+        (u64::from(self.generation) << 32) | LEASE_BUSY | u64::from(self.index)
+    }
+    /// The 24-bit owner field of record state words.
+    fn record_bits(self) -> u64 {
+        (u64::from(self.index & 0xffff) << 8) | u64::from(self.generation & 0xff)
+    }
+}
+
+const fn seq_empty(t: u64) -> u64 {
+    t.wrapping_mul(2)
+}
+const fn seq_full(t: u64) -> u64 {
+    t.wrapping_mul(2).wrapping_add(1)
+}
+const fn pack(seq: u64, r: u64) -> u128 {
+    ((seq as u128) << 64) | r as u128
+}
+const fn unpack(v: u128) -> (u64, u64) {
+    ((v >> 64) as u64, v as u64)
+}
+
+/// Why a publish or an allocation could not complete now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Busy {
+    /// Every slot of the index holds an unclaimed message.
+    IndexFull,
+}
+
+/// The lease on one lane, held by one thread of one participant.
+#[derive(Debug)]
+pub(crate) struct LaneLease {
+    pub lane: u32,
+    owner: Owner,
+    end: u64,
+    frontier: u64,
+}
+
+/// A record allocated in a leased lane, not yet published.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Allocation {
+    pos: u64,
+    len: u64,
+}
+
+/// A record claimed by a consumer: exclusively its own until released.
+#[derive(Debug)]
+pub(crate) struct Claim {
+    lane: u32,
+    pos: u64,
+    tag: u64,
+    payload: NonNull<u8>,
+    len: usize,
+}
+
+impl Claim {
+    /// The payload. Valid until [`Ring::release`].
+    pub(crate) fn payload(&self) -> (NonNull<u8>, usize) {
+        (self.payload, self.len)
+    }
+}
+
+/// The protocol over one mapped region.
+#[derive(Debug)]
+pub(crate) struct Ring {
+    base: NonNull<u8>,
+    layout: Layout,
+    lane_shift: u32,
+    slot_mask: u64,
+    /// Slot index remap: consecutive tickets go to different 128-byte lines.
+    remap_shift: u32,
+    remap_lines_mask: u64,
+}
+
+// SAFETY: `Ring` only holds the base address of a shared mapping whose
+// lifetime its owner (`queue::Shared`) guarantees; every access goes through
+// atomics or through payload pointers inside their exclusive window.
+unsafe impl Send for Ring {}
+// SAFETY: as above.
+unsafe impl Sync for Ring {}
+
+impl Ring {
+    /// # Safety
+    /// `base` must point to a mapping of at least `layout.total_size` bytes,
+    /// aligned to a page, that stays mapped for the life of the `Ring`, and
+    /// `layout` must have come from [`Layout::new`] or [`Layout::validate`].
+    pub(crate) unsafe fn new(base: NonNull<u8>, layout: Layout) -> Self {
+        let lane_shift = layout.lane_units().trailing_zeros();
+        let n = u64::from(layout.slot_count);
+        let per_line = 128 / std::mem::size_of::<Slot>() as u64; // 8
+        let (remap_shift, remap_lines_mask) = if n >= per_line * 2 {
+            let lines = n / per_line;
+            (lines.trailing_zeros(), lines - 1)
+        } else {
+            (0, 0)
+        };
+        Self {
+            base,
+            layout,
+            lane_shift,
+            slot_mask: n - 1,
+            remap_shift,
+            remap_lines_mask,
+        }
+    }
+
+    /// A shared reference to the `T` at byte `off` of the mapping.
+    ///
+    /// # Safety
+    /// `off .. off + size_of::<T>()` must lie inside the mapping, `off` must
+    /// be aligned for `T`, and `T` must consist of atomics only (other
+    /// processes write it concurrently).
+    unsafe fn at<T>(&self, off: usize) -> &T {
+        let p = self.base.as_ptr().wrapping_add(off).cast::<T>();
+        // SAFETY: the caller guarantees bounds, alignment and that `T` is
+        // atomics only, so the reference is valid and data-race free.
+        unsafe { &*p }
+    }
+
+    pub(crate) fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    pub(crate) fn header(&self) -> &Header {
+        // SAFETY: offset 0 of a mapping of >= total_size bytes holds the
+        // Header; it is atomics only, so a shared reference is sound while
+        // other processes write it.
+        unsafe { self.base.cast::<Header>().as_ref() }
+    }
+
+    pub(crate) fn participant(&self, i: u32) -> &Participant {
+        assert!(i < self.layout.participant_count);
+        let off = self.layout.participants_offset + u64::from(i) * 16;
+        // SAFETY: `i` is in range, so the entry lies inside the table, which
+        // `Layout` placed inside the mapping, 16-byte aligned; atomics only.
+        unsafe { self.at(off as usize) }
+    }
+
+    fn lane(&self, i: u32) -> &Lane {
+        assert!(i < self.layout.lane_count);
+        let off = self.layout.lanes_offset + u64::from(i) * 128;
+        // SAFETY: `i` is in range; the lane table lies inside the mapping,
+        // 128-byte aligned; atomics only.
+        unsafe { self.at(off as usize) }
+    }
+
+    fn slot(&self, ticket: u64) -> &Slot {
+        let i = ticket & self.slot_mask;
+        let phys = if self.remap_lines_mask == 0 {
+            i
+        } else {
+            // i = line_group * lines + line  ->  line * per_line + line_group
+            ((i & self.remap_lines_mask) << (self.slot_mask.count_ones() - self.remap_shift))
+                | (i >> self.remap_shift)
+        };
+        let off = self.layout.slots_offset + phys * 16;
+        // SAFETY: phys < slot_count (a bijection of the index bits), so the
+        // slot lies inside the 16-byte-aligned index; atomics only.
+        unsafe { self.at(off as usize) }
+    }
+
+    /// Byte offset of unit `pos` of `lane` from the start of the mapping.
+    fn unit_offset(&self, lane: u32, pos: u64) -> usize {
+        let within = (pos & (self.layout.lane_units() - 1)) * UNIT;
+        (self.layout.arena_offset + u64::from(lane) * self.layout.lane_size + within) as usize
+    }
+
+    fn record(&self, lane: u32, pos: u64) -> &RecordHeader {
+        debug_assert!(lane < self.layout.lane_count);
+        // SAFETY: lane < lane_count and the offset is reduced modulo the lane
+        // size, so the unit lies inside the arena, 64-byte aligned. Record
+        // headers are atomics only: a stale or hostile value is detected by
+        // the checks of every reader, never by UB.
+        unsafe { self.at(self.unit_offset(lane, pos)) }
+    }
+
+    fn tag(&self, pos: u64) -> u64 {
+        (pos >> self.lane_shift) & 0xffff_ffff
+    }
+
+    /// Fills a freshly created (zeroed) region: slot `t` holds `EMPTY(t)`.
+    pub(crate) fn init_slots(&self) {
+        for t in 0..u64::from(self.layout.slot_count) {
+            self.slot(t).store(pack(seq_empty(t), 0), Ordering::Relaxed);
+        }
+    }
+
+    // ------------------------------------------------------------------
+    // participants
+
+    /// Tries to mark entry `i` alive for `role`. The caller holds the entry's
+    /// liveness lock already, so a scanner never sees it alive and unlocked.
+    pub(crate) fn try_claim_participant(&self, i: u32, role: u32, pid: u32) -> Option<Owner> {
+        let p = self.participant(i);
+        let w = p.word.load(Ordering::Acquire);
+        if w & 0xff != P_FREE {
+            return None;
+        }
+        let generation = ((w >> 32) as u32).wrapping_add(1).max(1);
+        let new = participant_word(generation, role, P_ALIVE);
+        p.word
+            .compare_exchange(w, new, Ordering::AcqRel, Ordering::Relaxed)
+            .ok()?;
+        p.pid.store(pid, Ordering::Relaxed);
+        let roles = &self.header().roles;
+        let counter = if role == crate::layout::ROLE_SENDER {
+            &roles.senders
+        } else {
+            &roles.receivers
+        };
+        counter.fetch_add(1, Ordering::AcqRel);
+        roles.ever.fetch_or(role, Ordering::AcqRel);
+        Some(Owner {
+            index: i,
+            generation,
+        })
+    }
+
+    /// Whether entry `i` is marked alive; returns its word if so.
+    pub(crate) fn participant_alive_word(&self, i: u32) -> Option<u64> {
+        let w = self.participant(i).word.load(Ordering::Acquire);
+        (w & 0xff == P_ALIVE).then_some(w)
+    }
+
+    /// Marks entry `i` free if it still holds exactly `word` (alive) and
+    /// decrements its role count. Returns the role if this call did it, so
+    /// exactly one of a deregistering owner and a reaper counts it down.
+    pub(crate) fn retire_participant(&self, i: u32, word: u64) -> Option<u32> {
+        let p = self.participant(i);
+        let freed = (word & !0xffff) | P_FREE;
+        p.word
+            .compare_exchange(word, freed, Ordering::AcqRel, Ordering::Relaxed)
+            .ok()?;
+        let role = ((word >> 8) & 0xff) as u32;
+        let roles = &self.header().roles;
+        let counter = match role {
+            crate::layout::ROLE_SENDER => &roles.senders,
+            crate::layout::ROLE_RECEIVER => &roles.receivers,
+            _ => return Some(role),
+        };
+        let _ = counter.fetch_update(Ordering::AcqRel, Ordering::Acquire, |c| c.checked_sub(1));
+        Some(role)
+    }
+
+    /// The word an alive participant `owner` with `role` has.
+    pub(crate) fn alive_word(owner: Owner, role: u32) -> u64 {
+        participant_word(owner.generation, role, P_ALIVE)
+    }
+
+    /// Live senders / receivers, and whether each role ever attached.
+    pub(crate) fn role_counts(&self) -> (u32, u32, u32) {
+        let r = &self.header().roles;
+        (
+            r.senders.load(Ordering::Acquire),
+            r.receivers.load(Ordering::Acquire),
+            r.ever.load(Ordering::Acquire),
+        )
+    }
+
+    // ------------------------------------------------------------------
+    // lanes
+
+    /// Tries to take the lease of `lane`.
+    pub(crate) fn try_lease(
+        &self,
+        lane: u32,
+        owner: Owner,
+    ) -> Result<Option<LaneLease>, Corruption> {
+        let l = self.lane(lane);
+        // SYNC: Acquire pairs with the Release store of 0 in `unlease` by the
+        // previous holder: its records' headers and `end` happen-before us.
+        if l.owner
+            .compare_exchange(0, owner.lease_word(), Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            return Ok(None);
+        }
+        let end = l.end.load(Ordering::Relaxed);
+        let frontier = l.frontier.load(Ordering::Relaxed);
+        if frontier > end || end - frontier > self.layout.lane_units() || end > POS_MASK {
+            l.owner.store(0, Ordering::Release);
+            return Err(Corruption("lane positions are inconsistent"));
+        }
+        Ok(Some(LaneLease {
+            lane,
+            owner,
+            end,
+            frontier,
+        }))
+    }
+
+    /// Gives the lease back and wakes senders waiting for one.
+    pub(crate) fn unlease(&self, lease: LaneLease) {
+        let l = self.lane(lease.lane);
+        // SYNC: Release pairs with the Acquire CAS in `try_lease`.
+        l.owner.store(0, Ordering::Release);
+        self.wake(&self.header().space.word, u32::MAX);
+    }
+
+    /// Units free in the leased lane without reclaiming.
+    fn free_units(&self, lease: &LaneLease) -> u64 {
+        self.layout.lane_units() - (lease.end - lease.frontier)
+    }
+
+    /// Padding needed before a record of `need` units at the lane's end.
+    fn pad_before(&self, lease: &LaneLease, need: u64) -> u64 {
+        let lu = self.layout.lane_units();
+        let off = lease.end & (lu - 1);
+        if off + need > lu { lu - off } else { 0 }
+    }
+
+    /// Whether a record of `need` units fits the leased lane now.
+    pub(crate) fn lane_has_room(&self, lease: &LaneLease, need: u64) -> bool {
+        self.pad_before(lease, need) + need <= self.free_units(lease)
+    }
+
+    /// Whether some lane has no lease holder.
+    pub(crate) fn any_lane_unleased(&self) -> bool {
+        (0..self.layout.lane_count).any(|i| self.lane(i).owner.load(Ordering::Acquire) == 0)
+    }
+
+    /// Advances the leased lane's frontier over consecutive released records.
+    pub(crate) fn reclaim(&self, lease: &mut LaneLease) -> Result<(), Corruption> {
+        let lu = self.layout.lane_units();
+        let mut f = lease.frontier;
+        while f < lease.end {
+            let h = self.record(lease.lane, f);
+            // SYNC: Acquire pairs with the Release store of FREE in `release`:
+            // the consumer's reads of the payload happen-before our reuse.
+            let s = h.state.load(Ordering::Acquire);
+            if s >> 32 != self.tag(f) {
+                return Err(Corruption("a record header has the wrong lap tag"));
+            }
+            let st = (s >> 24) & 0xff;
+            if st != R_FREE && st != R_PAD {
+                break;
+            }
+            let units = u64::from(h.units.load(Ordering::Relaxed));
+            let room_in_lap = lu - (f & (lu - 1));
+            if units == 0 || units > room_in_lap || f + units > lease.end {
+                return Err(Corruption("a record has an impossible size"));
+            }
+            f += units;
+        }
+        if f != lease.frontier {
+            lease.frontier = f;
+            // SYNC: Release publishes the frontier to recovery; readers only
+            // ever use it as a bound.
+            self.lane(lease.lane).frontier.store(f, Ordering::Release);
+        }
+        Ok(())
+    }
+
+    /// Units a record of `len` payload bytes takes (header unit included).
+    pub(crate) fn record_units(len: u64) -> u64 {
+        1 + len.div_ceil(UNIT)
+    }
+
+    /// Allocates a record for `len` bytes in the leased lane, reclaiming if
+    /// needed. `Ok(None)` if the lane has no room even after reclaiming.
+    /// `len` must be at most `max_message`.
+    pub(crate) fn allocate(
+        &self,
+        lease: &mut LaneLease,
+        len: u64,
+    ) -> Result<Option<Allocation>, Corruption> {
+        debug_assert!(len <= self.layout.max_message);
+        let need = Self::record_units(len);
+        if !self.lane_has_room(lease, need) {
+            self.reclaim(lease)?;
+            if !self.lane_has_room(lease, need) {
+                return Ok(None);
+            }
+        }
+        let pad = self.pad_before(lease, need);
+        if lease.end + pad + need > POS_MASK {
+            return Err(Corruption("lane position space exhausted"));
+        }
+        if pad > 0 {
+            let h = self.record(lease.lane, lease.end);
+            h.len.store(0, Ordering::Relaxed);
+            h.units.store(pad as u32, Ordering::Relaxed);
+            h.kind.store(KIND_PAD, Ordering::Relaxed);
+            h.state.store(
+                (self.tag(lease.end) << 32) | (R_PAD << 24),
+                Ordering::Relaxed,
+            );
+            lease.end += pad;
+        }
+        let pos = lease.end;
+        let h = self.record(lease.lane, pos);
+        h.len.store(len, Ordering::Relaxed);
+        h.units.store(need as u32, Ordering::Relaxed);
+        h.kind.store(KIND_MESSAGE, Ordering::Relaxed);
+        h.state.store(
+            (self.tag(pos) << 32) | (R_WRITING << 24) | lease.owner.record_bits(),
+            Ordering::Relaxed,
+        );
+        lease.end = pos + need;
+        // SYNC: Release pairs with recovery's Acquire of `end` (the headers
+        // up to `end` are initialised).
+        self.lane(lease.lane)
+            .end
+            .store(lease.end, Ordering::Release);
+        Ok(Some(Allocation { pos, len }))
+    }
+
+    /// The payload of an allocation: writable by the lease holder only.
+    pub(crate) fn allocation_payload(&self, lease: &LaneLease, a: &Allocation) -> NonNull<u8> {
+        let off = self.unit_offset(lease.lane, a.pos) + UNIT as usize;
+        // SAFETY: the payload units follow the header unit inside the same
+        // lap of the lane (allocate never straddles), so they are in bounds.
+        unsafe { self.base.add(off) }
+    }
+
+    /// Drops an unpublished allocation: its space returns to the lane.
+    pub(crate) fn abort(&self, lease: &mut LaneLease, a: Allocation) {
+        let h = self.record(lease.lane, a.pos);
+        let units = Self::record_units(a.len);
+        h.state
+            .store((self.tag(a.pos) << 32) | (R_FREE << 24), Ordering::Release);
+        if lease.end == a.pos + units {
+            // the newest record: roll the end back (the header is rewritten
+            // before `end` passes it again)
+            lease.end = a.pos;
+            self.lane(lease.lane).end.store(a.pos, Ordering::Release);
+        }
+    }
+
+    /// Whether the index has a free slot for the next ticket right now.
+    pub(crate) fn index_has_room(&self) -> bool {
+        let t = self.header().enq.hint.load(Ordering::Acquire);
+        let (seq, _) = unpack(self.slot(t).load(Ordering::Acquire));
+        seq.wrapping_add(2 * u64::from(self.layout.slot_count)) != seq_full(t)
+    }
+
+    /// Marks the allocation ready and publishes it in the index.
+    /// `Err(Busy::IndexFull)` leaves it unpublished (still `READY`, still
+    /// owned by the caller, who may retry or [`abort`](Self::abort) it).
+    pub(crate) fn publish(
+        &self,
+        lease: &LaneLease,
+        a: &Allocation,
+    ) -> Result<Result<(), Busy>, Corruption> {
+        let h = self.record(lease.lane, a.pos);
+        // SYNC: ordered before the slot CAS below, which is the Release.
+        h.state
+            .store((self.tag(a.pos) << 32) | (R_READY << 24), Ordering::Relaxed);
+        let r = (u64::from(lease.lane) << POS_BITS) | a.pos;
+        let n2 = 2 * u64::from(self.layout.slot_count);
+        let enq = &self.header().enq.hint;
+        let mut helped = 0u32;
+        loop {
+            let t = enq.load(Ordering::Acquire);
+            let slot = self.slot(t);
+            let v = slot.load(Ordering::Acquire);
+            let (seq, _) = unpack(v);
+            if seq == seq_empty(t) {
+                // SYNC: Release pairs with the Acquire load/CAS of the slot in
+                // `claim`: payload and record header happen-before the claim.
+                if slot
+                    .compare_exchange(v, pack(seq_full(t), r), Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
+                {
+                    let _ = enq.compare_exchange(t, t + 1, Ordering::AcqRel, Ordering::Relaxed);
+                    self.wake(&self.header().data.word, 1);
+                    return Ok(Ok(()));
+                }
+                continue;
+            }
+            if seq.wrapping_add(n2) == seq_full(t) {
+                return Ok(Err(Busy::IndexFull));
+            }
+            if seq >= seq_full(t) && seq - seq_full(t) <= n2 {
+                // ticket t is taken (or already consumed): the hint is behind
+                let _ = enq.compare_exchange(t, t + 1, Ordering::AcqRel, Ordering::Relaxed);
+                helped += 1;
+                if helped > MAX_HELP_STEPS {
+                    return Err(Corruption("the enqueue hint does not advance"));
+                }
+                continue;
+            }
+            if enq.load(Ordering::Acquire) != t {
+                continue; // the hint moved while we looked: re-read
+            }
+            return Err(Corruption("an index slot holds an impossible sequence"));
+        }
+    }
+
+    /// Claims the message at the head of the index. `Ok(None)` if empty.
+    pub(crate) fn claim(&self, me: Owner) -> Result<Option<Claim>, Corruption> {
+        let n2 = 2 * u64::from(self.layout.slot_count);
+        let deq = &self.header().deq.hint;
+        let mut helped = 0u32;
+        loop {
+            let t = deq.load(Ordering::Acquire);
+            let slot = self.slot(t);
+            // SYNC: Acquire pairs with the Release CAS in `publish`.
+            let v = slot.load(Ordering::Acquire);
+            let (seq, r) = unpack(v);
+            if seq == seq_empty(t) {
+                return Ok(None);
+            }
+            if seq == seq_full(t) {
+                // SYNC: AcqRel: Acquire as above; Release hands the slot back
+                // to the producer of ticket t + N.
+                if slot
+                    .compare_exchange(
+                        v,
+                        pack(seq_empty(t + n2 / 2), 0),
+                        Ordering::AcqRel,
+                        Ordering::Acquire,
+                    )
+                    .is_err()
+                {
+                    continue;
+                }
+                let _ = deq.compare_exchange(t, t + 1, Ordering::AcqRel, Ordering::Relaxed);
+                self.wake(&self.header().space.word, u32::MAX);
+                return self.take_record(r, me).map(Some);
+            }
+            if seq > seq_full(t) && seq - seq_full(t) < n2 + 2 {
+                let _ = deq.compare_exchange(t, t + 1, Ordering::AcqRel, Ordering::Relaxed);
+                helped += 1;
+                if helped > MAX_HELP_STEPS {
+                    return Err(Corruption("the dequeue hint does not advance"));
+                }
+                continue;
+            }
+            if deq.load(Ordering::Acquire) != t {
+                continue;
+            }
+            return Err(Corruption("an index slot holds an impossible sequence"));
+        }
+    }
+
+    /// Validates the record a won claim refers to and marks it `READING`.
+    fn take_record(&self, r: u64, me: Owner) -> Result<Claim, Corruption> {
+        let lane = (r >> POS_BITS) as u32;
+        let pos = r & POS_MASK;
+        if lane >= self.layout.lane_count {
+            return Err(Corruption("a slot refers to a lane that does not exist"));
+        }
+        let lu = self.layout.lane_units();
+        let h = self.record(lane, pos);
+        let tag = self.tag(pos);
+        let s = h.state.load(Ordering::Acquire);
+        if s != (tag << 32) | (R_READY << 24) {
+            return Err(Corruption("a published record is not ready"));
+        }
+        let len = h.len.load(Ordering::Relaxed);
+        let units = u64::from(h.units.load(Ordering::Relaxed));
+        let room_in_lap = lu - (pos & (lu - 1));
+        if len > self.layout.max_message
+            || units != Self::record_units(len)
+            || units > room_in_lap
+            || h.kind.load(Ordering::Relaxed) != KIND_MESSAGE
+        {
+            return Err(Corruption("a published record has an impossible length"));
+        }
+        h.state.store(
+            (tag << 32) | (R_READING << 24) | me.record_bits(),
+            Ordering::Relaxed,
+        );
+        let off = self.unit_offset(lane, pos) + UNIT as usize;
+        // SAFETY: len <= (units - 1) * 64 and the record lies within one lap
+        // of the lane, so the payload is inside the arena.
+        let payload = unsafe { self.base.add(off) };
+        Ok(Claim {
+            lane,
+            pos,
+            tag,
+            payload,
+            len: len as usize,
+        })
+    }
+
+    /// Releases a claimed record; its space can be reclaimed by the lane's
+    /// next lease holder.
+    pub(crate) fn release(&self, c: Claim) {
+        let h = self.record(c.lane, c.pos);
+        // SYNC: Release pairs with the Acquire load in `reclaim`: our reads
+        // of the payload happen-before the lane holder reuses it.
+        h.state
+            .store((c.tag << 32) | (R_FREE << 24), Ordering::Release);
+        self.wake(&self.lane(c.lane).space, u32::MAX);
+    }
+
+    /// Whether a message is waiting at the head of the index.
+    pub(crate) fn has_message(&self) -> bool {
+        let t = self.header().deq.hint.load(Ordering::Acquire);
+        let (seq, _) = unpack(self.slot(t).load(Ordering::Acquire));
+        seq != seq_empty(t)
+    }
+
+    /// Approximate number of published, unclaimed messages.
+    pub(crate) fn len(&self) -> usize {
+        let h = self.header();
+        let d = h.deq.hint.load(Ordering::Acquire);
+        let e = h.enq.hint.load(Ordering::Acquire);
+        (e.saturating_sub(d)).min(u64::from(self.layout.slot_count)) as usize
+    }
+
+    // ------------------------------------------------------------------
+    // waiting (DESIGN.md section 5)
+
+    /// The futex word a lane holder sleeps on while waiting for space.
+    pub(crate) fn lane_space(&self, lane: u32) -> &WaitWord {
+        &self.lane(lane).space
+    }
+
+    /// Publisher side: after a Release publish, wake up to `n` sleepers.
+    pub(crate) fn wake(&self, w: &WaitWord, n: u32) {
+        // SYNC: this SeqCst fence pairs with the one in `park`: either the
+        // waiter's re-check sees our publish, or we see its sleeper count.
+        fence(Ordering::SeqCst);
+        if w.sleepers.load(Ordering::Relaxed) > 0 {
+            w.epoch.fetch_add(1, Ordering::Release);
+            sync::futex_wake(&w.epoch, n);
+        }
+    }
+
+    /// Wakes every sleeper (disconnect).
+    pub(crate) fn wake_all(&self, w: &WaitWord) {
+        fence(Ordering::SeqCst);
+        w.epoch.fetch_add(1, Ordering::Release);
+        sync::futex_wake(&w.epoch, u32::MAX);
+    }
+
+    /// Waiter side: park on `w` until woken or `deadline` unless `ready()`
+    /// already holds after announcing ourselves. Returns whether `ready()`
+    /// held on the re-check (then it did not sleep).
+    pub(crate) fn park(
+        &self,
+        w: &WaitWord,
+        deadline: Duration,
+        mut ready: impl FnMut() -> bool,
+    ) -> (bool, Wake) {
+        let e: u32 = w.epoch.load(Ordering::Acquire);
+        w.sleepers.fetch_add(1, Ordering::Relaxed);
+        // SYNC: pairs with the fence in `wake` (see there).
+        fence(Ordering::SeqCst);
+        if ready() {
+            w.sleepers.fetch_sub(1, Ordering::Relaxed);
+            return (true, Wake::Woken);
+        }
+        let r = sync::futex_wait(&w.epoch, e, deadline);
+        w.sleepers.fetch_sub(1, Ordering::Relaxed);
+        (false, r)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layout::ROLE_SENDER;
+
+    /// A heap region for single-process unit tests of the protocol.
+    struct HeapRegion {
+        mem: Vec<u128>,
+        ring: Ring,
+    }
+
+    fn heap(lanes: u32, lane_size: u64, slots: u32) -> HeapRegion {
+        let layout = Layout::new(lanes, lane_size, slots, 4).unwrap();
+        let mut mem = vec![0u128; (layout.total_size as usize).div_ceil(16) + 256];
+        // page-align the base inside the vector
+        let addr = mem.as_mut_ptr() as usize;
+        let skew = (4096 - addr % 4096) % 4096;
+        assert!(skew % 16 == 0);
+        let base = NonNull::new((addr + skew) as *mut u8).unwrap();
+        // SAFETY: the vector outlives the ring (same struct, ring dropped
+        // first is irrelevant: Ring has no Drop), and is large enough.
+        let ring = unsafe { Ring::new(base, layout) };
+        ring.init_slots();
+        HeapRegion { mem, ring }
+    }
+
+    fn me() -> Owner {
+        Owner {
+            index: 0,
+            generation: 1,
+        }
+    }
+
+    fn send(r: &Ring, bytes: &[u8]) -> Result<bool, Corruption> {
+        let mut lease = r.try_lease(0, me())?.expect("lane free");
+        let out = match r.allocate(&mut lease, bytes.len() as u64)? {
+            None => false,
+            Some(a) => {
+                let p = r.allocation_payload(&lease, &a);
+                // SAFETY: the allocation's payload is ours until published.
+                unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), p.as_ptr(), bytes.len()) };
+                match r.publish(&lease, &a)? {
+                    Ok(()) => true,
+                    Err(Busy::IndexFull) => {
+                        r.abort(&mut lease, a);
+                        false
+                    }
+                }
+            }
+        };
+        r.unlease(lease);
+        Ok(out)
+    }
+
+    fn recv(r: &Ring) -> Option<Vec<u8>> {
+        let c = r.claim(me()).unwrap()?;
+        let (p, len) = c.payload();
+        // SAFETY: the claim gives exclusive access to the payload.
+        let v = unsafe { std::slice::from_raw_parts(p.as_ptr(), len) }.to_vec();
+        r.release(c);
+        Some(v)
+    }
+
+    #[test]
+    fn remap_is_a_bijection() {
+        for slots in [2u32, 8, 16, 64, 1024] {
+            let h = heap(1, 4096, slots);
+            let mut seen = std::collections::HashSet::new();
+            for t in 0..u64::from(slots) {
+                seen.insert(h.ring.slot(t) as *const Slot as usize);
+            }
+            assert_eq!(seen.len(), slots as usize);
+            drop(h.mem);
+        }
+    }
+
+    #[test]
+    fn fifo_wrap_and_padding() {
+        let h = heap(1, 4096, 16); // 64 units, max message 512 B
+        let r = &h.ring;
+        assert_eq!(r.layout().max_message, 512);
+        let mut expect = std::collections::VecDeque::new();
+        for i in 0..500u32 {
+            let len = (i as usize * 37) % 513;
+            let msg: Vec<u8> = (0..len).map(|j| (i as usize + j) as u8).collect();
+            // full: drain in order until it fits; an empty lane always fits
+            while !send(r, &msg).unwrap() {
+                let front = expect.pop_front().expect("an empty queue must accept");
+                assert_eq!(recv(r).unwrap(), front);
+            }
+            expect.push_back(msg);
+            if i % 3 == 0 {
+                assert_eq!(recv(r).unwrap(), expect.pop_front().unwrap());
+            }
+        }
+        while let Some(m) = expect.pop_front() {
+            assert_eq!(recv(r).unwrap(), m);
+        }
+        assert!(recv(r).is_none());
+    }
+
+    #[test]
+    fn index_full_is_reported_and_aborted_space_returns() {
+        let h = heap(1, 1 << 16, 2);
+        let r = &h.ring;
+        assert!(send(r, b"a").unwrap());
+        assert!(send(r, b"b").unwrap());
+        assert!(!r.index_has_room());
+        assert!(!send(r, b"c").unwrap());
+        let lease = r.try_lease(0, me()).unwrap().unwrap();
+        assert_eq!(lease.end, 4, "aborted record rolled back");
+        r.unlease(lease);
+        assert_eq!(recv(r).unwrap(), b"a");
+        assert!(send(r, b"c").unwrap());
+        assert_eq!(recv(r).unwrap(), b"b");
+        assert_eq!(recv(r).unwrap(), b"c");
+    }
+
+    #[test]
+    fn out_of_order_release_holds_the_frontier() {
+        let h = heap(1, 4096, 16);
+        let r = &h.ring;
+        for m in [b"1", b"2", b"3"] {
+            assert!(send(r, m).unwrap());
+        }
+        let a = r.claim(me()).unwrap().unwrap();
+        let b = r.claim(me()).unwrap().unwrap();
+        r.release(b);
+        let mut lease = r.try_lease(0, me()).unwrap().unwrap();
+        r.reclaim(&mut lease).unwrap();
+        assert_eq!(lease.frontier, 0, "frontier must not pass the live record");
+        r.release(a);
+        r.reclaim(&mut lease).unwrap();
+        assert_eq!(lease.frontier, 4);
+        r.unlease(lease);
+        assert_eq!(recv(r).unwrap(), b"3");
+    }
+
+    #[test]
+    fn corrupted_slot_is_an_error_not_ub() {
+        let h = heap(1, 4096, 16);
+        let r = &h.ring;
+        assert!(send(r, b"x").unwrap());
+        // point the published slot at a lane that does not exist
+        r.slot(0)
+            .store(pack(seq_full(0), 7 << POS_BITS), Ordering::Relaxed);
+        assert!(r.claim(me()).is_err());
+        // an impossible sequence
+        r.slot(1).store(pack(12345, 0), Ordering::Relaxed);
+        assert!(r.claim(me()).is_err());
+    }
+
+    #[test]
+    fn participants_count_and_retire_once() {
+        let h = heap(1, 4096, 16);
+        let r = &h.ring;
+        let o = r.try_claim_participant(2, ROLE_SENDER, 1).unwrap();
+        assert!(r.try_claim_participant(2, ROLE_SENDER, 1).is_none());
+        assert_eq!(r.role_counts().0, 1);
+        let w = Ring::alive_word(o, ROLE_SENDER);
+        assert_eq!(r.retire_participant(2, w), Some(ROLE_SENDER));
+        assert_eq!(r.retire_participant(2, w), None);
+        assert_eq!(r.role_counts().0, 0);
+        let o2 = r.try_claim_participant(2, ROLE_SENDER, 1).unwrap();
+        assert_ne!(o.generation, o2.generation);
+    }
+}
