@@ -676,6 +676,22 @@ impl Handle {
         }
     }
 
+    /// Waits until the index has a free slot for the next ticket.
+    fn wait_for_index_room(&self, deadline: Option<Duration>) -> Result<(), Fail> {
+        let ring = self.ring();
+        let backoff = Backoff::new();
+        while !ring.index_has_room() {
+            if self.shared.receivers_gone() {
+                return Err(Fail::Disconnected);
+            }
+            let shared = &self.shared;
+            self.wait_once(&backoff, deadline, &ring.header().space.word, || {
+                ring.index_has_room() || shared.receivers_gone()
+            })?;
+        }
+        Ok(())
+    }
+
     /// Publishes a reserved record, waiting for an index slot if needed.
     /// On error the record is still reserved (the caller aborts it).
     fn publish(
@@ -873,6 +889,9 @@ impl Sender {
     }
 
     fn grant(&self, len: usize, deadline: Option<Duration>) -> Result<WriteGrant<'_>, Fail> {
+        // A grant is only useful if it can be committed: wait for a free
+        // index slot first (commit may still wait if others take it).
+        self.h.wait_for_index_room(deadline)?;
         let (lease, alloc) = self.h.reserve(len, deadline)?;
         let ptr = self.h.ring().allocation_payload(&lease, &alloc);
         Ok(WriteGrant {

@@ -1,0 +1,556 @@
+//! The public API within one process: open errors, timeouts, non-blocking
+//! calls, disconnect, write grants, threads and wait strategies.
+
+mod common;
+
+use std::fs::OpenOptions;
+use std::os::unix::fs::{FileExt, PermissionsExt};
+use std::time::{Duration, Instant};
+
+use common::TempName;
+use shmq::{
+    Config, OpenError, Queue, RecvError, RecvTimeoutError, SendTimeoutError, TryRecvError,
+    TrySendError, WaitStrategy,
+};
+
+fn small(name: &str) -> Queue {
+    Queue::create(name, Config::default().capacity_bytes(1 << 16)).unwrap()
+}
+
+fn shm_path(name: &str) -> String {
+    format!("/dev/shm/{name}")
+}
+
+#[test]
+fn open_of_a_missing_queue_is_not_found() {
+    let name = TempName::new("missing");
+    assert!(matches!(
+        Queue::open(&name),
+        Err(OpenError::NotFound { .. })
+    ));
+}
+
+#[test]
+fn create_refuses_an_existing_name_and_bad_names() {
+    let name = TempName::new("exists");
+    let _q = small(&name);
+    assert!(matches!(
+        Queue::create(&name, Config::default()),
+        Err(OpenError::AlreadyExists { .. })
+    ));
+    for bad in ["", "a/b", "..", &"n".repeat(300)] {
+        let e = Queue::create(bad, Config::default()).unwrap_err();
+        assert!(matches!(e, OpenError::InvalidName { .. }), "{bad:?}: {e}");
+    }
+}
+
+#[test]
+fn region_file_is_private_by_default() {
+    let name = TempName::new("mode");
+    let _q = small(&name);
+    let mode = std::fs::metadata(shm_path(&name))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+}
+
+#[test]
+fn open_of_a_truncated_region_is_corrupted() {
+    let name = TempName::new("trunc");
+    let q = small(&name);
+    let total = std::fs::metadata(shm_path(&name)).unwrap().len();
+    let f = OpenOptions::new()
+        .write(true)
+        .open(shm_path(&name))
+        .unwrap();
+    f.set_len(total - 4096).unwrap();
+    let e = Queue::open(&name).unwrap_err();
+    assert!(
+        matches!(&e, OpenError::Corrupted(why) if why.contains("truncated")),
+        "{e}"
+    );
+    f.set_len(100).unwrap();
+    let e = Queue::open(&name).unwrap_err();
+    assert!(
+        matches!(&e, OpenError::Corrupted(why) if why.contains("truncated")),
+        "{e}"
+    );
+    drop(q); // never touches the arena that was cut off
+}
+
+#[test]
+fn open_of_a_foreign_region_is_corrupted() {
+    let name = TempName::new("magic");
+    let _q = small(&name);
+    let f = OpenOptions::new()
+        .write(true)
+        .open(shm_path(&name))
+        .unwrap();
+    f.write_all_at(b"NOPE", 0).unwrap();
+    let e = Queue::open(&name).unwrap_err();
+    assert!(
+        matches!(&e, OpenError::Corrupted(why) if why.contains("magic")),
+        "{e}"
+    );
+}
+
+#[test]
+fn open_of_another_layout_version_is_refused() {
+    let name = TempName::new("version");
+    let _q = small(&name);
+    let f = OpenOptions::new()
+        .write(true)
+        .open(shm_path(&name))
+        .unwrap();
+    f.write_all_at(&99u32.to_le_bytes(), 4).unwrap();
+    match Queue::open(&name) {
+        Err(OpenError::VersionMismatch { found, expected }) => {
+            assert_eq!(found, 99);
+            assert_eq!(expected, 1);
+        }
+        other => panic!("expected VersionMismatch, got {other:?}"),
+    }
+}
+
+#[test]
+fn open_of_an_inconsistent_header_is_corrupted() {
+    let name = TempName::new("header");
+    let _q = small(&name);
+    let f = OpenOptions::new()
+        .write(true)
+        .open(shm_path(&name))
+        .unwrap();
+    // slot_count (offset 28) no longer matches the stored offsets
+    f.write_all_at(&(1u32 << 20).to_le_bytes(), 28).unwrap();
+    assert!(matches!(Queue::open(&name), Err(OpenError::Corrupted(_))));
+}
+
+#[test]
+fn open_of_a_region_whose_creator_died_is_reported() {
+    let name = TempName::new("neverinit");
+    let f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(shm_path(&name))
+        .unwrap();
+    f.set_len(1 << 16).unwrap(); // zeroes: init_state "uninitialised", nobody locking
+    let start = Instant::now();
+    let e = Queue::open(&name).unwrap_err();
+    assert!(
+        matches!(&e, OpenError::Corrupted(why) if why.contains("never initialised")),
+        "{e}"
+    );
+    assert!(
+        start.elapsed() >= Duration::from_millis(900),
+        "must wait for a slow creator"
+    );
+}
+
+#[test]
+fn open_refuses_a_symlink() {
+    let name = TempName::new("link");
+    let target = TempName::new("linktarget");
+    let _q = small(&target);
+    std::os::unix::fs::symlink(shm_path(&target), shm_path(&name)).unwrap();
+    let e = Queue::open(&name).unwrap_err();
+    assert!(
+        matches!(&e, OpenError::Corrupted(why) if why.contains("symbolic link")),
+        "{e}"
+    );
+    assert!(matches!(
+        Queue::create(&name, Config::default()),
+        Err(OpenError::AlreadyExists { .. })
+    ));
+}
+
+#[test]
+fn a_region_larger_than_dev_shm_is_no_space_and_leaves_nothing() {
+    let name = TempName::new("nospace");
+    let e = Queue::create(&name, Config::default().capacity_bytes(1 << 42)).unwrap_err();
+    match &e {
+        OpenError::NoSpace { needed, available } => {
+            assert!(needed > available);
+            assert!(e.to_string().contains("--shm-size"));
+        }
+        other => panic!("expected NoSpace, got {other}"),
+    }
+    assert!(
+        std::fs::metadata(shm_path(&name)).is_err(),
+        "left a file behind"
+    );
+}
+
+#[test]
+fn invalid_configs_are_refused() {
+    let name = TempName::new("config");
+    for cfg in [
+        Config::default().lanes(0),
+        Config::default().capacity_bytes(8192).lanes(8),
+        Config::default().participants(0),
+    ] {
+        assert!(matches!(
+            Queue::create(&name, cfg),
+            Err(OpenError::InvalidConfig(_))
+        ));
+    }
+}
+
+#[test]
+fn create_or_open_from_many_threads_shares_one_queue() {
+    let name = TempName::new("race");
+    let qs: Vec<Queue> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..4)
+            .map(|_| {
+                s.spawn(|| {
+                    Queue::create_or_open(&name, Config::default().capacity_bytes(1 << 16)).unwrap()
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let tx = qs[0].sender().unwrap();
+    let mut rx = qs[3].receiver().unwrap();
+    tx.send(b"one").unwrap();
+    assert_eq!(&*rx.recv().unwrap(), b"one");
+}
+
+#[test]
+fn geometry_queries() {
+    let name = TempName::new("geometry");
+    let q = Queue::create(&name, Config::default().capacity_bytes(1 << 20).slots(100)).unwrap();
+    assert_eq!(q.capacity_bytes(), 1 << 20);
+    assert_eq!(q.slots(), 128);
+    assert_eq!(q.max_message(), (1 << 20) / 8 / 8);
+    assert_eq!(q.name(), &*name);
+    let dname = TempName::new("defaults");
+    let d = Queue::create(&dname, Config::default()).unwrap();
+    assert_eq!(d.capacity_bytes(), 64 << 20);
+    assert_eq!(d.max_message(), 1 << 20);
+    assert_eq!(d.slots(), 65536);
+}
+
+#[test]
+fn too_large_messages_are_given_back() {
+    let name = TempName::new("toolarge");
+    let q = small(&name);
+    let tx = q.sender().unwrap();
+    let mut rx = q.receiver().unwrap();
+    let max = q.max_message();
+    let big = vec![1u8; max + 1];
+    match tx.try_send(&big) {
+        Err(TrySendError::TooLarge(m)) => assert_eq!(m.len(), max + 1),
+        other => panic!("{other:?}"),
+    }
+    assert!(tx.send(&big).unwrap_err().is_too_large());
+    assert!(tx.reserve(max + 1).unwrap_err().is_too_large());
+    tx.send(&big[..max]).unwrap();
+    assert_eq!(rx.recv().unwrap().len(), max);
+}
+
+#[test]
+fn fifo_len_and_empty() {
+    let name = TempName::new("fifo");
+    let q = small(&name);
+    let tx = q.sender().unwrap();
+    let mut rx = q.receiver().unwrap();
+    assert!(q.is_empty() && rx.is_empty());
+    for i in 0..10u8 {
+        tx.send(&[i; 3]).unwrap();
+    }
+    assert_eq!(q.len(), 10);
+    assert_eq!(tx.len(), 10);
+    for i in 0..10u8 {
+        assert_eq!(&*rx.recv().unwrap(), &[i; 3]);
+    }
+    assert!(matches!(rx.try_recv(), Err(TryRecvError::Empty)));
+    assert_eq!(q.len(), 0);
+}
+
+#[test]
+fn try_calls_never_block() {
+    let name = TempName::new("try");
+    let q = small(&name);
+    let tx = q.sender().unwrap();
+    let mut rx = q.receiver().unwrap();
+    let start = Instant::now();
+    assert!(matches!(rx.try_recv(), Err(TryRecvError::Empty)));
+    let msg = [0u8; 512];
+    let mut n = 0;
+    while tx.try_send(&msg).is_ok() {
+        n += 1;
+        assert!(n < 10_000, "a 64 KiB queue never filled");
+    }
+    assert!(matches!(tx.try_send(&msg), Err(TrySendError::Full(_))));
+    assert!(tx.try_reserve(512).unwrap_err().is_full());
+    // each call returned at once; the whole loop is far below one wait slice
+    assert!(start.elapsed() < Duration::from_secs(5));
+    drop(rx.try_recv().unwrap());
+    tx.try_send(&msg).unwrap();
+}
+
+#[test]
+fn recv_timeout_returns_after_the_deadline_and_not_long_after() {
+    let name = TempName::new("recvtimeout");
+    let q = small(&name);
+    let _tx = q.sender().unwrap();
+    let mut rx = q.receiver().unwrap();
+    for strategy in [
+        WaitStrategy::SpinThenPark,
+        WaitStrategy::Park,
+        WaitStrategy::Yield,
+    ] {
+        let mut q2 = q.clone();
+        q2.set_wait_strategy(strategy);
+        let mut rx2 = q2.receiver().unwrap();
+        for t in [Duration::from_millis(50), Duration::from_millis(450)] {
+            let start = Instant::now();
+            assert_eq!(rx2.recv_timeout(t).unwrap_err(), RecvTimeoutError::Timeout);
+            let e = start.elapsed();
+            assert!(e >= t, "{strategy:?} returned early: {e:?} < {t:?}");
+            assert!(
+                e < t + Duration::from_secs(1),
+                "{strategy:?} overslept: {e:?}"
+            );
+        }
+    }
+    let mut buf = Vec::new();
+    assert!(
+        rx.recv_into_timeout(&mut buf, Duration::from_millis(20))
+            .unwrap_err()
+            .is_timeout()
+    );
+}
+
+#[test]
+fn send_timeout_returns_after_the_deadline_and_not_long_after() {
+    let name = TempName::new("sendtimeout");
+    let q = small(&name);
+    let tx = q.sender().unwrap();
+    let _rx = q.receiver().unwrap();
+    let msg = [0u8; 1024];
+    while tx.try_send(&msg).is_ok() {}
+    let t = Duration::from_millis(300);
+    let start = Instant::now();
+    match tx.send_timeout(&msg, t) {
+        Err(SendTimeoutError::Timeout(m)) => assert_eq!(m.len(), 1024),
+        other => panic!("{other:?}"),
+    }
+    let e = start.elapsed();
+    assert!(e >= t && e < t + Duration::from_secs(1), "{e:?}");
+    let start = Instant::now();
+    assert!(tx.reserve_timeout(1024, t).unwrap_err().is_timeout());
+    assert!(start.elapsed() >= t);
+}
+
+#[test]
+fn index_full_is_full_even_with_arena_room() {
+    let name = TempName::new("slots");
+    let q = Queue::create(&name, Config::default().capacity_bytes(1 << 16).slots(4)).unwrap();
+    let tx = q.sender().unwrap();
+    let mut rx = q.receiver().unwrap();
+    for _ in 0..4 {
+        tx.try_send(b"x").unwrap();
+    }
+    assert!(tx.try_send(b"y").unwrap_err().is_full());
+    drop(rx.recv().unwrap());
+    tx.try_send(b"y").unwrap();
+}
+
+#[test]
+fn recv_drains_then_reports_disconnect() {
+    let name = TempName::new("drain");
+    let q = small(&name);
+    let tx = q.sender().unwrap();
+    let tx2 = tx.clone();
+    let mut rx = q.receiver().unwrap();
+    tx.send(b"1").unwrap();
+    tx2.send(b"2").unwrap();
+    drop(tx);
+    assert!(!rx.is_disconnected(), "a clone is still attached");
+    drop(tx2);
+    assert!(rx.is_disconnected());
+    assert_eq!(&*rx.recv().unwrap(), b"1");
+    assert_eq!(&*rx.recv().unwrap(), b"2");
+    assert_eq!(rx.recv().unwrap_err(), RecvError::Disconnected);
+    assert!(rx.try_recv().unwrap_err().is_disconnected());
+    assert!(
+        rx.recv_timeout(Duration::from_secs(5))
+            .unwrap_err()
+            .is_disconnected()
+    );
+}
+
+#[test]
+fn a_blocked_receiver_wakes_when_the_last_sender_leaves() {
+    let name = TempName::new("wakeondrop");
+    let q = small(&name);
+    let tx = q.sender().unwrap();
+    let mut rx = q.receiver().unwrap();
+    let h = std::thread::spawn(move || rx.recv().map(|m| m.to_vec()));
+    std::thread::sleep(Duration::from_millis(100));
+    drop(tx);
+    assert_eq!(h.join().unwrap(), Err(RecvError::Disconnected));
+}
+
+#[test]
+fn a_queue_without_receivers_yet_is_not_disconnected() {
+    let name = TempName::new("notyet");
+    let q = small(&name);
+    let tx = q.sender().unwrap();
+    tx.send(b"early").unwrap(); // no receiver has attached yet
+    let mut rx = q.receiver().unwrap();
+    assert_eq!(&*rx.recv().unwrap(), b"early");
+}
+
+#[test]
+fn a_dropped_grant_publishes_nothing_and_returns_its_space() {
+    let name = TempName::new("abort");
+    let q = small(&name);
+    let tx = q.sender().unwrap();
+    let mut rx = q.receiver().unwrap();
+    let max = q.max_message();
+    // many times the arena's size, without any receive: space must return
+    for _ in 0..(4 * q.capacity_bytes() / max) {
+        let mut g = tx.try_reserve(max).unwrap();
+        g.fill(9);
+        drop(g);
+    }
+    assert!(q.is_empty());
+    assert!(matches!(rx.try_recv(), Err(TryRecvError::Empty)));
+    let mut g = tx.reserve(3).unwrap();
+    g.copy_from_slice(b"abc");
+    g.commit().unwrap();
+    assert_eq!(&*rx.recv().unwrap(), b"abc");
+}
+
+#[test]
+fn held_messages_release_out_of_order() {
+    let name = TempName::new("holdrelease");
+    let q = Queue::create(&name, Config::default().capacity_bytes(1 << 14).lanes(1)).unwrap();
+    let tx = q.sender().unwrap();
+    let mut rx1 = q.receiver().unwrap();
+    let mut rx2 = rx1.clone();
+    let msg = vec![5u8; q.max_message()];
+    for _ in 0..2 {
+        tx.send(&msg).unwrap();
+    }
+    let a = rx1.recv().unwrap();
+    let b = rx2.recv().unwrap();
+    drop(b); // released before the older one
+    // fill what is left, then release the oldest: everything flows again
+    while tx.try_send(&msg).is_ok() {}
+    drop(a);
+    let mut buf = Vec::new();
+    while rx1.try_recv_into(&mut buf).is_ok() {}
+    for _ in 0..20 {
+        tx.send(&msg).unwrap();
+        assert_eq!(rx1.recv_into(&mut buf).unwrap(), msg.len());
+    }
+}
+
+#[test]
+fn iterators() {
+    let name = TempName::new("iter");
+    let q = small(&name);
+    let tx = q.sender().unwrap();
+    let rx = q.receiver().unwrap();
+    for i in 0..5u8 {
+        tx.send(&[i]).unwrap();
+    }
+    let got: Vec<Vec<u8>> = rx.try_iter().collect();
+    assert_eq!(got, (0..5u8).map(|i| vec![i]).collect::<Vec<_>>());
+    for i in 0..3u8 {
+        tx.send(&[i]).unwrap();
+    }
+    drop(tx);
+    assert_eq!(rx.iter().count(), 3, "iter ends at disconnect");
+}
+
+#[test]
+fn many_threads_share_cloned_handles() {
+    let name = TempName::new("threads");
+    let q = Queue::create(&name, Config::default().capacity_bytes(1 << 18).lanes(2)).unwrap();
+    let tx = q.sender().unwrap();
+    let rx = q.receiver().unwrap();
+    const PER: u32 = 20_000;
+    let total: u64 = std::thread::scope(|s| {
+        let consumers: Vec<_> = (0..2)
+            .map(|_| {
+                let rx = rx.clone();
+                s.spawn(move || {
+                    let mut sum = 0u64;
+                    let mut buf = Vec::new();
+                    while rx.recv_into(&mut buf).is_ok() {
+                        sum += u64::from(u32::from_le_bytes(buf[..4].try_into().unwrap()));
+                    }
+                    sum
+                })
+            })
+            .collect();
+        drop(rx);
+        for t in 0..4u32 {
+            let tx = tx.clone();
+            s.spawn(move || {
+                for i in 0..PER {
+                    let v = t * PER + i;
+                    let len = 4 + (i as usize % 200);
+                    let mut m = vec![0u8; len];
+                    m[..4].copy_from_slice(&v.to_le_bytes());
+                    tx.send(&m).unwrap();
+                }
+            });
+        }
+        drop(tx);
+        consumers.into_iter().map(|h| h.join().unwrap()).sum()
+    });
+    let n = u64::from(4 * PER);
+    assert_eq!(total, n * (n - 1) / 2, "every message exactly once");
+}
+
+#[test]
+fn every_wait_strategy_ping_pongs() {
+    for strategy in [
+        WaitStrategy::Spin,
+        WaitStrategy::Yield,
+        WaitStrategy::Park,
+        WaitStrategy::SpinThenPark,
+    ] {
+        let name = TempName::new("strategy");
+        let mut q = small(&name);
+        q.set_wait_strategy(strategy);
+        let back = TempName::new("strategy-back");
+        let mut ping = small(&back);
+        ping.set_wait_strategy(strategy);
+        let (tx, mut back_rx) = (q.sender().unwrap(), ping.receiver().unwrap());
+        let (mut rx, back_tx) = (q.receiver().unwrap(), ping.sender().unwrap());
+        let h = std::thread::spawn(move || {
+            for _ in 0..2000 {
+                let m = rx.recv().unwrap().to_vec();
+                back_tx.send(&m).unwrap();
+            }
+        });
+        for i in 0..2000u32 {
+            tx.send(&i.to_le_bytes()).unwrap();
+            assert_eq!(&*back_rx.recv().unwrap(), &i.to_le_bytes(), "{strategy:?}");
+        }
+        h.join().unwrap();
+    }
+}
+
+#[test]
+fn errors_say_what_to_do() {
+    let e = OpenError::NoSpace {
+        needed: 10,
+        available: 1,
+    };
+    assert!(e.to_string().contains("--shm-size"));
+    let name = TempName::new("display");
+    let e = Queue::open(&name).unwrap_err();
+    assert!(e.to_string().contains("create it first"), "{e}");
+    let q = small(&name);
+    let tx = q.sender().unwrap();
+    drop(q.receiver().unwrap());
+    let e = tx.try_send(b"x").unwrap_err();
+    assert!(e.to_string().contains("receivers"), "{e}");
+}
