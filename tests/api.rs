@@ -294,7 +294,7 @@ fn recv_timeout_returns_after_the_deadline_and_not_long_after() {
     let name = TempName::new("recvtimeout");
     let q = small(&name);
     let _tx = q.sender().unwrap();
-    let mut rx = q.receiver().unwrap();
+    let rx = q.receiver().unwrap();
     for strategy in [
         WaitStrategy::SpinThenPark,
         WaitStrategy::Park,
