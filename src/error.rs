@@ -154,6 +154,16 @@ macro_rules! send_error_common {
                 }
             }
 
+            /// The same error without the message, so it is `'static` and
+            /// `?` can turn it into a `Box<dyn Error>` even when the message
+            /// was a borrowed slice.
+            pub fn without_message(self) -> $ty<()> {
+                match self {
+                    $(Self::$var(_) => $ty::$var(()),)*
+                    Self::Corrupted(_, c) => $ty::Corrupted((), c),
+                }
+            }
+
             /// Whether no receiver is attached any more.
             pub fn is_disconnected(&self) -> bool {
                 matches!(self, Self::Disconnected(_))

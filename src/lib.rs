@@ -49,3 +49,8 @@ pub use crate::error::{
 pub use crate::queue::{
     Config, Iter, Message, Queue, Receiver, Sender, TryIter, WaitStrategy, WriteGrant,
 };
+
+/// The README's quick start, compiled and run as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
