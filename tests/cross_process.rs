@@ -302,3 +302,69 @@ fn send_gives_the_message_back_when_receivers_are_gone() {
         other => panic!("expected Disconnected, got {other:?}"),
     }
 }
+
+/// Child role: attach a sender, fork; the forked grandchild sends with the
+/// inherited handle (which must re-register), drops it, then lingers while
+/// this process waits to be killed.
+fn forker(name: &str) {
+    let q = Queue::open(name).unwrap();
+    let tx = q.sender().unwrap();
+    tx.send(b"before fork").unwrap();
+    // SAFETY: the child only sends through shmq (re-registering), drops the
+    // handle, sleeps and `_exit`s; glibc keeps malloc usable after fork.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork failed");
+    if pid == 0 {
+        let code = match tx.send(b"from the forked child") {
+            Ok(()) => 0,
+            Err(_) => 3,
+        };
+        drop(tx);
+        drop(q);
+        std::thread::sleep(Duration::from_secs(5));
+        // SAFETY: ends the forked child without running the parent's
+        // atexit handlers or the test harness.
+        unsafe { libc::_exit(code) };
+    }
+    let mut status = 0;
+    // the grandchild is still sleeping; the test kills us meanwhile
+    tx.send(b"parent after fork").unwrap();
+    std::thread::sleep(Duration::from_secs(60));
+    // SAFETY: plain waitpid on our own child.
+    unsafe { libc::waitpid(pid, &mut status, 0) };
+    panic!("the parent should have killed this process");
+}
+
+#[test]
+fn a_forked_child_re_registers_and_does_not_keep_its_dead_parent_alive() {
+    const TEST: &str = "a_forked_child_re_registers_and_does_not_keep_its_dead_parent_alive";
+    if child_role().is_some() {
+        return forker(&std::env::var("SHMQ_NAME").unwrap());
+    }
+    let name = TempName::new("fork");
+    let q = Queue::create(&name, Config::default().capacity_bytes(1 << 16)).unwrap();
+    let mut rx = q.receiver().unwrap();
+    let mut child = spawn_role(TEST, "forker", &[("SHMQ_NAME", name.0.clone())]);
+    let mut got = Vec::new();
+    for _ in 0..3 {
+        got.push(rx.recv_timeout(Duration::from_secs(60)).unwrap().to_vec());
+    }
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            &b"before fork"[..],
+            b"from the forked child",
+            b"parent after fork"
+        ]
+    );
+    // The grandchild dropped its own registration and lingers with the
+    // inherited descriptors: they must not keep the killed parent alive.
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let killed = Instant::now();
+    let r = rx.recv().map(|m| m.to_vec());
+    assert_eq!(r, Err(RecvError::Disconnected));
+    let delay = killed.elapsed();
+    assert!(delay < Duration::from_secs(1), "noticed after {delay:?}");
+}
