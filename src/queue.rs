@@ -242,6 +242,7 @@ impl Queue {
     /// `/dev/shm`; nothing is left behind), [`OpenError::PermissionDenied`].
     pub fn create(name: &str, config: Config) -> Result<Self, OpenError> {
         let bare = sys::validate_name(name)?;
+        check_cpu()?;
         let layout = config.layout()?;
         let file = ShmFile::create(bare, layout.total_size, config.mode, INIT_LOCK_BYTE)?;
         let map = match Mapping::new(&file, layout.total_size as usize) {
@@ -275,6 +276,7 @@ impl Queue {
     /// [`OpenError::InvalidName`].
     pub fn open(name: &str) -> Result<Self, OpenError> {
         let bare = sys::validate_name(name)?;
+        check_cpu()?;
         let file = ShmFile::open(bare)?;
         let start = sync::now();
         loop {
@@ -437,6 +439,18 @@ impl Queue {
         Ok(Receiver {
             h: Arc::new(Handle::new(&self.shared, ROLE_RECEIVER, self.wait)?),
         })
+    }
+}
+
+/// The index CAS must be a real 16-byte atomic instruction: a lock-based
+/// fallback would be atomic within one process only.
+fn check_cpu() -> Result<(), OpenError> {
+    if crate::sync::AtomicU128::is_lock_free() {
+        Ok(())
+    } else {
+        Err(OpenError::Unsupported(
+            "no lock-free 16-byte compare-and-swap (cmpxchg16b)",
+        ))
     }
 }
 
@@ -896,6 +910,7 @@ impl Sender {
         let ptr = self.h.ring().allocation_payload(&lease, &alloc);
         Ok(WriteGrant {
             sender: self,
+            fork_gen: sys::fork_generation(),
             lease: ManuallyDrop::new(lease),
             alloc,
             ptr,
@@ -947,6 +962,9 @@ fn send_timeout_error<T>(f: Fail, t: T) -> SendTimeoutError<T> {
 /// published and the space is returned.
 pub struct WriteGrant<'a> {
     sender: &'a Sender,
+    /// A grant copied into a forked child is the parent's: the child must
+    /// neither publish nor abort it.
+    fork_gen: u64,
     lease: ManuallyDrop<LaneLease>,
     alloc: Allocation,
     ptr: NonNull<u8>,
@@ -968,6 +986,10 @@ impl WriteGrant<'_> {
     /// [`SendError::Disconnected`] if every receiver is gone (the message is
     /// dropped and its space returned).
     pub fn commit(self) -> Result<(), SendError<()>> {
+        if self.fork_gen != sys::fork_generation() {
+            std::mem::forget(self); // the parent's grant, not ours
+            return Err(SendError::Disconnected(()));
+        }
         let mut this = ManuallyDrop::new(self);
         let h = &this.sender.h;
         let r = h.publish(&this.lease, &this.alloc, None);
@@ -1002,6 +1024,9 @@ impl DerefMut for WriteGrant<'_> {
 
 impl Drop for WriteGrant<'_> {
     fn drop(&mut self) {
+        if self.fork_gen != sys::fork_generation() {
+            return; // inherited across fork: the parent still owns the lease
+        }
         // SAFETY: `commit` never lets a grant drop, so this runs once and
         // owns the lease.
         let mut lease = unsafe { ManuallyDrop::take(&mut self.lease) };
@@ -1068,10 +1093,7 @@ impl Receiver {
     /// that attached has detached or died.
     pub fn recv(&mut self) -> Result<Message<'_>, RecvError> {
         let c = self.h.claim(None).map_err(recv_error)?;
-        Ok(Message {
-            rx: self,
-            claim: Some(c),
-        })
+        Ok(Message::new(self, c))
     }
 
     /// Receives a message if one is ready; never blocks.
@@ -1080,10 +1102,7 @@ impl Receiver {
     /// [`TryRecvError::Empty`] or [`TryRecvError::Disconnected`].
     pub fn try_recv(&mut self) -> Result<Message<'_>, TryRecvError> {
         let c = self.h.claim(Some(Duration::ZERO)).map_err(try_recv_error)?;
-        Ok(Message {
-            rx: self,
-            claim: Some(c),
-        })
+        Ok(Message::new(self, c))
     }
 
     /// Receives a message, waiting at most `timeout`.
@@ -1095,10 +1114,7 @@ impl Receiver {
             .h
             .claim(deadline_after(timeout))
             .map_err(recv_timeout_error)?;
-        Ok(Message {
-            rx: self,
-            claim: Some(c),
-        })
+        Ok(Message::new(self, c))
     }
 
     fn copy_out(&self, c: Claim, buf: &mut Vec<u8>) -> usize {
@@ -1208,6 +1224,18 @@ impl Iterator for TryIter<'_> {
 pub struct Message<'a> {
     rx: &'a mut Receiver,
     claim: Option<Claim>,
+    /// A message copied into a forked child is the parent's to release.
+    fork_gen: u64,
+}
+
+impl<'a> Message<'a> {
+    fn new(rx: &'a mut Receiver, c: Claim) -> Self {
+        Self {
+            rx,
+            claim: Some(c),
+            fork_gen: sys::fork_generation(),
+        }
+    }
 }
 
 impl fmt::Debug for Message<'_> {
@@ -1232,7 +1260,9 @@ impl Deref for Message<'_> {
 
 impl Drop for Message<'_> {
     fn drop(&mut self) {
-        if let Some(c) = self.claim.take() {
+        if let Some(c) = self.claim.take()
+            && self.fork_gen == sys::fork_generation()
+        {
             self.rx.h.ring().release(c);
         }
     }

@@ -236,8 +236,11 @@ impl Ring {
         unsafe { self.at(self.unit_offset(lane, pos)) }
     }
 
+    /// The lap tag of position `pos`: its lap number, taken from the
+    /// position modulo 2^48 (the part a slot ref carries), truncated to 32
+    /// bits. Positions themselves are `u64` and never wrap in practice.
     fn tag(&self, pos: u64) -> u64 {
-        (pos >> self.lane_shift) & 0xffff_ffff
+        ((pos & POS_MASK) >> self.lane_shift) & 0xffff_ffff
     }
 
     /// Fills a freshly created (zeroed) region: slot `t` holds `EMPTY(t)`.
@@ -339,7 +342,7 @@ impl Ring {
         }
         let end = l.end.load(Ordering::Relaxed);
         let frontier = l.frontier.load(Ordering::Relaxed);
-        if frontier > end || end - frontier > self.layout.lane_units() || end > POS_MASK {
+        if frontier > end || end - frontier > self.layout.lane_units() {
             l.owner.store(0, Ordering::Release);
             return Err(Corruption("lane positions are inconsistent"));
         }
@@ -435,9 +438,6 @@ impl Ring {
             }
         }
         let pad = self.pad_before(lease, need);
-        if lease.end + pad + need > POS_MASK {
-            return Err(Corruption("lane position space exhausted"));
-        }
         if pad > 0 {
             let h = self.record(lease.lane, lease.end);
             h.len.store(0, Ordering::Relaxed);
@@ -508,7 +508,7 @@ impl Ring {
         // SYNC: ordered before the slot CAS below, which is the Release.
         h.state
             .store((self.tag(a.pos) << 32) | (R_READY << 24), Ordering::Relaxed);
-        let r = (u64::from(lease.lane) << POS_BITS) | a.pos;
+        let r = (u64::from(lease.lane) << POS_BITS) | (a.pos & POS_MASK);
         let n2 = 2 * u64::from(self.layout.slot_count);
         let enq = &self.header().enq.hint;
         let mut helped = 0u32;
@@ -862,6 +862,24 @@ mod tests {
         // an impossible sequence
         r.slot(1).store(pack(12345, 0), Ordering::Relaxed);
         assert!(r.claim(me()).is_err());
+    }
+
+    #[test]
+    fn positions_beyond_the_ref_width_keep_working() {
+        let h = heap(1, 4096, 16);
+        let r = &h.ring;
+        // start the lane just below 2^48 units, as after weeks of traffic
+        let start = (1u64 << POS_BITS) - 40;
+        r.lane(0).end.store(start, Ordering::Relaxed);
+        r.lane(0).frontier.store(start, Ordering::Relaxed);
+        for i in 0..200u32 {
+            let msg = vec![i as u8; (i as usize * 13) % 300];
+            assert!(send(r, &msg).unwrap());
+            assert_eq!(recv(r).unwrap(), msg);
+        }
+        let lease = r.try_lease(0, me()).unwrap().unwrap();
+        assert!(lease.end > 1 << POS_BITS);
+        r.unlease(lease);
     }
 
     #[test]
