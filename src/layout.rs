@@ -45,7 +45,8 @@ pub(crate) const PARTICIPANT_LOCK_BASE: u64 = 1;
 /// Limits enforced by [`Layout::new`] and [`Layout::validate`].
 pub(crate) const MAX_LANES: u32 = 1024;
 pub(crate) const MIN_LANE_SIZE: u64 = PAGE;
-pub(crate) const MAX_LANE_SIZE: u64 = 1 << 40;
+/// 2^38 bytes = 2^32 units: a record's or padding's size fits its `u32`.
+pub(crate) const MAX_LANE_SIZE: u64 = 1 << 38;
 pub(crate) const MIN_SLOTS: u32 = 2;
 pub(crate) const MAX_SLOTS: u32 = 1 << 26;
 pub(crate) const MAX_PARTICIPANTS: u32 = 1 << 16;
@@ -152,6 +153,8 @@ pub(crate) struct Lane {
     pub owner: AtomicU64,
     pub end: AtomicU64,
     pub frontier: AtomicU64,
+    /// Reserved for the large-message stream (a writer waiting for its one
+    /// reader); senders waiting for room use the header's `space` word.
     pub space: WaitWord,
 }
 

@@ -127,7 +127,9 @@ impl Config {
             .ok_or_else(|| OpenError::InvalidConfig("capacity_bytes is too large".into()))?;
         let lanes = match self.lanes {
             Some(0) => return Err(OpenError::InvalidConfig("lanes must be at least 1".into())),
-            Some(n) => n.next_power_of_two(),
+            Some(n) => n
+                .checked_next_power_of_two()
+                .ok_or_else(|| OpenError::InvalidConfig(format!("{n} lanes is too many")))?,
             None => (cap / (64 << 10)).clamp(1, 8) as u32,
         };
         if cap / u64::from(lanes) < PAGE {
@@ -188,22 +190,40 @@ impl Shared {
         }
         if role == ROLE_RECEIVER && receivers == 0 {
             self.ring.wake_all(&h.space.word);
-            for l in 0..self.ring.layout().lane_count {
-                self.ring.wake_all(self.ring.lane_space(l));
-            }
         }
     }
 
-    /// Every receiver that ever attached is gone.
+    /// Every receiver that ever attached is gone (fast check on the counts).
     fn receivers_gone(&self) -> bool {
-        let (_, r, ever) = self.ring.role_counts();
-        r == 0 && ever & ROLE_RECEIVER != 0
+        self.role_gone(ROLE_RECEIVER, false)
     }
 
-    /// Every sender that ever attached is gone.
+    /// Every sender that ever attached is gone (fast check on the counts).
     fn senders_gone(&self) -> bool {
-        let (s, _, ever) = self.ring.role_counts();
-        s == 0 && ever & ROLE_SENDER != 0
+        self.role_gone(ROLE_SENDER, false)
+    }
+
+    /// Whether every participant of `role` that ever attached is gone. The
+    /// shared count is never too low, so zero is final; with `exact`, a
+    /// count left too high by a process killed mid-registration is seen
+    /// through by scanning the table (after reaping dead entries).
+    fn role_gone(&self, role: u32, exact: bool) -> bool {
+        let (senders, receivers, ever) = self.ring.role_counts();
+        if ever & role == 0 {
+            return false;
+        }
+        let count = if role == ROLE_SENDER {
+            senders
+        } else {
+            receivers
+        };
+        if count == 0 {
+            return true;
+        }
+        exact && {
+            self.reap(false);
+            self.ring.alive_count(role) == 0
+        }
     }
 }
 
@@ -590,7 +610,11 @@ impl Handle {
 
     /// Spins, yields or parks once according to the strategy. `word` and
     /// `ready` are the futex to park on and the condition to re-check.
-    /// Returns `Err(Timeout)` once `deadline` has passed.
+    ///
+    /// # Errors
+    /// `Timeout` once `deadline` has passed; `Disconnected` if, when a wait
+    /// ends without progress, every peer of the other role is found gone by
+    /// an exact check (a table scan after reaping dead processes).
     fn wait_once(
         &self,
         backoff: &Backoff,
@@ -598,19 +622,27 @@ impl Handle {
         word: &crate::layout::WaitWord,
         ready: impl FnMut() -> bool,
     ) -> Result<(), Fail> {
+        let peers = if self.role == ROLE_SENDER {
+            ROLE_RECEIVER
+        } else {
+            ROLE_SENDER
+        };
         let now = sync::now();
         if deadline.is_some_and(|d| now >= d) {
-            return Err(Fail::Timeout);
+            return Err(if self.shared.role_gone(peers, true) {
+                Fail::Disconnected
+            } else {
+                Fail::Timeout
+            });
         }
-        self.shared.reap(false);
         match self.wait {
             WaitStrategy::Spin => {
                 std::hint::spin_loop();
-                return Ok(());
+                return self.check_peers_now_and_then(peers);
             }
             WaitStrategy::Yield => {
                 std::thread::yield_now();
-                return Ok(());
+                return self.check_peers_now_and_then(peers);
             }
             WaitStrategy::SpinThenPark if !backoff.is_completed() => {
                 backoff.snooze();
@@ -621,9 +653,25 @@ impl Handle {
         let slice = now + LIVENESS_PERIOD;
         let until = deadline.map_or(slice, |d| d.min(slice));
         let (_, woke) = self.ring().park(word, until, ready);
-        if woke == Wake::TimedOut && deadline.is_none_or(|d| until < d) {
-            // a liveness slice ended: look for dead peers now
-            self.shared.reap(true);
+        if woke == Wake::TimedOut
+            && deadline.is_none_or(|d| until < d)
+            && self.shared.role_gone(peers, true)
+        {
+            // a liveness slice ended and the peers turned out to be dead
+            return Err(Fail::Disconnected);
+        }
+        Ok(())
+    }
+
+    /// For spinning strategies: the exact liveness check, rate-limited by
+    /// `reap` to once per [`REAP_INTERVAL`].
+    fn check_peers_now_and_then(&self, peers: u32) -> Result<(), Fail> {
+        let last = self.shared.last_reap.load(Ordering::Relaxed);
+        let now = sync::now().as_nanos() as u64;
+        if now.saturating_sub(last) >= REAP_INTERVAL.as_nanos() as u64
+            && self.shared.role_gone(peers, true)
+        {
+            return Err(Fail::Disconnected);
         }
         Ok(())
     }
@@ -648,13 +696,11 @@ impl Handle {
                 return Err(Fail::Disconnected);
             }
             let pref = self.preferred_lane.load(Ordering::Relaxed) % lanes;
-            let mut any_free = false;
             for k in 0..lanes {
                 let lane = (pref + k) & (lanes - 1);
                 let Some(mut lease) = ring.try_lease(lane, owner)? else {
                     continue;
                 };
-                any_free = true;
                 match ring.allocate(&mut lease, len as u64) {
                     Ok(Some(a)) => {
                         if lane != pref {
@@ -669,23 +715,12 @@ impl Handle {
                     }
                 }
             }
-            // No lane has room (or every lane is leased): wait.
+            // No lane has room, or every lane is leased: sleep until a
+            // release or an unlease may have made room (both wake `space`).
+            let need = Ring::record_units(len as u64);
             let shared = &self.shared;
-            if any_free {
-                if let Some(mut lease) = ring.try_lease(pref, owner)? {
-                    let need = Ring::record_units(len as u64);
-                    let r = self.wait_once(&backoff, deadline, ring.lane_space(pref), || {
-                        ring.reclaim(&mut lease).is_err()
-                            || ring.lane_has_room(&lease, need)
-                            || shared.receivers_gone()
-                    });
-                    ring.unlease(lease);
-                    r?;
-                    continue;
-                }
-            }
             self.wait_once(&backoff, deadline, &ring.header().space.word, || {
-                ring.any_lane_unleased() || shared.receivers_gone()
+                ring.some_lane_may_fit(need) || shared.receivers_gone()
             })?;
         }
     }
@@ -775,12 +810,20 @@ impl Handle {
             let r = self.wait_once(&backoff, deadline, &ring.header().data.word, || {
                 ring.has_message() || shared.senders_gone()
             });
-            if r.is_err() && ring.has_message() {
-                // Leaving without consuming while a message waits: hand the
-                // wake-up we may have taken to another sleeper.
-                ring.wake(&ring.header().data.word, 1);
+            match r {
+                Ok(()) => {}
+                Err(Fail::Disconnected) => {
+                    return ring.claim(owner)?.ok_or(Fail::Disconnected);
+                }
+                Err(e) => {
+                    if ring.has_message() {
+                        // Leaving without consuming while a message waits:
+                        // hand the wake-up we may have taken to another.
+                        ring.wake(&ring.header().data.word, 1);
+                    }
+                    return Err(e);
+                }
             }
-            r?;
         }
     }
 }
@@ -925,7 +968,7 @@ impl Sender {
 
     /// Whether every receiver that attached has detached or died.
     pub fn is_disconnected(&self) -> bool {
-        self.h.shared.receivers_gone()
+        self.h.shared.role_gone(ROLE_RECEIVER, true)
     }
 
     /// Messages waiting to be received (a snapshot).
@@ -1176,7 +1219,7 @@ impl Receiver {
 
     /// Whether every sender that attached has detached or died.
     pub fn is_disconnected(&self) -> bool {
-        self.h.shared.senders_gone()
+        self.h.shared.role_gone(ROLE_SENDER, true)
     }
 
     /// Messages waiting to be received (a snapshot).

@@ -263,22 +263,45 @@ impl Ring {
         }
         let generation = ((w >> 32) as u32).wrapping_add(1).max(1);
         let new = participant_word(generation, role, P_ALIVE);
-        p.word
-            .compare_exchange(w, new, Ordering::AcqRel, Ordering::Relaxed)
-            .ok()?;
-        p.pid.store(pid, Ordering::Relaxed);
-        let roles = &self.header().roles;
-        let counter = if role == crate::layout::ROLE_SENDER {
-            &roles.senders
-        } else {
-            &roles.receivers
-        };
+        // The count goes up before the entry is alive and down after it is
+        // free, so it is never below the number of live entries: a process
+        // dying between the two steps can only leave it too high, which the
+        // slow path's table scan (`alive_count`) sees through.
+        let counter = self.role_counter(role)?;
         counter.fetch_add(1, Ordering::AcqRel);
-        roles.ever.fetch_or(role, Ordering::AcqRel);
+        if p.word
+            .compare_exchange(w, new, Ordering::AcqRel, Ordering::Relaxed)
+            .is_err()
+        {
+            let _ = counter.fetch_update(Ordering::AcqRel, Ordering::Acquire, |c| c.checked_sub(1));
+            return None;
+        }
+        p.pid.store(pid, Ordering::Relaxed);
+        // SYNC: Release after the count: a reader that sees the bit
+        // (Acquire, loaded first in `role_counts`) sees the count too.
+        self.header().roles.ever.fetch_or(role, Ordering::AcqRel);
         Some(Owner {
             index: i,
             generation,
         })
+    }
+
+    fn role_counter(&self, role: u32) -> Option<&crate::sync::AtomicU32> {
+        let roles = &self.header().roles;
+        match role {
+            crate::layout::ROLE_SENDER => Some(&roles.senders),
+            crate::layout::ROLE_RECEIVER => Some(&roles.receivers),
+            _ => None,
+        }
+    }
+
+    /// Entries of the table marked alive with `role` (the slow, exact
+    /// count; liveness of each is the caller's business).
+    pub(crate) fn alive_count(&self, role: u32) -> u32 {
+        (0..self.layout.participant_count)
+            .filter_map(|i| self.participant_alive_word(i))
+            .filter(|w| ((w >> 8) & 0xff) as u32 == role)
+            .count() as u32
     }
 
     /// Whether entry `i` is marked alive; returns its word if so.
@@ -297,13 +320,9 @@ impl Ring {
             .compare_exchange(word, freed, Ordering::AcqRel, Ordering::Relaxed)
             .ok()?;
         let role = ((word >> 8) & 0xff) as u32;
-        let roles = &self.header().roles;
-        let counter = match role {
-            crate::layout::ROLE_SENDER => &roles.senders,
-            crate::layout::ROLE_RECEIVER => &roles.receivers,
-            _ => return Some(role),
-        };
-        let _ = counter.fetch_update(Ordering::AcqRel, Ordering::Acquire, |c| c.checked_sub(1));
+        if let Some(counter) = self.role_counter(role) {
+            let _ = counter.fetch_update(Ordering::AcqRel, Ordering::Acquire, |c| c.checked_sub(1));
+        }
         Some(role)
     }
 
@@ -312,13 +331,16 @@ impl Ring {
         participant_word(owner.generation, role, P_ALIVE)
     }
 
-    /// Live senders / receivers, and whether each role ever attached.
+    /// Live senders / receivers (never below the truth), and which roles
+    /// ever attached. `ever` is loaded first: a registrant sets it after
+    /// counting itself, so a set bit is never paired with a stale zero count.
     pub(crate) fn role_counts(&self) -> (u32, u32, u32) {
         let r = &self.header().roles;
+        let ever = r.ever.load(Ordering::Acquire);
         (
             r.senders.load(Ordering::Acquire),
             r.receivers.load(Ordering::Acquire),
-            r.ever.load(Ordering::Acquire),
+            ever,
         )
     }
 
@@ -379,9 +401,41 @@ impl Ring {
         self.pad_before(lease, need) + need <= self.free_units(lease)
     }
 
-    /// Whether some lane has no lease holder.
-    pub(crate) fn any_lane_unleased(&self) -> bool {
-        (0..self.layout.lane_count).any(|i| self.lane(i).owner.load(Ordering::Acquire) == 0)
+    /// Whether some unleased lane could take a record of `need` units,
+    /// counting released records its next holder would reclaim. A read-only
+    /// peek without the lease: a hint for waiters, re-checked under a lease.
+    pub(crate) fn some_lane_may_fit(&self, need: u64) -> bool {
+        let lu = self.layout.lane_units();
+        (0..self.layout.lane_count).any(|i| {
+            let l = self.lane(i);
+            if l.owner.load(Ordering::Acquire) != 0 {
+                return false;
+            }
+            let end = l.end.load(Ordering::Acquire);
+            let mut f = l.frontier.load(Ordering::Acquire);
+            if f > end || end - f > lu {
+                return false;
+            }
+            let pad = {
+                let off = end & (lu - 1);
+                if off + need > lu { lu - off } else { 0 }
+            };
+            while lu - (end - f) < pad + need && f < end {
+                let h = self.record(i, f);
+                let s = h.state.load(Ordering::Acquire);
+                let st = (s >> 24) & 0xff;
+                let units = u64::from(h.units.load(Ordering::Relaxed));
+                if s >> 32 != self.tag(f)
+                    || (st != R_FREE && st != R_PAD)
+                    || units == 0
+                    || units > end - f
+                {
+                    break;
+                }
+                f += units;
+            }
+            lu - (end - f) >= pad + need
+        })
     }
 
     /// Advances the leased lane's frontier over consecutive released records.
@@ -524,7 +578,12 @@ impl Ring {
                     .compare_exchange(v, pack(seq_full(t), r), Ordering::AcqRel, Ordering::Acquire)
                     .is_ok()
                 {
-                    let _ = enq.compare_exchange(t, t + 1, Ordering::AcqRel, Ordering::Relaxed);
+                    let _ = enq.compare_exchange(
+                        t,
+                        t.wrapping_add(1),
+                        Ordering::AcqRel,
+                        Ordering::Relaxed,
+                    );
                     self.wake(&self.header().data.word, 1);
                     return Ok(Ok(()));
                 }
@@ -535,7 +594,8 @@ impl Ring {
             }
             if seq >= seq_full(t) && seq - seq_full(t) <= n2 {
                 // ticket t is taken (or already consumed): the hint is behind
-                let _ = enq.compare_exchange(t, t + 1, Ordering::AcqRel, Ordering::Relaxed);
+                let _ =
+                    enq.compare_exchange(t, t.wrapping_add(1), Ordering::AcqRel, Ordering::Relaxed);
                 helped += 1;
                 if helped > MAX_HELP_STEPS {
                     return Err(Corruption("the enqueue hint does not advance"));
@@ -569,7 +629,7 @@ impl Ring {
                 if slot
                     .compare_exchange(
                         v,
-                        pack(seq_empty(t + n2 / 2), 0),
+                        pack(seq_empty(t.wrapping_add(n2 / 2)), 0),
                         Ordering::AcqRel,
                         Ordering::Acquire,
                     )
@@ -577,12 +637,14 @@ impl Ring {
                 {
                     continue;
                 }
-                let _ = deq.compare_exchange(t, t + 1, Ordering::AcqRel, Ordering::Relaxed);
+                let _ =
+                    deq.compare_exchange(t, t.wrapping_add(1), Ordering::AcqRel, Ordering::Relaxed);
                 self.wake(&self.header().space.word, u32::MAX);
                 return self.take_record(r, me).map(Some);
             }
             if seq > seq_full(t) && seq - seq_full(t) < n2 + 2 {
-                let _ = deq.compare_exchange(t, t + 1, Ordering::AcqRel, Ordering::Relaxed);
+                let _ =
+                    deq.compare_exchange(t, t.wrapping_add(1), Ordering::AcqRel, Ordering::Relaxed);
                 helped += 1;
                 if helped > MAX_HELP_STEPS {
                     return Err(Corruption("the dequeue hint does not advance"));
@@ -665,11 +727,6 @@ impl Ring {
 
     // ------------------------------------------------------------------
     // waiting (DESIGN.md section 5)
-
-    /// The futex word a lane holder sleeps on while waiting for space.
-    pub(crate) fn lane_space(&self, lane: u32) -> &WaitWord {
-        &self.lane(lane).space
-    }
 
     /// Publisher side: after a Release publish, wake up to `n` sleepers.
     pub(crate) fn wake(&self, w: &WaitWord, n: u32) {

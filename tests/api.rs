@@ -167,7 +167,7 @@ fn open_refuses_a_symlink() {
 #[test]
 fn a_region_larger_than_dev_shm_is_no_space_and_leaves_nothing() {
     let name = TempName::new("nospace");
-    let e = Queue::create(&name, Config::default().capacity_bytes(1 << 42)).unwrap_err();
+    let e = Queue::create(&name, Config::default().capacity_bytes(1 << 41)).unwrap_err();
     match &e {
         OpenError::NoSpace { needed, available } => {
             assert!(needed > available);
@@ -553,4 +553,31 @@ fn errors_say_what_to_do() {
     drop(q.receiver().unwrap());
     let e = tx.try_send(b"x").unwrap_err();
     assert!(e.to_string().contains("receivers"), "{e}");
+}
+
+#[test]
+fn a_count_left_high_by_a_killed_process_does_not_hide_a_disconnect() {
+    // A receiver killed between its two registration steps leaves the
+    // receiver count one too high; simulate that by writing the count.
+    let name = TempName::new("leakedcount");
+    let q = small(&name);
+    let tx = q.sender().unwrap();
+    drop(q.receiver().unwrap());
+    let f = OpenOptions::new()
+        .write(true)
+        .open(shm_path(&name))
+        .unwrap();
+    f.write_all_at(&1u32.to_le_bytes(), 644).unwrap(); // roles.receivers
+    let msg = [1u8; 1024];
+    while tx.try_send(&msg).is_ok() {}
+    let start = Instant::now();
+    // bounded, so a regression fails instead of hanging
+    let e = tx.send_timeout(&msg, Duration::from_secs(10)).unwrap_err();
+    assert!(e.is_disconnected(), "{e:?}");
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        start.elapsed()
+    );
+    assert!(tx.is_disconnected());
 }

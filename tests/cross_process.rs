@@ -256,6 +256,37 @@ fn a_killed_sender_wakes_a_parked_receiver_within_a_second() {
 }
 
 #[test]
+fn a_polling_receiver_learns_that_a_killed_sender_is_gone() {
+    const TEST: &str = "a_polling_receiver_learns_that_a_killed_sender_is_gone";
+    if let Some(role) = child_role() {
+        return idle_peer(&std::env::var("SHMQ_NAME").unwrap(), &role);
+    }
+    let name = TempName::new("pollsender");
+    let q = Queue::create(&name, Config::default().capacity_bytes(1 << 16)).unwrap();
+    let mut rx = q.receiver().unwrap();
+    let mut child = spawn_role(TEST, "idle_sender", &[("SHMQ_NAME", name.0.clone())]);
+    let m = rx.recv_timeout(Duration::from_secs(60)).expect("handshake");
+    assert_eq!(&*m, b"attached");
+    drop(m);
+    assert!(matches!(rx.try_recv(), Err(shmq::TryRecvError::Empty)));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let killed = Instant::now();
+    loop {
+        match rx.try_recv() {
+            Err(shmq::TryRecvError::Disconnected) => break,
+            Err(shmq::TryRecvError::Empty) => std::thread::sleep(Duration::from_millis(1)),
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(
+            killed.elapsed() < Duration::from_secs(1),
+            "try_recv never saw the death"
+        );
+    }
+    assert!(rx.is_disconnected());
+}
+
+#[test]
 fn a_killed_receiver_wakes_a_blocked_sender_within_a_second() {
     const TEST: &str = "a_killed_receiver_wakes_a_blocked_sender_within_a_second";
     if let Some(role) = child_role() {
