@@ -146,6 +146,12 @@ impl Config {
     }
 }
 
+static_assertions::assert_impl_all!(Queue: Send, Sync, Clone);
+static_assertions::assert_impl_all!(Sender: Send, Sync, Clone);
+static_assertions::assert_impl_all!(Receiver: Send, Sync, Clone);
+static_assertions::assert_impl_all!(WriteGrant<'static>: Send);
+static_assertions::assert_impl_all!(Message<'static>: Send);
+
 /// What a process holds of one mapped queue.
 #[derive(Debug)]
 struct Shared {
