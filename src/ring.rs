@@ -786,7 +786,7 @@ mod tests {
         // page-align the base inside the vector
         let addr = mem.as_mut_ptr() as usize;
         let skew = (4096 - addr % 4096) % 4096;
-        assert!(skew % 16 == 0);
+        assert!(skew.is_multiple_of(16));
         let base = NonNull::new((addr + skew) as *mut u8).unwrap();
         // SAFETY: the vector outlives the ring (same struct, ring dropped
         // first is irrelevant: Ring has no Drop), and is large enough.
