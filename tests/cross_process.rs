@@ -19,15 +19,15 @@ const HEADER: usize = 20;
 /// The deterministic length of message `seq` of producer `p`: mostly small,
 /// one in eight anywhere in `0..=max`, and the extremes now and then.
 fn message_len(p: u32, seq: u64, max: usize) -> usize {
-    if seq % 997 == 0 {
+    if seq.is_multiple_of(997) {
         return 0;
     }
-    if seq % 991 == 0 {
+    if seq.is_multiple_of(991) {
         return max;
     }
     let mut r = Rng(u64::from(p) << 40 ^ seq);
     let x = r.next();
-    if x % 8 == 0 {
+    if x.is_multiple_of(8) {
         ((x >> 8) % (max as u64 + 1)) as usize
     } else {
         ((x >> 8) % 300) as usize
