@@ -107,7 +107,7 @@ fn consumer(name: &str, out: &str) {
     let mut n = 0u64;
     loop {
         n += 1;
-        let r = if n % 3 == 0 {
+        let r = if n.is_multiple_of(3) {
             match rx.recv() {
                 Ok(m) => {
                     check(&m);
