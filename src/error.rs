@@ -201,6 +201,9 @@ const DISCONNECTED_SEND: &str =
 const TOO_LARGE: &str = "the message is larger than Queue::max_message(); \
      create the queue with a larger Config::capacity_bytes or split the message";
 
+const WOULD_DEADLOCK: &str = "the queue is full and the space is pinned by messages this \
+     thread has received and not yet dropped; drop (or copy out and drop) them before sending";
+
 /// Error of a blocking [`Sender::send`](crate::Sender::send).
 #[non_exhaustive]
 pub enum SendError<T> {
@@ -208,19 +211,32 @@ pub enum SendError<T> {
     Disconnected(T),
     /// The message exceeds [`Queue::max_message`](crate::Queue::max_message).
     TooLarge(T),
+    /// Waiting for room could never end: every lane is blocked by a
+    /// [`Message`](crate::Message) the calling thread still holds.
+    WouldDeadlock(T),
     /// The region failed a consistency check.
     Corrupted(T, Corruption),
 }
 send_error_common!(SendError {
     Disconnected,
-    TooLarge
+    TooLarge,
+    WouldDeadlock
 });
+
+impl<T> SendError<T> {
+    /// Whether waiting could never end because the calling thread itself
+    /// pins the space ([`SendError::WouldDeadlock`]).
+    pub fn is_would_deadlock(&self) -> bool {
+        matches!(self, Self::WouldDeadlock(_))
+    }
+}
 
 impl<T> fmt::Display for SendError<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Disconnected(_) => f.write_str(DISCONNECTED_SEND),
             Self::TooLarge(_) => f.write_str(TOO_LARGE),
+            Self::WouldDeadlock(_) => f.write_str(WOULD_DEADLOCK),
             Self::Corrupted(_, c) => c.fmt(f),
         }
     }
@@ -267,6 +283,7 @@ impl<T> fmt::Display for TrySendError<T> {
 impl<T> From<SendError<T>> for TrySendError<T> {
     fn from(e: SendError<T>) -> Self {
         match e {
+            SendError::WouldDeadlock(t) => Self::Full(t),
             SendError::Disconnected(t) => Self::Disconnected(t),
             SendError::TooLarge(t) => Self::TooLarge(t),
             SendError::Corrupted(t, c) => Self::Corrupted(t, c),
@@ -283,16 +300,26 @@ pub enum SendTimeoutError<T> {
     Disconnected(T),
     /// The message exceeds [`Queue::max_message`](crate::Queue::max_message).
     TooLarge(T),
+    /// Waiting for room could never succeed: every lane is blocked by a
+    /// [`Message`](crate::Message) the calling thread still holds.
+    WouldDeadlock(T),
     /// The region failed a consistency check.
     Corrupted(T, Corruption),
 }
 send_error_common!(SendTimeoutError {
     Timeout,
     Disconnected,
-    TooLarge
+    TooLarge,
+    WouldDeadlock
 });
 
 impl<T> SendTimeoutError<T> {
+    /// Whether waiting could never end because the calling thread itself
+    /// pins the space ([`SendTimeoutError::WouldDeadlock`]).
+    pub fn is_would_deadlock(&self) -> bool {
+        matches!(self, Self::WouldDeadlock(_))
+    }
+
     /// Whether the deadline passed.
     pub fn is_timeout(&self) -> bool {
         matches!(self, Self::Timeout(_))
@@ -307,6 +334,7 @@ impl<T> fmt::Display for SendTimeoutError<T> {
             ),
             Self::Disconnected(_) => f.write_str(DISCONNECTED_SEND),
             Self::TooLarge(_) => f.write_str(TOO_LARGE),
+            Self::WouldDeadlock(_) => f.write_str(WOULD_DEADLOCK),
             Self::Corrupted(_, c) => c.fmt(f),
         }
     }
@@ -315,6 +343,7 @@ impl<T> fmt::Display for SendTimeoutError<T> {
 impl<T> From<SendError<T>> for SendTimeoutError<T> {
     fn from(e: SendError<T>) -> Self {
         match e {
+            SendError::WouldDeadlock(t) => Self::WouldDeadlock(t),
             SendError::Disconnected(t) => Self::Disconnected(t),
             SendError::TooLarge(t) => Self::TooLarge(t),
             SendError::Corrupted(t, c) => Self::Corrupted(t, c),

@@ -146,6 +146,26 @@ impl Config {
     }
 }
 
+/// Messages (borrowed records) held by this thread: `(queue, lane, pos)`.
+/// Lets a sender see that the space it would wait for is pinned by the
+/// calling thread itself. Fixed size, so tracking never allocates; when full,
+/// further messages are simply not tracked.
+const HELD_MAX: usize = 16;
+type HeldEntry = Option<(usize, u32, u64)>;
+
+thread_local! {
+    static HELD: std::cell::Cell<[HeldEntry; HELD_MAX]> =
+        const { std::cell::Cell::new([None; HELD_MAX]) };
+}
+
+fn held_update(f: impl FnOnce(&mut [HeldEntry; HELD_MAX])) {
+    let _ = HELD.try_with(|h| {
+        let mut v = h.get();
+        f(&mut v);
+        h.set(v);
+    });
+}
+
 static_assertions::assert_impl_all!(Queue: Send, Sync, Clone);
 static_assertions::assert_impl_all!(Sender: Send, Sync, Clone);
 static_assertions::assert_impl_all!(Receiver: Send, Sync, Clone);
@@ -197,6 +217,26 @@ impl Shared {
         if role == ROLE_RECEIVER && receivers == 0 {
             self.ring.wake_all(&h.space.word);
         }
+    }
+
+    /// This queue's identity in the thread-local table of held messages.
+    fn key(&self) -> usize {
+        self as *const Self as usize
+    }
+
+    /// Whether every lane's space is held up by a message that the calling
+    /// thread has received and not dropped: waiting for room would never end.
+    fn pinned_by_this_thread(&self) -> bool {
+        let key = self.key();
+        let held = HELD.try_with(|h| h.get()).unwrap_or([None; HELD_MAX]);
+        if !held.iter().flatten().any(|e| e.0 == key) {
+            return false;
+        }
+        (0..self.ring.layout().lane_count).all(|lane| {
+            self.ring
+                .lane_blocked_by_reader(lane)
+                .is_some_and(|pos| held.contains(&Some((key, lane, pos))))
+        })
     }
 
     /// Every receiver that ever attached is gone (fast check on the counts).
@@ -563,6 +603,7 @@ enum Fail {
     Timeout,
     Disconnected,
     TooLarge,
+    WouldDeadlock,
     Corrupted(Corruption),
 }
 
@@ -722,7 +763,11 @@ impl Handle {
                 }
             }
             // No lane has room, or every lane is leased: sleep until a
-            // release or an unlease may have made room (both wake `space`).
+            // release or an unlease may have made room (both wake `space`),
+            // unless the room could only come from this thread's own borrows.
+            if deadline != Some(Duration::ZERO) && self.shared.pinned_by_this_thread() {
+                return Err(Fail::WouldDeadlock);
+            }
             let need = Ring::record_units(len as u64);
             let shared = &self.shared;
             self.wait_once(&backoff, deadline, &ring.header().space.word, || {
@@ -883,6 +928,7 @@ impl Sender {
         self.h.send_bytes(msg, None).map_err(|f| match f {
             Fail::Disconnected | Fail::Timeout => SendError::Disconnected(msg),
             Fail::TooLarge => SendError::TooLarge(msg),
+            Fail::WouldDeadlock => SendError::WouldDeadlock(msg),
             Fail::Corrupted(c) => SendError::Corrupted(msg, c),
         })
     }
@@ -925,6 +971,7 @@ impl Sender {
         self.grant(len, None).map_err(|f| match f {
             Fail::Disconnected | Fail::Timeout => SendError::Disconnected(len),
             Fail::TooLarge => SendError::TooLarge(len),
+            Fail::WouldDeadlock => SendError::WouldDeadlock(len),
             Fail::Corrupted(c) => SendError::Corrupted(len, c),
         })
     }
@@ -990,7 +1037,7 @@ impl Sender {
 
 fn try_send_error<T>(f: Fail, t: T) -> TrySendError<T> {
     match f {
-        Fail::Timeout => TrySendError::Full(t),
+        Fail::Timeout | Fail::WouldDeadlock => TrySendError::Full(t),
         Fail::Disconnected => TrySendError::Disconnected(t),
         Fail::TooLarge => TrySendError::TooLarge(t),
         Fail::Corrupted(c) => TrySendError::Corrupted(t, c),
@@ -1002,6 +1049,7 @@ fn send_timeout_error<T>(f: Fail, t: T) -> SendTimeoutError<T> {
         Fail::Timeout => SendTimeoutError::Timeout(t),
         Fail::Disconnected => SendTimeoutError::Disconnected(t),
         Fail::TooLarge => SendTimeoutError::TooLarge(t),
+        Fail::WouldDeadlock => SendTimeoutError::WouldDeadlock(t),
         Fail::Corrupted(c) => SendTimeoutError::Corrupted(t, c),
     }
 }
@@ -1279,6 +1327,13 @@ pub struct Message<'a> {
 
 impl<'a> Message<'a> {
     fn new(rx: &'a mut Receiver, c: Claim) -> Self {
+        let (lane, pos) = c.location();
+        let entry = Some((rx.h.shared.key(), lane, pos));
+        held_update(|h| {
+            if let Some(free) = h.iter_mut().find(|e| e.is_none()) {
+                *free = entry;
+            }
+        });
         Self {
             rx,
             claim: Some(c),
@@ -1312,6 +1367,13 @@ impl Drop for Message<'_> {
         if let Some(c) = self.claim.take()
             && self.fork_gen == sys::fork_generation()
         {
+            let (lane, pos) = c.location();
+            let entry = Some((self.rx.h.shared.key(), lane, pos));
+            held_update(|h| {
+                if let Some(e) = h.iter_mut().find(|e| **e == entry) {
+                    *e = None;
+                }
+            });
             self.rx.h.ring().release(c);
         }
     }

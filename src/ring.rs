@@ -116,6 +116,11 @@ pub(crate) struct Claim {
 }
 
 impl Claim {
+    /// The record's lane and position (modulo 2^48).
+    pub(crate) fn location(&self) -> (u32, u64) {
+        (self.lane, self.pos)
+    }
+
     /// The payload. Valid until [`Ring::release`].
     pub(crate) fn payload(&self) -> (NonNull<u8>, usize) {
         (self.payload, self.len)
@@ -436,6 +441,36 @@ impl Ring {
             }
             lu - (end - f) >= pad + need
         })
+    }
+
+    /// The oldest record of `lane` that is not yet released, as its
+    /// position modulo 2^48, if it is being read (`READING`): the record
+    /// that keeps the lane's space from being reclaimed. A read-only peek.
+    pub(crate) fn lane_blocked_by_reader(&self, lane: u32) -> Option<u64> {
+        let l = self.lane(lane);
+        let end = l.end.load(Ordering::Acquire);
+        let mut f = l.frontier.load(Ordering::Acquire);
+        if f > end || end - f > self.layout.lane_units() {
+            return None;
+        }
+        while f < end {
+            let h = self.record(lane, f);
+            let s = h.state.load(Ordering::Acquire);
+            if s >> 32 != self.tag(f) {
+                return None;
+            }
+            match (s >> 24) & 0xff {
+                R_FREE | R_PAD => {}
+                R_READING => return Some(f & POS_MASK),
+                _ => return None,
+            }
+            let units = u64::from(h.units.load(Ordering::Relaxed));
+            if units == 0 || units > end - f {
+                return None;
+            }
+            f += units;
+        }
+        None
     }
 
     /// Advances the leased lane's frontier over consecutive released records.

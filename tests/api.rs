@@ -581,3 +581,50 @@ fn a_count_left_high_by_a_killed_process_does_not_hide_a_disconnect() {
     );
     assert!(tx.is_disconnected());
 }
+
+#[test]
+fn a_send_blocked_only_by_the_callers_own_message_is_an_error_not_a_deadlock() {
+    let name = TempName::new("ownpin");
+    let q = Queue::create(&name, Config::default().capacity_bytes(1 << 14).lanes(1)).unwrap();
+    let tx = q.sender().unwrap();
+    let mut rx = q.receiver().unwrap();
+    let mut other = rx.clone();
+    let msg = vec![3u8; q.max_message()];
+    tx.send(&msg).unwrap();
+    let held = rx.recv().unwrap(); // pins the lane's oldest record
+    // fill the lane, then let another receiver drain everything it can
+    while tx.try_send(&msg).is_ok() {}
+    let mut buf = Vec::new();
+    while other.try_recv_into(&mut buf).is_ok() {}
+    while tx.try_send(&msg).is_ok() {}
+    while other.try_recv_into(&mut buf).is_ok() {}
+    // only `held` (this thread's) keeps the space now: waiting could never end
+    let e = tx.send(&msg).unwrap_err();
+    assert!(e.is_would_deadlock(), "{e:?}");
+    let e = tx.send_timeout(&msg, Duration::from_secs(10)).unwrap_err();
+    assert!(e.is_would_deadlock(), "{e:?}");
+    assert!(e.to_string().contains("drop"), "{e}");
+    assert!(tx.try_send(&msg).unwrap_err().is_full());
+    drop(held);
+    tx.send(&msg).unwrap();
+
+    // The same pin held by *another* thread is an ordinary wait.
+    let (got, hold) = std::sync::mpsc::channel();
+    let (release, wait) = std::sync::mpsc::channel::<()>();
+    let h = std::thread::spawn(move || {
+        let m = other.recv().unwrap();
+        got.send(()).unwrap();
+        wait.recv().unwrap();
+        drop(m);
+    });
+    hold.recv().unwrap();
+    while tx.try_send(&msg).is_ok() {}
+    while rx.try_recv_into(&mut buf).is_ok() {}
+    while tx.try_send(&msg).is_ok() {}
+    let e = tx
+        .send_timeout(&msg, Duration::from_millis(100))
+        .unwrap_err();
+    assert!(e.is_timeout(), "{e:?}");
+    release.send(()).unwrap();
+    h.join().unwrap();
+}
