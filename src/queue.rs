@@ -226,16 +226,18 @@ impl Shared {
 
     /// Whether every lane's space is held up by a message that the calling
     /// thread has received and not dropped: waiting for room would never end.
-    fn pinned_by_this_thread(&self) -> bool {
+    fn pinned_by_this_thread(&self, need: u64) -> bool {
         let key = self.key();
         let held = HELD.try_with(|h| h.get()).unwrap_or([None; HELD_MAX]);
         if !held.iter().flatten().any(|e| e.0 == key) {
             return false;
         }
         (0..self.ring.layout().lane_count).all(|lane| {
-            self.ring
-                .lane_blocked_by_reader(lane)
-                .is_some_and(|pos| held.contains(&Some((key, lane, pos))))
+            !self.ring.lane_may_fit(lane, need)
+                && self
+                    .ring
+                    .lane_blocked_by_reader(lane)
+                    .is_some_and(|pos| held.contains(&Some((key, lane, pos))))
         })
     }
 
@@ -765,10 +767,10 @@ impl Handle {
             // No lane has room, or every lane is leased: sleep until a
             // release or an unlease may have made room (both wake `space`),
             // unless the room could only come from this thread's own borrows.
-            if deadline != Some(Duration::ZERO) && self.shared.pinned_by_this_thread() {
+            let need = Ring::record_units(len as u64);
+            if deadline != Some(Duration::ZERO) && self.shared.pinned_by_this_thread(need) {
                 return Err(Fail::WouldDeadlock);
             }
-            let need = Ring::record_units(len as u64);
             let shared = &self.shared;
             self.wait_once(&backoff, deadline, &ring.header().space.word, || {
                 ring.some_lane_may_fit(need) || shared.receivers_gone()

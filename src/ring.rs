@@ -410,37 +410,39 @@ impl Ring {
     /// counting released records its next holder would reclaim. A read-only
     /// peek without the lease: a hint for waiters, re-checked under a lease.
     pub(crate) fn some_lane_may_fit(&self, need: u64) -> bool {
+        (0..self.layout.lane_count)
+            .any(|i| self.lane(i).owner.load(Ordering::Acquire) == 0 && self.lane_may_fit(i, need))
+    }
+
+    /// Whether `lane` could take a record of `need` units once its released
+    /// records are reclaimed, whoever holds its lease. A read-only peek.
+    pub(crate) fn lane_may_fit(&self, lane: u32, need: u64) -> bool {
         let lu = self.layout.lane_units();
-        (0..self.layout.lane_count).any(|i| {
-            let l = self.lane(i);
-            if l.owner.load(Ordering::Acquire) != 0 {
-                return false;
+        let l = self.lane(lane);
+        let end = l.end.load(Ordering::Acquire);
+        let mut f = l.frontier.load(Ordering::Acquire);
+        if f > end || end - f > lu {
+            return false;
+        }
+        let pad = {
+            let off = end & (lu - 1);
+            if off + need > lu { lu - off } else { 0 }
+        };
+        while lu - (end - f) < pad + need && f < end {
+            let h = self.record(lane, f);
+            let s = h.state.load(Ordering::Acquire);
+            let st = (s >> 24) & 0xff;
+            let units = u64::from(h.units.load(Ordering::Relaxed));
+            if s >> 32 != self.tag(f)
+                || (st != R_FREE && st != R_PAD)
+                || units == 0
+                || units > end - f
+            {
+                break;
             }
-            let end = l.end.load(Ordering::Acquire);
-            let mut f = l.frontier.load(Ordering::Acquire);
-            if f > end || end - f > lu {
-                return false;
-            }
-            let pad = {
-                let off = end & (lu - 1);
-                if off + need > lu { lu - off } else { 0 }
-            };
-            while lu - (end - f) < pad + need && f < end {
-                let h = self.record(i, f);
-                let s = h.state.load(Ordering::Acquire);
-                let st = (s >> 24) & 0xff;
-                let units = u64::from(h.units.load(Ordering::Relaxed));
-                if s >> 32 != self.tag(f)
-                    || (st != R_FREE && st != R_PAD)
-                    || units == 0
-                    || units > end - f
-                {
-                    break;
-                }
-                f += units;
-            }
-            lu - (end - f) >= pad + need
-        })
+            f += units;
+        }
+        lu - (end - f) >= pad + need
     }
 
     /// The oldest record of `lane` that is not yet released, as its
