@@ -81,9 +81,6 @@ pub enum OpenError {
         /// The size of the participant table.
         max: u32,
     },
-    /// This machine lacks something shmq needs (for example a lock-free
-    /// 16-byte compare-and-swap, `cmpxchg16b` on x86-64).
-    Unsupported(&'static str),
     /// An unexpected operating-system error.
     Io(io::Error),
 }
@@ -131,11 +128,6 @@ impl fmt::Display for OpenError {
                 "all {max} participant entries of the queue are held by live senders and \
                  receivers; drop unused handles or create the queue with a larger \
                  Config::participants"
-            ),
-            Self::Unsupported(what) => write!(
-                f,
-                "this machine cannot run shmq: {what}; shmq needs a CPU with a lock-free \
-                 16-byte compare-and-swap shared between processes"
             ),
             Self::Io(e) => write!(f, "operating-system error on the queue's region: {e}"),
         }

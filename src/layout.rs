@@ -10,7 +10,7 @@
 //!               data wait word, space wait word, role counters
 //! 768           participants[P], 16 B each
 //! align 128     lanes[L], 128 B each: owner, end, frontier, space wait word
-//! align 128     slots[N], 16 B each: {sequence, record ref} as one AtomicU128
+//! align 128     slots[N], 8 B each: lap (32) | 0 or 1 + record unit (32)
 //! align 4096    arena: L lanes of `lane_size` bytes, in 64-byte units
 //! ```
 
@@ -18,7 +18,7 @@ use std::mem::{align_of, offset_of, size_of};
 
 use static_assertions::{const_assert, const_assert_eq};
 
-use crate::sync::{AtomicU32, AtomicU64, AtomicU128, Ordering};
+use crate::sync::{AtomicU32, AtomicU64, Ordering};
 
 /// `"SHMQ"` in little-endian byte order.
 pub(crate) const MAGIC: u32 = u32::from_le_bytes(*b"SHMQ");
@@ -171,8 +171,8 @@ pub(crate) struct RecordHeader {
     pub kind: AtomicU32,
 }
 
-/// A slot of the index: high 64 bits sequence, low 64 bits record ref.
-pub(crate) type Slot = AtomicU128;
+/// A slot of the index: lap (32 bits) | 0 or 1 + record unit (32 bits).
+pub(crate) type Slot = AtomicU64;
 
 const_assert_eq!(size_of::<ConfigLine>(), 128);
 const_assert_eq!(size_of::<TicketLine>(), 128);
@@ -191,8 +191,8 @@ const_assert_eq!(size_of::<Lane>(), 128);
 const_assert_eq!(offset_of!(Lane, space), 24);
 const_assert_eq!(size_of::<RecordHeader>(), UNIT as usize);
 const_assert_eq!(offset_of!(RecordHeader, units), 16);
-const_assert_eq!(size_of::<Slot>(), 16);
-const_assert!(align_of::<Slot>() == 16);
+const_assert_eq!(size_of::<Slot>(), 8);
+const_assert!(align_of::<Slot>() == 8);
 const_assert!(align_of::<Header>() as u64 <= PAGE);
 
 const fn align_up(x: u64, a: u64) -> u64 {
@@ -259,6 +259,10 @@ impl Layout {
         let arena = u64::from(lane_count)
             .checked_mul(lane_size)
             .ok_or("arena size overflows")?;
+        if arena / UNIT >= u64::from(u32::MAX) {
+            // a slot names a record by 1 + its arena unit in 32 bits
+            return Err(format!("arena of {arena} bytes must be below 256 GiB"));
+        }
         let total_size = arena_offset
             .checked_add(arena)
             .ok_or("region size overflows")?;

@@ -310,7 +310,6 @@ impl Queue {
     /// `/dev/shm`; nothing is left behind), [`OpenError::PermissionDenied`].
     pub fn create(name: &str, config: Config) -> Result<Self, OpenError> {
         let bare = sys::validate_name(name)?;
-        check_cpu()?;
         let layout = config.layout()?;
         let file = ShmFile::create(bare, layout.total_size, config.mode, INIT_LOCK_BYTE)?;
         let map = match Mapping::new(&file, layout.total_size as usize) {
@@ -344,7 +343,6 @@ impl Queue {
     /// [`OpenError::InvalidName`].
     pub fn open(name: &str) -> Result<Self, OpenError> {
         let bare = sys::validate_name(name)?;
-        check_cpu()?;
         let file = ShmFile::open(bare)?;
         let start = sync::now();
         loop {
@@ -507,18 +505,6 @@ impl Queue {
         Ok(Receiver {
             h: Arc::new(Handle::new(&self.shared, ROLE_RECEIVER, self.wait)?),
         })
-    }
-}
-
-/// The index CAS must be a real 16-byte atomic instruction: a lock-based
-/// fallback would be atomic within one process only.
-fn check_cpu() -> Result<(), OpenError> {
-    if crate::sync::AtomicU128::is_lock_free() {
-        Ok(())
-    } else {
-        Err(OpenError::Unsupported(
-            "no lock-free 16-byte compare-and-swap (cmpxchg16b)",
-        ))
     }
 }
 

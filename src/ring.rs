@@ -6,7 +6,7 @@
 //!   `end`, `frontier` and free space while it holds it: allocation is plain
 //!   stores, no CAS on arena bytes ever.
 //! * **Publish** — a record is written in place, marked `READY`, then published
-//!   by one 16-byte CAS of the index slot of ticket `t` from `EMPTY(t)` to
+//!   by one CAS of the index slot of ticket `t` from `EMPTY(t)` to
 //!   `FULL(t, ref)`. There is no claimed-but-unpublished slot state.
 //! * **Claim** — a consumer claims ticket `t` by CAS of its slot from
 //!   `FULL(t, ref)` to `EMPTY(t + N)`: the winner owns the record, and the slot
@@ -17,8 +17,8 @@
 //!   consecutive `FREE`/`PAD` records of the right lap (out-of-order releases
 //!   simply wait for the frontier).
 //!
-//! Sequences: `EMPTY(t) = 2t`, `FULL(t) = 2t + 1` (high 64 bits of a slot);
-//! a record ref (low 64 bits) is `lane << 48 | position in units`.
+//! A slot is one `u64`: the lap of its ticket (`t / N`, 32 bits) above, and
+//! below 0 for `EMPTY` or 1 + the arena unit of the record for `FULL`.
 //!
 //! `// SYNC:` comments pair every Release with the Acquire it matches.
 
@@ -43,8 +43,6 @@ const R_PAD: u64 = 5;
 const KIND_MESSAGE: u32 = 1;
 const KIND_PAD: u32 = 2;
 
-const POS_BITS: u32 = 48;
-const POS_MASK: u64 = (1 << POS_BITS) - 1;
 const LEASE_BUSY: u64 = 1 << 31;
 
 /// Loops that help other participants give up after this many consecutive
@@ -69,17 +67,16 @@ impl Owner {
     }
 }
 
-const fn seq_empty(t: u64) -> u64 {
-    t.wrapping_mul(2)
+/// A slot word: the lap of its ticket in the high 32 bits, and in the low
+/// 32 bits 0 (`EMPTY`) or 1 + the arena unit of a record header (`FULL`).
+const fn slot_word(lap: u32, r: u32) -> u64 {
+    ((lap as u64) << 32) | r as u64
 }
-const fn seq_full(t: u64) -> u64 {
-    t.wrapping_mul(2).wrapping_add(1)
+const fn slot_lap(v: u64) -> u32 {
+    (v >> 32) as u32
 }
-const fn pack(seq: u64, r: u64) -> u128 {
-    ((seq as u128) << 64) | r as u128
-}
-const fn unpack(v: u128) -> (u64, u64) {
-    ((v >> 64) as u64, v as u64)
+const fn slot_ref(v: u64) -> u32 {
+    v as u32
 }
 
 /// Why a publish or an allocation could not complete now.
@@ -109,16 +106,18 @@ pub(crate) struct Allocation {
 #[derive(Debug)]
 pub(crate) struct Claim {
     lane: u32,
-    pos: u64,
+    /// Offset of the header unit within the lane, in units.
+    offset: u64,
     tag: u64,
     payload: NonNull<u8>,
     len: usize,
 }
 
 impl Claim {
-    /// The record's lane and position (modulo 2^48).
+    /// The record's lane and its identity within the lane (lap tag and
+    /// offset, see [`Ring::record_id`]).
     pub(crate) fn location(&self) -> (u32, u64) {
-        (self.lane, self.pos)
+        (self.lane, (self.tag << 32) | self.offset)
     }
 
     /// The payload. Valid until [`Ring::release`].
@@ -134,6 +133,7 @@ pub(crate) struct Ring {
     layout: Layout,
     lane_shift: u32,
     slot_mask: u64,
+    slot_shift: u32,
     /// Slot index remap: consecutive tickets go to different 128-byte lines.
     remap_shift: u32,
     remap_lines_mask: u64,
@@ -166,6 +166,7 @@ impl Ring {
             layout,
             lane_shift,
             slot_mask: n - 1,
+            slot_shift: n.trailing_zeros(),
             remap_shift,
             remap_lines_mask,
         }
@@ -220,7 +221,7 @@ impl Ring {
             ((i & self.remap_lines_mask) << (self.slot_mask.count_ones() - self.remap_shift))
                 | (i >> self.remap_shift)
         };
-        let off = self.layout.slots_offset + phys * 16;
+        let off = self.layout.slots_offset + phys * std::mem::size_of::<Slot>() as u64;
         // SAFETY: phys < slot_count (a bijection of the index bits), so the
         // slot lies inside the 16-byte-aligned index; atomics only.
         unsafe { self.at(off as usize) }
@@ -241,17 +242,27 @@ impl Ring {
         unsafe { self.at(self.unit_offset(lane, pos)) }
     }
 
-    /// The lap tag of position `pos`: its lap number, taken from the
-    /// position modulo 2^48 (the part a slot ref carries), truncated to 32
+    /// The lap tag of lane position `pos`: its lap number truncated to 32
     /// bits. Positions themselves are `u64` and never wrap in practice.
     fn tag(&self, pos: u64) -> u64 {
-        ((pos & POS_MASK) >> self.lane_shift) & 0xffff_ffff
+        (pos >> self.lane_shift) & 0xffff_ffff
+    }
+
+    /// The identity of the record at lane position `pos`: lap tag and
+    /// offset within the lane (unique for 2^32 laps).
+    fn record_id(&self, pos: u64) -> u64 {
+        (self.tag(pos) << 32) | (pos & (self.layout.lane_units() - 1))
+    }
+
+    /// The lap of ticket `t` (its slot's tag).
+    fn lap(&self, t: u64) -> u32 {
+        (t >> self.slot_shift) as u32
     }
 
     /// Fills a freshly created (zeroed) region: slot `t` holds `EMPTY(t)`.
     pub(crate) fn init_slots(&self) {
         for t in 0..u64::from(self.layout.slot_count) {
-            self.slot(t).store(pack(seq_empty(t), 0), Ordering::Relaxed);
+            self.slot(t).store(slot_word(0, 0), Ordering::Relaxed);
         }
     }
 
@@ -446,7 +457,7 @@ impl Ring {
     }
 
     /// The oldest record of `lane` that is not yet released, as its
-    /// position modulo 2^48, if it is being read (`READING`): the record
+    /// [`record_id`](Self::record_id), if it is being read (`READING`): the record
     /// that keeps the lane's space from being reclaimed. A read-only peek.
     pub(crate) fn lane_blocked_by_reader(&self, lane: u32) -> Option<u64> {
         let l = self.lane(lane);
@@ -463,7 +474,7 @@ impl Ring {
             }
             match (s >> 24) & 0xff {
                 R_FREE | R_PAD => {}
-                R_READING => return Some(f & POS_MASK),
+                R_READING => return Some(self.record_id(f)),
                 _ => return None,
             }
             let units = u64::from(h.units.load(Ordering::Relaxed));
@@ -583,8 +594,9 @@ impl Ring {
     /// Whether the index has a free slot for the next ticket right now.
     pub(crate) fn index_has_room(&self) -> bool {
         let t = self.header().enq.hint.load(Ordering::Acquire);
-        let (seq, _) = unpack(self.slot(t).load(Ordering::Acquire));
-        seq.wrapping_add(2 * u64::from(self.layout.slot_count)) != seq_full(t)
+        let v = self.slot(t).load(Ordering::Acquire);
+        // full: the slot still holds the previous lap's message
+        !(slot_lap(v) == self.lap(t).wrapping_sub(1) && slot_ref(v) != 0)
     }
 
     /// Marks the allocation ready and publishes it in the index.
@@ -599,20 +611,22 @@ impl Ring {
         // SYNC: ordered before the slot CAS below, which is the Release.
         h.state
             .store((self.tag(a.pos) << 32) | (R_READY << 24), Ordering::Relaxed);
-        let r = (u64::from(lease.lane) << POS_BITS) | (a.pos & POS_MASK);
-        let n2 = 2 * u64::from(self.layout.slot_count);
+        let lu = self.layout.lane_units();
+        // 1 + the record's arena unit; Layout keeps the arena below 2^32 - 1
+        // units, so this never overflows or collides with EMPTY (0).
+        let r = (u64::from(lease.lane) * lu + (a.pos & (lu - 1)) + 1) as u32;
         let enq = &self.header().enq.hint;
         let mut helped = 0u32;
         loop {
             let t = enq.load(Ordering::Acquire);
+            let lap = self.lap(t);
             let slot = self.slot(t);
             let v = slot.load(Ordering::Acquire);
-            let (seq, _) = unpack(v);
-            if seq == seq_empty(t) {
+            if v == slot_word(lap, 0) {
                 // SYNC: Release pairs with the Acquire load/CAS of the slot in
                 // `claim`: payload and record header happen-before the claim.
                 if slot
-                    .compare_exchange(v, pack(seq_full(t), r), Ordering::AcqRel, Ordering::Acquire)
+                    .compare_exchange(v, slot_word(lap, r), Ordering::AcqRel, Ordering::Acquire)
                     .is_ok()
                 {
                     let _ = enq.compare_exchange(
@@ -626,10 +640,11 @@ impl Ring {
                 }
                 continue;
             }
-            if seq.wrapping_add(n2) == seq_full(t) {
+            let vlap = slot_lap(v);
+            if vlap == lap.wrapping_sub(1) && slot_ref(v) != 0 {
                 return Ok(Err(Busy::IndexFull));
             }
-            if seq >= seq_full(t) && seq - seq_full(t) <= n2 {
+            if (vlap == lap && slot_ref(v) != 0) || vlap == lap.wrapping_add(1) {
                 // ticket t is taken (or already consumed): the hint is behind
                 let _ =
                     enq.compare_exchange(t, t.wrapping_add(1), Ordering::AcqRel, Ordering::Relaxed);
@@ -642,31 +657,32 @@ impl Ring {
             if enq.load(Ordering::Acquire) != t {
                 continue; // the hint moved while we looked: re-read
             }
-            return Err(Corruption("an index slot holds an impossible sequence"));
+            return Err(Corruption("an index slot holds an impossible value"));
         }
     }
 
     /// Claims the message at the head of the index. `Ok(None)` if empty.
     pub(crate) fn claim(&self, me: Owner) -> Result<Option<Claim>, Corruption> {
-        let n2 = 2 * u64::from(self.layout.slot_count);
         let deq = &self.header().deq.hint;
         let mut helped = 0u32;
         loop {
             let t = deq.load(Ordering::Acquire);
+            let lap = self.lap(t);
             let slot = self.slot(t);
             // SYNC: Acquire pairs with the Release CAS in `publish`.
             let v = slot.load(Ordering::Acquire);
-            let (seq, r) = unpack(v);
-            if seq == seq_empty(t) {
+            if v == slot_word(lap, 0) {
                 return Ok(None);
             }
-            if seq == seq_full(t) {
+            let vlap = slot_lap(v);
+            if vlap == lap {
+                // FULL(t): the winner of this CAS owns the record.
                 // SYNC: AcqRel: Acquire as above; Release hands the slot back
                 // to the producer of ticket t + N.
                 if slot
                     .compare_exchange(
                         v,
-                        pack(seq_empty(t.wrapping_add(n2 / 2)), 0),
+                        slot_word(lap.wrapping_add(1), 0),
                         Ordering::AcqRel,
                         Ordering::Acquire,
                     )
@@ -677,9 +693,10 @@ impl Ring {
                 let _ =
                     deq.compare_exchange(t, t.wrapping_add(1), Ordering::AcqRel, Ordering::Relaxed);
                 self.wake(&self.header().space.word, u32::MAX);
-                return self.take_record(r, me).map(Some);
+                return self.take_record(slot_ref(v), me).map(Some);
             }
-            if seq > seq_full(t) && seq - seq_full(t) < n2 + 2 {
+            if vlap == lap.wrapping_add(1) {
+                // ticket t was claimed already: the hint is behind
                 let _ =
                     deq.compare_exchange(t, t.wrapping_add(1), Ordering::AcqRel, Ordering::Relaxed);
                 helped += 1;
@@ -691,30 +708,33 @@ impl Ring {
             if deq.load(Ordering::Acquire) != t {
                 continue;
             }
-            return Err(Corruption("an index slot holds an impossible sequence"));
+            return Err(Corruption("an index slot holds an impossible value"));
         }
     }
 
     /// Validates the record a won claim refers to and marks it `READING`.
-    fn take_record(&self, r: u64, me: Owner) -> Result<Claim, Corruption> {
-        let lane = (r >> POS_BITS) as u32;
-        let pos = r & POS_MASK;
-        if lane >= self.layout.lane_count {
+    fn take_record(&self, r: u32, me: Owner) -> Result<Claim, Corruption> {
+        let lu = self.layout.lane_units();
+        let unit = u64::from(r) - 1; // r != 0: FULL
+        let lane = unit / lu;
+        if lane >= u64::from(self.layout.lane_count) {
             return Err(Corruption("a slot refers to a lane that does not exist"));
         }
-        let lu = self.layout.lane_units();
-        let h = self.record(lane, pos);
-        let tag = self.tag(pos);
+        let lane = lane as u32;
+        let offset = unit & (lu - 1);
+        let h = self.record(lane, offset);
         let s = h.state.load(Ordering::Acquire);
-        if s != (tag << 32) | (R_READY << 24) {
+        // The slot CAS made this record ours; only its lap tag is not known
+        // from the slot, so take it from the header (reclaim re-checks it).
+        if s & 0xffff_ffff != R_READY << 24 {
             return Err(Corruption("a published record is not ready"));
         }
+        let tag = s >> 32;
         let len = h.len.load(Ordering::Relaxed);
         let units = u64::from(h.units.load(Ordering::Relaxed));
-        let room_in_lap = lu - (pos & (lu - 1));
         if len > self.layout.max_message
             || units != Self::record_units(len)
-            || units > room_in_lap
+            || units > lu - offset
             || h.kind.load(Ordering::Relaxed) != KIND_MESSAGE
         {
             return Err(Corruption("a published record has an impossible length"));
@@ -723,13 +743,13 @@ impl Ring {
             (tag << 32) | (R_READING << 24) | me.record_bits(),
             Ordering::Relaxed,
         );
-        let off = self.unit_offset(lane, pos) + UNIT as usize;
+        let off = self.unit_offset(lane, offset) + UNIT as usize;
         // SAFETY: len <= (units - 1) * 64 and the record lies within one lap
         // of the lane, so the payload is inside the arena.
         let payload = unsafe { self.base.add(off) };
         Ok(Claim {
             lane,
-            pos,
+            offset,
             tag,
             payload,
             len: len as usize,
@@ -737,21 +757,20 @@ impl Ring {
     }
 
     /// Releases a claimed record; its space can be reclaimed by the lane's
-    /// next lease holder.
+    /// next lease holder. Wakes senders waiting for room.
     pub(crate) fn release(&self, c: Claim) {
-        let h = self.record(c.lane, c.pos);
+        let h = self.record(c.lane, c.offset);
         // SYNC: Release pairs with the Acquire load in `reclaim`: our reads
         // of the payload happen-before the lane holder reuses it.
         h.state
             .store((c.tag << 32) | (R_FREE << 24), Ordering::Release);
-        self.wake(&self.lane(c.lane).space, u32::MAX);
+        self.wake(&self.header().space.word, u32::MAX);
     }
 
     /// Whether a message is waiting at the head of the index.
     pub(crate) fn has_message(&self) -> bool {
         let t = self.header().deq.hint.load(Ordering::Acquire);
-        let (seq, _) = unpack(self.slot(t).load(Ordering::Acquire));
-        seq != seq_empty(t)
+        self.slot(t).load(Ordering::Acquire) != slot_word(self.lap(t), 0)
     }
 
     /// Approximate number of published, unclaimed messages.
@@ -950,20 +969,19 @@ mod tests {
         let r = &h.ring;
         assert!(send(r, b"x").unwrap());
         // point the published slot at a lane that does not exist
-        r.slot(0)
-            .store(pack(seq_full(0), 7 << POS_BITS), Ordering::Relaxed);
+        r.slot(0).store(slot_word(0, u32::MAX), Ordering::Relaxed);
         assert!(r.claim(me()).is_err());
         // an impossible sequence
-        r.slot(1).store(pack(12345, 0), Ordering::Relaxed);
+        r.slot(1).store(slot_word(12345, 0), Ordering::Relaxed);
         assert!(r.claim(me()).is_err());
     }
 
     #[test]
-    fn positions_beyond_the_ref_width_keep_working() {
+    fn lap_tags_wrap_harmlessly() {
         let h = heap(1, 4096, 16);
         let r = &h.ring;
-        // start the lane just below 2^48 units, as after weeks of traffic
-        let start = (1u64 << POS_BITS) - 40;
+        // start the lane just before its 32-bit lap tag wraps
+        let start = (1u64 << (32 + r.lane_shift)) - 40;
         r.lane(0).end.store(start, Ordering::Relaxed);
         r.lane(0).frontier.store(start, Ordering::Relaxed);
         for i in 0..200u32 {
@@ -972,7 +990,7 @@ mod tests {
             assert_eq!(recv(r).unwrap(), msg);
         }
         let lease = r.try_lease(0, me()).unwrap().unwrap();
-        assert!(lease.end > 1 << POS_BITS);
+        assert!(lease.end > 1 << (32 + r.lane_shift));
         r.unlease(lease);
     }
 

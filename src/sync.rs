@@ -3,10 +3,9 @@
 //! Every other module takes its atomics from here, so a model checker can
 //! swap them: under `cfg(loom)` this module is the seam where loom's types
 //! and a `Mutex`/`Condvar` futex model go (issue "Prove the ring"). Without
-//! loom it re-exports `std`'s atomics, `portable-atomic`'s `AtomicU128`
-//! (`cmpxchg16b` on x86-64) and the process-shared futex of [`crate::sys`].
+//! loom it re-exports `std`'s atomics and the process-shared futex of
+//! [`crate::sys`].
 
-pub(crate) use portable_atomic::AtomicU128;
 pub(crate) use std::sync::atomic::{AtomicU32, AtomicU64, Ordering, fence};
 
 use std::time::Duration;

@@ -167,7 +167,7 @@ fn open_refuses_a_symlink() {
 #[test]
 fn a_region_larger_than_dev_shm_is_no_space_and_leaves_nothing() {
     let name = TempName::new("nospace");
-    let e = Queue::create(&name, Config::default().capacity_bytes(1 << 41)).unwrap_err();
+    let e = Queue::create(&name, Config::default().capacity_bytes(1 << 37)).unwrap_err();
     match &e {
         OpenError::NoSpace { needed, available } => {
             assert!(needed > available);
@@ -627,4 +627,43 @@ fn a_send_blocked_only_by_the_callers_own_message_is_an_error_not_a_deadlock() {
     assert!(e.is_timeout(), "{e:?}");
     release.send(()).unwrap();
     h.join().unwrap();
+}
+
+#[test]
+fn a_release_wakes_a_sender_waiting_for_room_without_waiting_for_the_liveness_slice() {
+    // Liveness slices are 200 ms: a sender woken only by them would take
+    // ~200 ms per round; woken by the release itself it takes microseconds.
+    let name = TempName::new("releasewake");
+    let mut q = Queue::create(&name, Config::default().capacity_bytes(1 << 14).lanes(1)).unwrap();
+    q.set_wait_strategy(WaitStrategy::Park);
+    let tx = q.sender().unwrap();
+    let mut rx = q.receiver().unwrap();
+    let msg = vec![1u8; q.max_message()];
+    while tx.try_send(&msg).is_ok() {}
+    let mut delays = Vec::new();
+    for _ in 0..9 {
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        let tx2 = tx.clone();
+        let m2 = msg.clone();
+        let h = std::thread::spawn(move || {
+            tx2.send(&m2).unwrap();
+            done_tx.send(Instant::now()).unwrap();
+        });
+        std::thread::sleep(Duration::from_millis(20)); // let it park
+        // the claim alone frees no space: the sender wakes, finds no room
+        // and parks again; only the release can make room
+        let m = rx.recv().unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        drop(m);
+        let released = Instant::now();
+        let sent = done_rx.recv().unwrap();
+        h.join().unwrap();
+        delays.push(sent.saturating_duration_since(released));
+    }
+    delays.sort();
+    let median = delays[delays.len() / 2];
+    assert!(
+        median < Duration::from_millis(100),
+        "median wake-up {median:?}: {delays:?}"
+    );
 }
