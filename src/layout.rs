@@ -14,8 +14,11 @@
 //! align 4096    arena: L lanes of `lane_size` bytes, in 64-byte units
 //! ```
 
-use std::mem::{align_of, offset_of, size_of};
+use std::mem::size_of;
+#[cfg(not(loom))]
+use std::mem::{align_of, offset_of};
 
+#[cfg(not(loom))]
 use static_assertions::{const_assert, const_assert_eq};
 
 use crate::sync::{AtomicU32, AtomicU64, Ordering};
@@ -44,7 +47,11 @@ pub(crate) const PARTICIPANT_LOCK_BASE: u64 = 1;
 
 /// Limits enforced by [`Layout::new`] and [`Layout::validate`].
 pub(crate) const MAX_LANES: u32 = 1024;
+#[cfg(not(loom))]
 pub(crate) const MIN_LANE_SIZE: u64 = PAGE;
+/// Loom models use lanes of a few units so that they wrap within a model.
+#[cfg(loom)]
+pub(crate) const MIN_LANE_SIZE: u64 = 4 * UNIT;
 /// 2^38 bytes = 2^32 units: a record's or padding's size fits its `u32`.
 pub(crate) const MAX_LANE_SIZE: u64 = 1 << 38;
 pub(crate) const MIN_SLOTS: u32 = 2;
@@ -54,7 +61,7 @@ pub(crate) const MAX_PARTICIPANTS: u32 = 1 << 16;
 /// Line 0: the configuration, written once by the creator before
 /// `init_state` becomes ready, then only read (once, into a [`Layout`]).
 #[repr(C, align(128))]
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub(crate) struct ConfigLine {
     pub magic: AtomicU32,
     pub version: AtomicU32,
@@ -75,14 +82,14 @@ pub(crate) struct ConfigLine {
 
 /// A ticket hint on its own line.
 #[repr(C, align(128))]
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub(crate) struct TicketLine {
     pub hint: AtomicU64,
 }
 
 /// A futex word with its sleeper count, on its own line.
 #[repr(C, align(128))]
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub(crate) struct WaitLine {
     pub word: WaitWord,
 }
@@ -90,15 +97,17 @@ pub(crate) struct WaitLine {
 /// A futex `epoch` (bumped by every waking publisher) and the number of
 /// waiters parked or about to park on it.
 #[repr(C)]
-#[derive(Debug)]
-pub(crate) struct WaitWord {
+#[derive(Debug, Default)]
+pub struct WaitWord {
+    /// Bumped by every waker that found sleepers.
     pub epoch: AtomicU32,
+    /// Waiters parked or about to park.
     pub sleepers: AtomicU32,
 }
 
 /// Counts of attached senders and receivers, and which roles ever attached.
 #[repr(C, align(128))]
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub(crate) struct RoleLine {
     pub senders: AtomicU32,
     pub receivers: AtomicU32,
@@ -112,7 +121,7 @@ pub(crate) const ROLE_RECEIVER: u32 = 2;
 
 /// The fixed header at offset 0.
 #[repr(C)]
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub(crate) struct Header {
     pub config: ConfigLine,
     pub enq: TicketLine,
@@ -127,7 +136,7 @@ pub(crate) struct Header {
 /// One entry of the participant table.
 /// `word` = generation (32) | role (8, bits 8..16) | state (8, bits 0..8).
 #[repr(C)]
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub(crate) struct Participant {
     pub word: AtomicU64,
     pub pid: AtomicU32,
@@ -147,7 +156,7 @@ pub(crate) const fn participant_word(generation: u32, role: u32, state: u64) -> 
 /// (in units, monotonically increasing), and the futex its holder sleeps on
 /// while waiting for consumers to release space.
 #[repr(C, align(128))]
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub(crate) struct Lane {
     /// 0 = free; otherwise `busy(owner)` (see `ring::lease_word`).
     pub owner: AtomicU64,
@@ -161,7 +170,7 @@ pub(crate) struct Lane {
 /// The header unit of a record in the arena.
 /// `state` = lap tag (32) | state (8, bits 24..32) | owner (24).
 #[repr(C, align(64))]
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub(crate) struct RecordHeader {
     pub state: AtomicU64,
     /// Payload length in bytes.
@@ -174,26 +183,32 @@ pub(crate) struct RecordHeader {
 /// A slot of the index: lap (32 bits) | 0 or 1 + record unit (32 bits).
 pub(crate) type Slot = AtomicU64;
 
-const_assert_eq!(size_of::<ConfigLine>(), 128);
-const_assert_eq!(size_of::<TicketLine>(), 128);
-const_assert_eq!(size_of::<WaitLine>(), 128);
-const_assert_eq!(size_of::<RoleLine>(), 128);
-const_assert_eq!(size_of::<Header>(), 768);
-const_assert_eq!(offset_of!(Header, enq), 128);
-const_assert_eq!(offset_of!(Header, deq), 256);
-const_assert_eq!(offset_of!(Header, data), 384);
-const_assert_eq!(offset_of!(Header, space), 512);
-const_assert_eq!(offset_of!(Header, roles), 640);
-const_assert_eq!(offset_of!(ConfigLine, total_size), 16);
-const_assert_eq!(offset_of!(ConfigLine, arena_offset), 80);
-const_assert_eq!(size_of::<Participant>(), 16);
-const_assert_eq!(size_of::<Lane>(), 128);
-const_assert_eq!(offset_of!(Lane, space), 24);
-const_assert_eq!(size_of::<RecordHeader>(), UNIT as usize);
-const_assert_eq!(offset_of!(RecordHeader, units), 16);
-const_assert_eq!(size_of::<Slot>(), 8);
-const_assert!(align_of::<Slot>() == 8);
-const_assert!(align_of::<Header>() as u64 <= PAGE);
+/// Sizes and offsets of the shared structs (the loom build swaps in loom's
+/// atomics, which are larger, so the checks apply to the real build only).
+#[cfg(not(loom))]
+mod asserts {
+    use super::*;
+    const_assert_eq!(size_of::<ConfigLine>(), 128);
+    const_assert_eq!(size_of::<TicketLine>(), 128);
+    const_assert_eq!(size_of::<WaitLine>(), 128);
+    const_assert_eq!(size_of::<RoleLine>(), 128);
+    const_assert_eq!(size_of::<Header>(), 768);
+    const_assert_eq!(offset_of!(Header, enq), 128);
+    const_assert_eq!(offset_of!(Header, deq), 256);
+    const_assert_eq!(offset_of!(Header, data), 384);
+    const_assert_eq!(offset_of!(Header, space), 512);
+    const_assert_eq!(offset_of!(Header, roles), 640);
+    const_assert_eq!(offset_of!(ConfigLine, total_size), 16);
+    const_assert_eq!(offset_of!(ConfigLine, arena_offset), 80);
+    const_assert_eq!(size_of::<Participant>(), 16);
+    const_assert_eq!(size_of::<Lane>(), 128);
+    const_assert_eq!(offset_of!(Lane, space), 24);
+    const_assert_eq!(size_of::<RecordHeader>(), UNIT as usize);
+    const_assert_eq!(offset_of!(RecordHeader, units), 16);
+    const_assert_eq!(size_of::<Slot>(), 8);
+    const_assert!(align_of::<Slot>() == 8);
+    const_assert!(align_of::<Header>() as u64 <= PAGE);
+}
 
 const fn align_up(x: u64, a: u64) -> u64 {
     (x + a - 1) & !(a - 1)
@@ -202,22 +217,32 @@ const fn align_up(x: u64, a: u64) -> u64 {
 /// The process-local copy of a region's geometry, computed from four numbers
 /// and checked against the header. Never re-read from shared memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Layout {
+pub struct Layout {
+    /// Lanes the arena is carved into.
     pub lane_count: u32,
+    /// Bytes per lane.
     pub lane_size: u64,
+    /// Index slots.
     pub slot_count: u32,
+    /// Entries of the participant table.
     pub participant_count: u32,
+    /// Largest payload a record may carry.
     pub max_message: u64,
+    /// Byte offset of the participant table.
     pub participants_offset: u64,
+    /// Byte offset of the lane table.
     pub lanes_offset: u64,
+    /// Byte offset of the index.
     pub slots_offset: u64,
+    /// Byte offset of the arena.
     pub arena_offset: u64,
+    /// Bytes of the whole region.
     pub total_size: u64,
 }
 
 impl Layout {
     /// Computes the geometry, or says which parameter is out of range.
-    pub(crate) fn new(
+    pub fn new(
         lane_count: u32,
         lane_size: u64,
         slot_count: u32,
@@ -287,7 +312,7 @@ impl Layout {
     }
 
     /// Lane size in units.
-    pub(crate) fn lane_units(&self) -> u64 {
+    pub fn lane_units(&self) -> u64 {
         self.lane_size / UNIT
     }
 

@@ -35,20 +35,37 @@
     clippy::multiple_unsafe_ops_per_block
 )]
 
+// The loom build compiles only the protocol (no OS layer, no public API),
+// so much of the crate is unused there.
+#![cfg_attr(loom, allow(dead_code, unused_imports))]
+
 mod error;
 mod layout;
+#[cfg(not(loom))]
 mod queue;
 mod ring;
 mod sync;
+#[cfg(not(loom))]
 mod sys;
 
 pub use crate::error::{
     Corruption, OpenError, RecvError, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError,
     TrySendError,
 };
+#[cfg(not(loom))]
 pub use crate::queue::{
     Config, Iter, Message, Queue, Receiver, Sender, TryIter, WaitStrategy, WriteGrant,
 };
+
+/// The protocol internals, exported only to the loom models in
+/// `loom-tests/` (built with `RUSTFLAGS="--cfg loom"`).
+#[cfg(loom)]
+#[doc(hidden)]
+pub mod __loom {
+    pub use crate::layout::{Layout, WaitWord};
+    pub use crate::ring::{Allocation, Busy, Claim, LaneLease, Owner, Ring};
+    pub use crate::sync::Wake;
+}
 
 /// The README's quick start, compiled and run as a doctest.
 #[cfg(doctest)]

@@ -758,7 +758,7 @@ impl Handle {
                 return Err(Fail::WouldDeadlock);
             }
             let shared = &self.shared;
-            self.wait_once(&backoff, deadline, &ring.header().space.word, || {
+            self.wait_once(&backoff, deadline, ring.space_word(), || {
                 ring.some_lane_may_fit(need) || shared.receivers_gone()
             })?;
         }
@@ -773,7 +773,7 @@ impl Handle {
                 return Err(Fail::Disconnected);
             }
             let shared = &self.shared;
-            self.wait_once(&backoff, deadline, &ring.header().space.word, || {
+            self.wait_once(&backoff, deadline, ring.space_word(), || {
                 ring.index_has_room() || shared.receivers_gone()
             })?;
         }
@@ -799,7 +799,7 @@ impl Handle {
                 return Err(Fail::Disconnected);
             }
             let shared = &self.shared;
-            self.wait_once(&backoff, deadline, &ring.header().space.word, || {
+            self.wait_once(&backoff, deadline, ring.space_word(), || {
                 ring.index_has_room() || shared.receivers_gone()
             })?;
         }
@@ -808,12 +808,7 @@ impl Handle {
     fn send_bytes(&self, msg: &[u8], deadline: Option<Duration>) -> Result<(), Fail> {
         let (mut lease, a) = self.reserve(msg.len(), deadline)?;
         let ring = self.ring();
-        let dst = ring.allocation_payload(&lease, &a);
-        // SAFETY: the allocation's payload (>= msg.len() bytes) belongs to
-        // this lease holder alone until it is published, and cannot overlap
-        // the caller's slice (the caller cannot hold a reference into an
-        // unpublished record).
-        unsafe { std::ptr::copy_nonoverlapping(msg.as_ptr(), dst.as_ptr(), msg.len()) };
+        ring.write_payload(&lease, &a, msg);
         let r = self.publish(&lease, &a, deadline);
         if r.is_err() {
             ring.abort(&mut lease, a);
@@ -831,7 +826,7 @@ impl Handle {
         loop {
             if let Some(c) = ring.claim(owner)? {
                 // Pass the baton: more messages and more sleepers.
-                let data = &ring.header().data.word;
+                let data = ring.data_word();
                 if data.sleepers.load(Ordering::Relaxed) > 0 && ring.has_message() {
                     ring.wake(data, 1);
                 }
@@ -846,7 +841,7 @@ impl Handle {
                 };
             }
             let shared = &self.shared;
-            let r = self.wait_once(&backoff, deadline, &ring.header().data.word, || {
+            let r = self.wait_once(&backoff, deadline, ring.data_word(), || {
                 ring.has_message() || shared.senders_gone()
             });
             match r {
@@ -858,7 +853,7 @@ impl Handle {
                     if ring.has_message() {
                         // Leaving without consuming while a message waits:
                         // hand the wake-up we may have taken to another.
-                        ring.wake(&ring.header().data.word, 1);
+                        ring.wake(ring.data_word(), 1);
                     }
                     return Err(e);
                 }
@@ -1203,12 +1198,10 @@ impl Receiver {
     }
 
     fn copy_out(&self, c: Claim, buf: &mut Vec<u8>) -> usize {
-        let (p, len) = c.payload();
-        buf.clear();
-        // SAFETY: the claim gives this receiver exclusive read access to the
-        // `len` payload bytes until `release`.
-        buf.extend_from_slice(unsafe { std::slice::from_raw_parts(p.as_ptr(), len) });
-        self.h.ring().release(c);
+        let ring = self.h.ring();
+        ring.read_payload(&c, buf);
+        let len = c.len();
+        ring.release(c);
         len
     }
 

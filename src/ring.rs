@@ -22,6 +22,7 @@
 //!
 //! `// SYNC:` comments pair every Release with the Acquire it matches.
 
+#[cfg(not(loom))]
 use std::ptr::NonNull;
 use std::time::Duration;
 
@@ -51,8 +52,10 @@ const MAX_HELP_STEPS: u32 = 1 << 24;
 
 /// Identity of an attached participant: its table index and generation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Owner {
+pub struct Owner {
+    /// Index in the participant table.
     pub index: u32,
+    /// Generation of that entry when this participant registered.
     pub generation: u32,
 }
 
@@ -81,34 +84,55 @@ const fn slot_ref(v: u64) -> u32 {
 
 /// Why a publish or an allocation could not complete now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Busy {
+pub enum Busy {
     /// Every slot of the index holds an unclaimed message.
     IndexFull,
 }
 
 /// The lease on one lane, held by one thread of one participant.
 #[derive(Debug)]
-pub(crate) struct LaneLease {
+pub struct LaneLease {
+    /// The leased lane.
     pub lane: u32,
     owner: Owner,
     end: u64,
     frontier: u64,
 }
 
+impl LaneLease {
+    /// The lane's reclaim frontier as this holder last saw it (units).
+    pub fn frontier(&self) -> u64 {
+        self.frontier
+    }
+
+    /// The lane's write end (units).
+    pub fn end(&self) -> u64 {
+        self.end
+    }
+}
+
 /// A record allocated in a leased lane, not yet published.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Allocation {
+pub struct Allocation {
     pos: u64,
     len: u64,
 }
 
+impl Allocation {
+    /// Position of the record's header unit in its lane (units).
+    pub fn pos(&self) -> u64 {
+        self.pos
+    }
+}
+
 /// A record claimed by a consumer: exclusively its own until released.
 #[derive(Debug)]
-pub(crate) struct Claim {
+pub struct Claim {
     lane: u32,
     /// Offset of the header unit within the lane, in units.
     offset: u64,
     tag: u64,
+    #[cfg(not(loom))]
     payload: NonNull<u8>,
     len: usize,
 }
@@ -116,20 +140,66 @@ pub(crate) struct Claim {
 impl Claim {
     /// The record's lane and its identity within the lane (lap tag and
     /// offset, see [`Ring::record_id`]).
-    pub(crate) fn location(&self) -> (u32, u64) {
+    pub fn location(&self) -> (u32, u64) {
         (self.lane, (self.tag << 32) | self.offset)
     }
 
     /// The payload. Valid until [`Ring::release`].
-    pub(crate) fn payload(&self) -> (NonNull<u8>, usize) {
+    #[cfg(not(loom))]
+    pub fn payload(&self) -> (NonNull<u8>, usize) {
         (self.payload, self.len)
+    }
+
+    /// The payload length in bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the payload is empty.
+    #[cfg_attr(not(loom), allow(dead_code))]
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
     }
 }
 
-/// The protocol over one mapped region.
+/// The region of a loom model: the same structs as the mapping, on the
+/// heap, and an arena of units that each hold a record header's atomics and
+/// a 64-byte payload cell (so loom sees every payload access). Unlike the
+/// mapping, header and payload bytes of a unit never alias.
+#[cfg(loom)]
 #[derive(Debug)]
-pub(crate) struct Ring {
+struct HeapRegion {
+    header: Header,
+    participants: Box<[Participant]>,
+    lanes: Box<[Lane]>,
+    slots: Box<[Slot]>,
+    units: Box<[HeapUnit]>,
+}
+
+#[cfg(loom)]
+#[derive(Debug)]
+struct HeapUnit {
+    header: RecordHeader,
+    data: loom::cell::UnsafeCell<[u8; UNIT as usize]>,
+}
+
+#[cfg(loom)]
+impl Default for HeapUnit {
+    fn default() -> Self {
+        Self {
+            header: RecordHeader::default(),
+            data: loom::cell::UnsafeCell::new([0; UNIT as usize]),
+        }
+    }
+}
+
+/// The protocol over one mapped region (or, under loom, a heap region).
+#[derive(Debug)]
+pub struct Ring {
+    #[cfg(not(loom))]
     base: NonNull<u8>,
+    #[cfg(loom)]
+    heap: Box<HeapRegion>,
     layout: Layout,
     lane_shift: u32,
     slot_mask: u64,
@@ -142,8 +212,10 @@ pub(crate) struct Ring {
 // SAFETY: `Ring` only holds the base address of a shared mapping whose
 // lifetime its owner (`queue::Shared`) guarantees; every access goes through
 // atomics or through payload pointers inside their exclusive window.
+#[cfg(not(loom))]
 unsafe impl Send for Ring {}
 // SAFETY: as above.
+#[cfg(not(loom))]
 unsafe impl Sync for Ring {}
 
 impl Ring {
@@ -151,7 +223,39 @@ impl Ring {
     /// `base` must point to a mapping of at least `layout.total_size` bytes,
     /// aligned to a page, that stays mapped for the life of the `Ring`, and
     /// `layout` must have come from [`Layout::new`] or [`Layout::validate`].
+    #[cfg(not(loom))]
     pub(crate) unsafe fn new(base: NonNull<u8>, layout: Layout) -> Self {
+        Self::with_memory(base, layout)
+    }
+
+    /// A fresh, initialised region of `layout` on the heap, for loom models.
+    #[cfg(loom)]
+    pub fn new_heap(layout: Layout) -> Self {
+        fn many<T: Default>(n: u64) -> Box<[T]> {
+            (0..n).map(|_| T::default()).collect()
+        }
+        let heap = Box::new(HeapRegion {
+            header: Header::default(),
+            participants: many(u64::from(layout.participant_count)),
+            lanes: many(u64::from(layout.lane_count)),
+            slots: many(u64::from(layout.slot_count)),
+            units: many(u64::from(layout.lane_count) * layout.lane_units()),
+        });
+        let ring = Self::with_memory(heap, layout);
+        layout.write_config(&ring.header().config, 1);
+        ring.init_slots();
+        ring.header()
+            .config
+            .init_state
+            .store(crate::layout::INIT_READY, Ordering::Release);
+        ring
+    }
+
+    fn with_memory(
+        #[cfg(not(loom))] base: NonNull<u8>,
+        #[cfg(loom)] heap: Box<HeapRegion>,
+        layout: Layout,
+    ) -> Self {
         let lane_shift = layout.lane_units().trailing_zeros();
         let n = u64::from(layout.slot_count);
         let per_line = 128 / std::mem::size_of::<Slot>() as u64; // 8
@@ -162,7 +266,10 @@ impl Ring {
             (0, 0)
         };
         Self {
+            #[cfg(not(loom))]
             base,
+            #[cfg(loom)]
+            heap,
             layout,
             lane_shift,
             slot_mask: n - 1,
@@ -178,6 +285,7 @@ impl Ring {
     /// `off .. off + size_of::<T>()` must lie inside the mapping, `off` must
     /// be aligned for `T`, and `T` must consist of atomics only (other
     /// processes write it concurrently).
+    #[cfg(not(loom))]
     unsafe fn at<T>(&self, off: usize) -> &T {
         let p = self.base.as_ptr().wrapping_add(off).cast::<T>();
         // SAFETY: the caller guarantees bounds, alignment and that `T` is
@@ -185,10 +293,22 @@ impl Ring {
         unsafe { &*p }
     }
 
-    pub(crate) fn layout(&self) -> &Layout {
+    /// The futex word receivers wait on for data.
+    pub fn data_word(&self) -> &WaitWord {
+        &self.header().data.word
+    }
+
+    /// The futex word senders wait on for room (index slot, lane space).
+    pub fn space_word(&self) -> &WaitWord {
+        &self.header().space.word
+    }
+
+    /// The geometry this ring was made with.
+    pub fn layout(&self) -> &Layout {
         &self.layout
     }
 
+    #[cfg(not(loom))]
     pub(crate) fn header(&self) -> &Header {
         // SAFETY: offset 0 of a mapping of >= total_size bytes holds the
         // Header; it is atomics only, so a shared reference is sound while
@@ -196,6 +316,12 @@ impl Ring {
         unsafe { self.base.cast::<Header>().as_ref() }
     }
 
+    #[cfg(loom)]
+    pub(crate) fn header(&self) -> &Header {
+        &self.heap.header
+    }
+
+    #[cfg(not(loom))]
     pub(crate) fn participant(&self, i: u32) -> &Participant {
         assert!(i < self.layout.participant_count);
         let off = self.layout.participants_offset + u64::from(i) * 16;
@@ -204,12 +330,23 @@ impl Ring {
         unsafe { self.at(off as usize) }
     }
 
+    #[cfg(loom)]
+    pub(crate) fn participant(&self, i: u32) -> &Participant {
+        &self.heap.participants[i as usize]
+    }
+
+    #[cfg(not(loom))]
     fn lane(&self, i: u32) -> &Lane {
         assert!(i < self.layout.lane_count);
         let off = self.layout.lanes_offset + u64::from(i) * 128;
         // SAFETY: `i` is in range; the lane table lies inside the mapping,
         // 128-byte aligned; atomics only.
         unsafe { self.at(off as usize) }
+    }
+
+    #[cfg(loom)]
+    fn lane(&self, i: u32) -> &Lane {
+        &self.heap.lanes[i as usize]
     }
 
     fn slot(&self, ticket: u64) -> &Slot {
@@ -221,18 +358,42 @@ impl Ring {
             ((i & self.remap_lines_mask) << (self.slot_mask.count_ones() - self.remap_shift))
                 | (i >> self.remap_shift)
         };
+        self.slot_at(phys)
+    }
+
+    #[cfg(not(loom))]
+    fn slot_at(&self, phys: u64) -> &Slot {
         let off = self.layout.slots_offset + phys * std::mem::size_of::<Slot>() as u64;
         // SAFETY: phys < slot_count (a bijection of the index bits), so the
-        // slot lies inside the 16-byte-aligned index; atomics only.
+        // slot lies inside the 8-byte-aligned index; atomics only.
         unsafe { self.at(off as usize) }
     }
 
+    #[cfg(loom)]
+    fn slot_at(&self, phys: u64) -> &Slot {
+        &self.heap.slots[phys as usize]
+    }
+
+    /// Index of unit `pos` of `lane` in the heap region's arena.
+    #[cfg(loom)]
+    fn unit_index(&self, lane: u32, pos: u64) -> usize {
+        let lu = self.layout.lane_units();
+        (u64::from(lane) * lu + (pos & (lu - 1))) as usize
+    }
+
     /// Byte offset of unit `pos` of `lane` from the start of the mapping.
+    #[cfg(not(loom))]
     fn unit_offset(&self, lane: u32, pos: u64) -> usize {
         let within = (pos & (self.layout.lane_units() - 1)) * UNIT;
         (self.layout.arena_offset + u64::from(lane) * self.layout.lane_size + within) as usize
     }
 
+    #[cfg(loom)]
+    fn record(&self, lane: u32, pos: u64) -> &RecordHeader {
+        &self.heap.units[self.unit_index(lane, pos)].header
+    }
+
+    #[cfg(not(loom))]
     fn record(&self, lane: u32, pos: u64) -> &RecordHeader {
         debug_assert!(lane < self.layout.lane_count);
         // SAFETY: lane < lane_count and the offset is reduced modulo the lane
@@ -260,7 +421,7 @@ impl Ring {
     }
 
     /// Fills a freshly created (zeroed) region: slot `t` holds `EMPTY(t)`.
-    pub(crate) fn init_slots(&self) {
+    pub fn init_slots(&self) {
         for t in 0..u64::from(self.layout.slot_count) {
             self.slot(t).store(slot_word(0, 0), Ordering::Relaxed);
         }
@@ -271,7 +432,7 @@ impl Ring {
 
     /// Tries to mark entry `i` alive for `role`. The caller holds the entry's
     /// liveness lock already, so a scanner never sees it alive and unlocked.
-    pub(crate) fn try_claim_participant(&self, i: u32, role: u32, pid: u32) -> Option<Owner> {
+    pub fn try_claim_participant(&self, i: u32, role: u32, pid: u32) -> Option<Owner> {
         let p = self.participant(i);
         let w = p.word.load(Ordering::Acquire);
         if w & 0xff != P_FREE {
@@ -313,7 +474,7 @@ impl Ring {
 
     /// Entries of the table marked alive with `role` (the slow, exact
     /// count; liveness of each is the caller's business).
-    pub(crate) fn alive_count(&self, role: u32) -> u32 {
+    pub fn alive_count(&self, role: u32) -> u32 {
         (0..self.layout.participant_count)
             .filter_map(|i| self.participant_alive_word(i))
             .filter(|w| ((w >> 8) & 0xff) as u32 == role)
@@ -321,7 +482,7 @@ impl Ring {
     }
 
     /// Whether entry `i` is marked alive; returns its word if so.
-    pub(crate) fn participant_alive_word(&self, i: u32) -> Option<u64> {
+    pub fn participant_alive_word(&self, i: u32) -> Option<u64> {
         let w = self.participant(i).word.load(Ordering::Acquire);
         (w & 0xff == P_ALIVE).then_some(w)
     }
@@ -329,7 +490,7 @@ impl Ring {
     /// Marks entry `i` free if it still holds exactly `word` (alive) and
     /// decrements its role count. Returns the role if this call did it, so
     /// exactly one of a deregistering owner and a reaper counts it down.
-    pub(crate) fn retire_participant(&self, i: u32, word: u64) -> Option<u32> {
+    pub fn retire_participant(&self, i: u32, word: u64) -> Option<u32> {
         let p = self.participant(i);
         let freed = (word & !0xffff) | P_FREE;
         p.word
@@ -343,14 +504,14 @@ impl Ring {
     }
 
     /// The word an alive participant `owner` with `role` has.
-    pub(crate) fn alive_word(owner: Owner, role: u32) -> u64 {
+    pub fn alive_word(owner: Owner, role: u32) -> u64 {
         participant_word(owner.generation, role, P_ALIVE)
     }
 
     /// Live senders / receivers (never below the truth), and which roles
     /// ever attached. `ever` is loaded first: a registrant sets it after
     /// counting itself, so a set bit is never paired with a stale zero count.
-    pub(crate) fn role_counts(&self) -> (u32, u32, u32) {
+    pub fn role_counts(&self) -> (u32, u32, u32) {
         let r = &self.header().roles;
         let ever = r.ever.load(Ordering::Acquire);
         (
@@ -364,7 +525,7 @@ impl Ring {
     // lanes
 
     /// Tries to take the lease of `lane`.
-    pub(crate) fn try_lease(
+    pub fn try_lease(
         &self,
         lane: u32,
         owner: Owner,
@@ -393,7 +554,7 @@ impl Ring {
     }
 
     /// Gives the lease back and wakes senders waiting for one.
-    pub(crate) fn unlease(&self, lease: LaneLease) {
+    pub fn unlease(&self, lease: LaneLease) {
         let l = self.lane(lease.lane);
         // SYNC: Release pairs with the Acquire CAS in `try_lease`.
         l.owner.store(0, Ordering::Release);
@@ -413,21 +574,21 @@ impl Ring {
     }
 
     /// Whether a record of `need` units fits the leased lane now.
-    pub(crate) fn lane_has_room(&self, lease: &LaneLease, need: u64) -> bool {
+    pub fn lane_has_room(&self, lease: &LaneLease, need: u64) -> bool {
         self.pad_before(lease, need) + need <= self.free_units(lease)
     }
 
     /// Whether some unleased lane could take a record of `need` units,
     /// counting released records its next holder would reclaim. A read-only
     /// peek without the lease: a hint for waiters, re-checked under a lease.
-    pub(crate) fn some_lane_may_fit(&self, need: u64) -> bool {
+    pub fn some_lane_may_fit(&self, need: u64) -> bool {
         (0..self.layout.lane_count)
             .any(|i| self.lane(i).owner.load(Ordering::Acquire) == 0 && self.lane_may_fit(i, need))
     }
 
     /// Whether `lane` could take a record of `need` units once its released
     /// records are reclaimed, whoever holds its lease. A read-only peek.
-    pub(crate) fn lane_may_fit(&self, lane: u32, need: u64) -> bool {
+    pub fn lane_may_fit(&self, lane: u32, need: u64) -> bool {
         let lu = self.layout.lane_units();
         let l = self.lane(lane);
         let end = l.end.load(Ordering::Acquire);
@@ -459,7 +620,7 @@ impl Ring {
     /// The oldest record of `lane` that is not yet released, as its
     /// [`record_id`](Self::record_id), if it is being read (`READING`): the record
     /// that keeps the lane's space from being reclaimed. A read-only peek.
-    pub(crate) fn lane_blocked_by_reader(&self, lane: u32) -> Option<u64> {
+    pub fn lane_blocked_by_reader(&self, lane: u32) -> Option<u64> {
         let l = self.lane(lane);
         let end = l.end.load(Ordering::Acquire);
         let mut f = l.frontier.load(Ordering::Acquire);
@@ -487,7 +648,7 @@ impl Ring {
     }
 
     /// Advances the leased lane's frontier over consecutive released records.
-    pub(crate) fn reclaim(&self, lease: &mut LaneLease) -> Result<(), Corruption> {
+    pub fn reclaim(&self, lease: &mut LaneLease) -> Result<(), Corruption> {
         let lu = self.layout.lane_units();
         let mut f = lease.frontier;
         while f < lease.end {
@@ -519,14 +680,14 @@ impl Ring {
     }
 
     /// Units a record of `len` payload bytes takes (header unit included).
-    pub(crate) fn record_units(len: u64) -> u64 {
+    pub fn record_units(len: u64) -> u64 {
         1 + len.div_ceil(UNIT)
     }
 
     /// Allocates a record for `len` bytes in the leased lane, reclaiming if
     /// needed. `Ok(None)` if the lane has no room even after reclaiming.
     /// `len` must be at most `max_message`.
-    pub(crate) fn allocate(
+    pub fn allocate(
         &self,
         lease: &mut LaneLease,
         len: u64,
@@ -569,8 +730,56 @@ impl Ring {
         Ok(Some(Allocation { pos, len }))
     }
 
+    /// Copies `src` into the start of an allocation's payload.
+    pub fn write_payload(&self, lease: &LaneLease, a: &Allocation, src: &[u8]) {
+        assert!(src.len() as u64 <= a.len, "payload larger than the allocation");
+        #[cfg(not(loom))]
+        {
+            let dst = self.allocation_payload(lease, a);
+            // SAFETY: the allocation's payload (>= src.len() bytes) belongs to
+            // the lease holder alone until it is published, and `src` cannot
+            // point into an unpublished record.
+            unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), dst.as_ptr(), src.len()) };
+        }
+        #[cfg(loom)]
+        for (i, chunk) in src.chunks(UNIT as usize).enumerate() {
+            let u = self.unit_index(lease.lane, a.pos + 1 + i as u64);
+            // SAFETY: as above; loom checks that no reader overlaps.
+            self.heap.units[u]
+                .data
+                .with_mut(|p| unsafe { (&mut *p)[..chunk.len()].copy_from_slice(chunk) });
+        }
+    }
+
+    /// Copies a claimed record's payload into `dst` (replacing its contents).
+    pub fn read_payload(&self, c: &Claim, dst: &mut Vec<u8>) {
+        dst.clear();
+        #[cfg(not(loom))]
+        {
+            // SAFETY: the claim gives exclusive read access to `len` payload
+            // bytes until `release`.
+            dst.extend_from_slice(unsafe { std::slice::from_raw_parts(c.payload.as_ptr(), c.len) });
+        }
+        #[cfg(loom)]
+        {
+            let mut left = c.len;
+            let mut i = 0u64;
+            while left > 0 {
+                let n = left.min(UNIT as usize);
+                let u = self.unit_index(c.lane, c.offset + 1 + i);
+                // SAFETY: as above; loom checks that no writer overlaps.
+                self.heap.units[u]
+                    .data
+                    .with(|p| dst.extend_from_slice(unsafe { &(&*p)[..n] }));
+                left -= n;
+                i += 1;
+            }
+        }
+    }
+
     /// The payload of an allocation: writable by the lease holder only.
-    pub(crate) fn allocation_payload(&self, lease: &LaneLease, a: &Allocation) -> NonNull<u8> {
+    #[cfg(not(loom))]
+    pub fn allocation_payload(&self, lease: &LaneLease, a: &Allocation) -> NonNull<u8> {
         let off = self.unit_offset(lease.lane, a.pos) + UNIT as usize;
         // SAFETY: the payload units follow the header unit inside the same
         // lap of the lane (allocate never straddles), so they are in bounds.
@@ -578,7 +787,7 @@ impl Ring {
     }
 
     /// Drops an unpublished allocation: its space returns to the lane.
-    pub(crate) fn abort(&self, lease: &mut LaneLease, a: Allocation) {
+    pub fn abort(&self, lease: &mut LaneLease, a: Allocation) {
         let h = self.record(lease.lane, a.pos);
         let units = Self::record_units(a.len);
         h.state
@@ -592,7 +801,7 @@ impl Ring {
     }
 
     /// Whether the index has a free slot for the next ticket right now.
-    pub(crate) fn index_has_room(&self) -> bool {
+    pub fn index_has_room(&self) -> bool {
         let t = self.header().enq.hint.load(Ordering::Acquire);
         let v = self.slot(t).load(Ordering::Acquire);
         // full: the slot still holds the previous lap's message
@@ -602,7 +811,7 @@ impl Ring {
     /// Marks the allocation ready and publishes it in the index.
     /// `Err(Busy::IndexFull)` leaves it unpublished (still `READY`, still
     /// owned by the caller, who may retry or [`abort`](Self::abort) it).
-    pub(crate) fn publish(
+    pub fn publish(
         &self,
         lease: &LaneLease,
         a: &Allocation,
@@ -662,7 +871,7 @@ impl Ring {
     }
 
     /// Claims the message at the head of the index. `Ok(None)` if empty.
-    pub(crate) fn claim(&self, me: Owner) -> Result<Option<Claim>, Corruption> {
+    pub fn claim(&self, me: Owner) -> Result<Option<Claim>, Corruption> {
         let deq = &self.header().deq.hint;
         let mut helped = 0u32;
         loop {
@@ -743,14 +952,18 @@ impl Ring {
             (tag << 32) | (R_READING << 24) | me.record_bits(),
             Ordering::Relaxed,
         );
-        let off = self.unit_offset(lane, offset) + UNIT as usize;
-        // SAFETY: len <= (units - 1) * 64 and the record lies within one lap
-        // of the lane, so the payload is inside the arena.
-        let payload = unsafe { self.base.add(off) };
+        #[cfg(not(loom))]
+        let payload = {
+            let off = self.unit_offset(lane, offset) + UNIT as usize;
+            // SAFETY: len <= (units - 1) * 64 and the record lies within one
+            // lap of the lane, so the payload is inside the arena.
+            unsafe { self.base.add(off) }
+        };
         Ok(Claim {
             lane,
             offset,
             tag,
+            #[cfg(not(loom))]
             payload,
             len: len as usize,
         })
@@ -758,7 +971,7 @@ impl Ring {
 
     /// Releases a claimed record; its space can be reclaimed by the lane's
     /// next lease holder. Wakes senders waiting for room.
-    pub(crate) fn release(&self, c: Claim) {
+    pub fn release(&self, c: Claim) {
         let h = self.record(c.lane, c.offset);
         // SYNC: Release pairs with the Acquire load in `reclaim`: our reads
         // of the payload happen-before the lane holder reuses it.
@@ -768,13 +981,13 @@ impl Ring {
     }
 
     /// Whether a message is waiting at the head of the index.
-    pub(crate) fn has_message(&self) -> bool {
+    pub fn has_message(&self) -> bool {
         let t = self.header().deq.hint.load(Ordering::Acquire);
         self.slot(t).load(Ordering::Acquire) != slot_word(self.lap(t), 0)
     }
 
     /// Approximate number of published, unclaimed messages.
-    pub(crate) fn len(&self) -> usize {
+    pub fn len(&self) -> usize {
         let h = self.header();
         let d = h.deq.hint.load(Ordering::Acquire);
         let e = h.enq.hint.load(Ordering::Acquire);
@@ -785,7 +998,7 @@ impl Ring {
     // waiting (DESIGN.md section 5)
 
     /// Publisher side: after a Release publish, wake up to `n` sleepers.
-    pub(crate) fn wake(&self, w: &WaitWord, n: u32) {
+    pub fn wake(&self, w: &WaitWord, n: u32) {
         // SYNC: this SeqCst fence pairs with the one in `park`: either the
         // waiter's re-check sees our publish, or we see its sleeper count.
         fence(Ordering::SeqCst);
@@ -796,7 +1009,7 @@ impl Ring {
     }
 
     /// Wakes every sleeper (disconnect).
-    pub(crate) fn wake_all(&self, w: &WaitWord) {
+    pub fn wake_all(&self, w: &WaitWord) {
         fence(Ordering::SeqCst);
         w.epoch.fetch_add(1, Ordering::Release);
         sync::futex_wake(&w.epoch, u32::MAX);
@@ -805,7 +1018,7 @@ impl Ring {
     /// Waiter side: park on `w` until woken or `deadline` unless `ready()`
     /// already holds after announcing ourselves. Returns whether `ready()`
     /// held on the re-check (then it did not sleep).
-    pub(crate) fn park(
+    pub fn park(
         &self,
         w: &WaitWord,
         deadline: Duration,

@@ -1,32 +1,103 @@
 //! The one place that names atomic types and the futex.
 //!
-//! Every other module takes its atomics from here, so a model checker can
-//! swap them: under `cfg(loom)` this module is the seam where loom's types
-//! and a `Mutex`/`Condvar` futex model go (issue "Prove the ring"). Without
-//! loom it re-exports `std`'s atomics and the process-shared futex of
-//! [`crate::sys`].
+//! Every other module takes its atomics from here, so the model checker can
+//! swap them: without `cfg(loom)` this re-exports `std`'s atomics and the
+//! process-shared futex of `crate::sys`; under `cfg(loom)` it re-exports
+//! loom's atomics and models the futex with loom's `Mutex` and one `Condvar`
+//! per futex word, so a lost wake-up shows up as a loom deadlock.
 
+#[cfg(not(loom))]
 pub(crate) use std::sync::atomic::{AtomicU32, AtomicU64, Ordering, fence};
+
+#[cfg(loom)]
+pub(crate) use loom::sync::atomic::{AtomicU32, AtomicU64, Ordering, fence};
 
 use std::time::Duration;
 
-pub(crate) use crate::sys::Wake;
+/// Outcome of [`futex_wait`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wake {
+    /// Woken, or the word no longer held the expected value, or a signal.
+    Woken,
+    /// The deadline passed.
+    #[cfg_attr(loom, allow(dead_code))]
+    TimedOut,
+}
 
 /// Sleeps while `*word == expected`, until woken or until the absolute
 /// monotonic `deadline` (see [`now`]).
+#[cfg(not(loom))]
 #[inline]
 pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, deadline: Duration) -> Wake {
     crate::sys::futex_wait(word, expected, deadline)
 }
 
 /// Wakes up to `n` waiters on `word` in any process.
+#[cfg(not(loom))]
 #[inline]
 pub(crate) fn futex_wake(word: &AtomicU32, n: u32) {
     crate::sys::futex_wake(word, n)
 }
 
 /// The monotonic clock that deadlines are measured on.
+#[cfg(not(loom))]
 #[inline]
 pub(crate) fn now() -> Duration {
     crate::sys::monotonic_now()
+}
+
+#[cfg(loom)]
+mod futex_model {
+    use loom::sync::{Arc, Condvar, Mutex};
+
+    use super::{AtomicU32, Ordering};
+
+    type Table = Mutex<Vec<(usize, Arc<Condvar>)>>;
+
+    loom::lazy_static! {
+        /// One condition variable per futex word (keyed by its address),
+        /// all under one lock, as the kernel's futex hash bucket.
+        static ref FUTEXES: Table = Mutex::new(Vec::new());
+    }
+
+    fn condvar_of(table: &mut Vec<(usize, Arc<Condvar>)>, word: &AtomicU32) -> Arc<Condvar> {
+        let key = word as *const AtomicU32 as usize;
+        if let Some((_, cv)) = table.iter().find(|(k, _)| *k == key) {
+            return Arc::clone(cv);
+        }
+        let cv = Arc::new(Condvar::new());
+        table.push((key, Arc::clone(&cv)));
+        cv
+    }
+
+    /// `FUTEX_WAIT` without a timeout: checks the word and sleeps
+    /// atomically with respect to [`wake`].
+    pub(crate) fn wait(word: &AtomicU32, expected: u32) {
+        let mut table = FUTEXES.lock().unwrap();
+        if word.load(Ordering::SeqCst) != expected {
+            return;
+        }
+        let cv = condvar_of(&mut table, word);
+        drop(cv.wait(table).unwrap());
+    }
+
+    /// `FUTEX_WAKE` of every waiter on `word`.
+    pub(crate) fn wake(word: &AtomicU32) {
+        let mut table = FUTEXES.lock().unwrap();
+        condvar_of(&mut table, word).notify_all();
+    }
+}
+
+/// Loom: sleeps until woken (deadlines are not modelled: a model must not
+/// rely on a timeout to finish).
+#[cfg(loom)]
+pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, _deadline: Duration) -> Wake {
+    futex_model::wait(word, expected);
+    Wake::Woken
+}
+
+/// Loom: wakes every waiter on `word`.
+#[cfg(loom)]
+pub(crate) fn futex_wake(word: &AtomicU32, _n: u32) {
+    futex_model::wake(word)
 }

@@ -17,6 +17,7 @@ use rustix::thread::futex;
 use rustix::time::{ClockId, Timespec};
 
 use crate::error::OpenError;
+use crate::sync::Wake;
 
 /// Where POSIX shared-memory objects live on Linux.
 const SHM_DIR: &str = "/dev/shm";
@@ -326,15 +327,6 @@ impl Drop for Mapping {
 pub(crate) fn monotonic_now() -> Duration {
     let ts = rustix::time::clock_gettime(ClockId::Monotonic);
     Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
-}
-
-/// Outcome of [`futex_wait`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Wake {
-    /// Woken, or the word no longer held the expected value, or a signal.
-    Woken,
-    /// The deadline passed.
-    TimedOut,
 }
 
 /// Sleeps while `*word == expected`, until woken or until the absolute
