@@ -395,7 +395,7 @@ pub(crate) enum ValidateError {
     Corrupted(String),
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
 

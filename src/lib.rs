@@ -34,7 +34,6 @@
     clippy::undocumented_unsafe_blocks,
     clippy::multiple_unsafe_ops_per_block
 )]
-
 // The loom build compiles only the protocol (no OS layer, no public API),
 // so much of the crate is unused there.
 #![cfg_attr(loom, allow(dead_code, unused_imports))]

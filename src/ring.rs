@@ -99,6 +99,7 @@ pub struct LaneLease {
     frontier: u64,
 }
 
+#[cfg_attr(not(loom), allow(dead_code))] // used by the loom models
 impl LaneLease {
     /// The lane's reclaim frontier as this holder last saw it (units).
     pub fn frontier(&self) -> u64 {
@@ -118,6 +119,7 @@ pub struct Allocation {
     len: u64,
 }
 
+#[cfg_attr(not(loom), allow(dead_code))] // used by the loom models
 impl Allocation {
     /// Position of the record's header unit in its lane (units).
     pub fn pos(&self) -> u64 {
@@ -525,11 +527,7 @@ impl Ring {
     // lanes
 
     /// Tries to take the lease of `lane`.
-    pub fn try_lease(
-        &self,
-        lane: u32,
-        owner: Owner,
-    ) -> Result<Option<LaneLease>, Corruption> {
+    pub fn try_lease(&self, lane: u32, owner: Owner) -> Result<Option<LaneLease>, Corruption> {
         let l = self.lane(lane);
         // SYNC: Acquire pairs with the Release store of 0 in `unlease` by the
         // previous holder: its records' headers and `end` happen-before us.
@@ -732,7 +730,10 @@ impl Ring {
 
     /// Copies `src` into the start of an allocation's payload.
     pub fn write_payload(&self, lease: &LaneLease, a: &Allocation, src: &[u8]) {
-        assert!(src.len() as u64 <= a.len, "payload larger than the allocation");
+        assert!(
+            src.len() as u64 <= a.len,
+            "payload larger than the allocation"
+        );
         #[cfg(not(loom))]
         {
             let dst = self.allocation_payload(lease, a);
@@ -901,8 +902,13 @@ impl Ring {
                 }
                 let _ =
                     deq.compare_exchange(t, t.wrapping_add(1), Ordering::AcqRel, Ordering::Relaxed);
+                // Read the record before waking senders, so that the Acquire
+                // above is what orders the record's reads (the wake's SeqCst
+                // fence would otherwise mask a missing Acquire; see
+                // docs/verification.md).
+                let c = self.take_record(slot_ref(v), me).map(Some);
                 self.wake(&self.header().space.word, u32::MAX);
-                return self.take_record(slot_ref(v), me).map(Some);
+                return c;
             }
             if vlap == lap.wrapping_add(1) {
                 // ticket t was claimed already: the hint is behind
@@ -987,7 +993,7 @@ impl Ring {
     }
 
     /// Approximate number of published, unclaimed messages.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         let h = self.header();
         let d = h.deq.hint.load(Ordering::Acquire);
         let e = h.enq.hint.load(Ordering::Acquire);
@@ -1038,7 +1044,7 @@ impl Ring {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
     use crate::layout::ROLE_SENDER;

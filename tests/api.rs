@@ -1,6 +1,8 @@
 //! The public API within one process: open errors, timeouts, non-blocking
 //! calls, disconnect, write grants, threads and wait strategies.
 
+#![cfg(not(loom))]
+
 mod common;
 
 use std::fs::OpenOptions;

@@ -1,6 +1,8 @@
 //! Cross-process tests: the test binary re-executes itself as producer and
 //! consumer processes (see `common::spawn_role`).
 
+#![cfg(not(loom))]
+
 mod common;
 
 use std::io::{Read, Write};

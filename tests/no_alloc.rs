@@ -1,5 +1,7 @@
 //! After warm-up, sending and receiving allocates nothing on the heap.
 
+#![cfg(not(loom))]
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicU64, Ordering};
 

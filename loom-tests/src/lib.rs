@@ -51,7 +51,9 @@ pub fn owner(i: u32) -> Owner {
 
 /// A recognisable payload: `len` bytes derived from `tag`.
 pub fn payload(tag: u8, len: usize) -> Vec<u8> {
-    (0..len).map(|i| tag.wrapping_mul(31).wrapping_add(i as u8)).collect()
+    (0..len)
+        .map(|i| tag.wrapping_mul(31).wrapping_add(i as u8))
+        .collect()
 }
 
 /// What a non-blocking send ran into.
@@ -71,7 +73,10 @@ pub fn try_send(ring: &Ring, me: Owner, bytes: &[u8]) -> Sent {
         let Some(mut lease) = ring.try_lease(lane, me).expect("no corruption") else {
             continue;
         };
-        let Some(a) = ring.allocate(&mut lease, bytes.len() as u64).expect("no corruption") else {
+        let Some(a) = ring
+            .allocate(&mut lease, bytes.len() as u64)
+            .expect("no corruption")
+        else {
             ring.unlease(lease);
             continue;
         };
@@ -97,7 +102,9 @@ pub fn send_park(ring: &Ring, me: Owner, bytes: &[u8]) {
         match try_send(ring, me, bytes) {
             Sent::Yes => return,
             Sent::NoRoom => {
-                ring.park(ring.space_word(), Duration::MAX, || ring.some_lane_may_fit(need));
+                ring.park(ring.space_word(), Duration::MAX, || {
+                    ring.some_lane_may_fit(need)
+                });
             }
             Sent::IndexFull => {
                 ring.park(ring.space_word(), Duration::MAX, || ring.index_has_room());
