@@ -46,9 +46,18 @@ const KIND_PAD: u32 = 2;
 
 const LEASE_BUSY: u64 = 1 << 31;
 
+/// Lane positions (in units) never get near this (2^62 units is 2^68 bytes
+/// written into one lane); a larger value is corruption, and the bound
+/// keeps every position computation far from overflow.
+const MAX_POS: u64 = 1 << 62;
+
 /// Loops that help other participants give up after this many consecutive
 /// helping steps: only a corrupted hint can make them that long.
+#[cfg(not(fuzzing))]
 const MAX_HELP_STEPS: u32 = 1 << 24;
+/// Fuzzing feeds corrupted hints on every run: give up sooner.
+#[cfg(fuzzing)]
+const MAX_HELP_STEPS: u32 = 1 << 12;
 
 /// Identity of an attached participant: its table index and generation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -539,7 +548,7 @@ impl Ring {
         }
         let end = l.end.load(Ordering::Relaxed);
         let frontier = l.frontier.load(Ordering::Relaxed);
-        if frontier > end || end - frontier > self.layout.lane_units() {
+        if frontier > end || end - frontier > self.layout.lane_units() || end > MAX_POS {
             l.owner.store(0, Ordering::Release);
             return Err(Corruption("lane positions are inconsistent"));
         }

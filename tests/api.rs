@@ -669,3 +669,29 @@ fn a_release_wakes_a_sender_waiting_for_room_without_waiting_for_the_liveness_sl
         "median wake-up {median:?}: {delays:?}"
     );
 }
+
+#[test]
+fn lane_positions_near_the_end_of_u64_are_corruption_not_overflow() {
+    // Found by reasoning about the hostile_peer fuzz target: a peer can set a
+    // lane's end and frontier to any consistent pair.
+    let name = TempName::new("hugepos");
+    let q = Queue::create(&name, Config::default().capacity_bytes(1 << 16).lanes(1)).unwrap();
+    let tx = q.sender().unwrap();
+    let rx = q.receiver().unwrap();
+    let lanes_offset = 4864; // 768 + 256 participants * 16, 128-aligned
+    let f = OpenOptions::new()
+        .write(true)
+        .open(shm_path(&name))
+        .unwrap();
+    let huge = (u64::MAX - 1).to_le_bytes();
+    f.write_all_at(&huge, lanes_offset + 8).unwrap(); // end
+    f.write_all_at(&huge, lanes_offset + 16).unwrap(); // frontier
+    match tx.try_send(&[1u8; 100]) {
+        Err(TrySendError::Corrupted(_, c)) => assert!(c.to_string().contains("corrupted")),
+        other => panic!("expected Corrupted, got {other:?}"),
+    }
+    assert!(matches!(
+        rx.try_recv_into(&mut Vec::new()),
+        Err(TryRecvError::Empty)
+    ));
+}

@@ -1,0 +1,130 @@
+//! A valid queue in use while the input, acting as a buggy or malicious
+//! peer, rewrites words of the header, participant table, lanes, index and
+//! record headers between operations. The queue must answer with typed
+//! errors (`Corrupted`, `Full`, `Empty`, ...), never a panic, UB or a hang.
+//!
+//! The peer knows the region's layout (the table of word offsets below, for
+//! the fixed configuration used here), so each patch hits a real field:
+//! write a raw value, copy another field's value with a small delta (so that
+//! consistent-looking pairs such as `end == frontier` are easy to reach), or
+//! add a delta. Single stray bytes are written too.
+//!
+//! Input: a list of steps; the first byte of each picks the step.
+
+#![no_main]
+// `held = None` before re-borrowing `rx` drops the held message; rustc sees
+// only an assignment that is overwritten.
+#![allow(unused_assignments)]
+
+use std::os::unix::fs::FileExt;
+
+use libfuzzer_sys::fuzz_target;
+use shmq::{Config, Queue};
+
+/// The configuration of the fuzzed queue: 2 lanes of 4 KiB, 4 slots, 4
+/// participants. Its layout (see docs/design.md): participants at 768,
+/// lanes at 896 (128 B each), slots at 1152 (8 B each), arena at 4096.
+fn config() -> Config {
+    Config::default()
+        .capacity_bytes(8192)
+        .lanes(2)
+        .slots(4)
+        .participants(4)
+}
+
+/// Offsets of every 8-byte word a peer could corrupt.
+fn fields() -> Vec<u64> {
+    let mut f: Vec<u64> = (0..11).map(|i| i * 8).collect(); // config line
+    f.extend([128, 256, 384, 512, 640, 648]); // hints, wait words, roles
+    f.extend((0..4).flat_map(|p| [768 + 16 * p, 776 + 16 * p])); // participants
+    f.extend((0..2).flat_map(|l| [896 + 128 * l, 904 + 128 * l, 912 + 128 * l, 920 + 128 * l]));
+    f.extend((0..4).map(|s| 1152 + 8 * s)); // index slots
+    f.extend((0..128).flat_map(|u| [4096 + 64 * u, 4104 + 64 * u, 4112 + 64 * u])); // records
+    f
+}
+
+fuzz_target!(|data: &[u8]| {
+    let name = format!("shmq-fuzz-peer-{}", std::process::id());
+    let _ = Queue::unlink(&name);
+    let q = Queue::create(&name, config()).expect("create");
+    let path = format!("/dev/shm/{name}");
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .unwrap();
+    let size = std::fs::metadata(&path).unwrap().len();
+    Queue::unlink(&name).unwrap();
+    let fields = fields();
+    let field = |b: u8| fields[usize::from(b) % fields.len()];
+    let read = |off: u64| {
+        let mut v = [0u8; 8];
+        file.read_exact_at(&mut v, off).unwrap();
+        u64::from_le_bytes(v)
+    };
+    let write = |off: u64, v: u64| file.write_all_at(&v.to_le_bytes(), off).unwrap();
+
+    let tx = q.sender().unwrap();
+    let mut rx = q.receiver().unwrap();
+    let copier = rx.clone();
+    let mut buf = Vec::new();
+    let mut held = None;
+    let mut it = data.iter().copied();
+    while let Some(op) = it.next() {
+        match op % 8 {
+            0 => {
+                let len = usize::from(it.next().unwrap_or(0)) * 2;
+                let _ = tx.try_send(&vec![op; len.min(q.max_message())]);
+            }
+            1 => {
+                let _ = copier.try_recv_into(&mut buf);
+            }
+            2 => {
+                // release the held message (if any), hold the next one
+                // (two statements: the first ends the previous borrow of rx)
+                held = None;
+                held = rx.try_recv().ok();
+            }
+            3 => held = None,
+            4 => {
+                // raw value into a field
+                let Some(f) = it.next() else { break };
+                let mut v = [0u8; 8];
+                for b in &mut v {
+                    *b = it.next().unwrap_or(0);
+                }
+                write(field(f), u64::from_le_bytes(v));
+            }
+            5 => {
+                // copy a field into another, plus a small delta
+                let (Some(src), Some(dst), Some(d)) = (it.next(), it.next(), it.next()) else {
+                    break;
+                };
+                let v = read(field(src)).wrapping_add_signed(i64::from(d as i8));
+                write(field(dst), v);
+            }
+            6 => {
+                // add a delta to a field
+                let (Some(f), Some(d)) = (it.next(), it.next()) else {
+                    break;
+                };
+                let off = field(f);
+                write(
+                    off,
+                    read(off).wrapping_add_signed(i64::from(d as i8) << (op >> 5)),
+                );
+            }
+            _ => {
+                // a stray byte anywhere
+                let (Some(a), Some(b), Some(v)) = (it.next(), it.next(), it.next()) else {
+                    break;
+                };
+                let off = u64::from(u16::from_le_bytes([a, b])) % size;
+                file.write_all_at(&[v], off).unwrap();
+            }
+        }
+    }
+    let _ = held.as_deref().map(<[u8]>::len);
+    drop(held);
+    let _ = (q.len(), tx.is_disconnected(), copier.is_disconnected());
+});
