@@ -8,7 +8,7 @@
 //! ```text
 //! offset 0      Header (6 lines of 128 B): config, enqueue hint, dequeue hint,
 //!               data wait word, space wait word, role counters
-//! 768           participants[P], 16 B each
+//! 768           participants[P], 32 B each
 //! align 128     lanes[L], 128 B each: owner, end, frontier, space wait word
 //! align 128     slots[N], 8 B each: lap (32) | 0 or 1 + record unit (32)
 //! align 4096    arena: L lanes of `lane_size` bytes, in 64-byte units
@@ -139,8 +139,13 @@ pub(crate) struct Header {
 #[derive(Debug, Default)]
 pub(crate) struct Participant {
     pub word: AtomicU64,
+    /// The slot word this participant is claiming (0: none): set before
+    /// the claim CAS, cleared once the record is marked `READING`, so a
+    /// lane holder can tell a record being claimed from an orphan.
+    pub claim: AtomicU64,
     pub pid: AtomicU32,
     pub _reserved: AtomicU32,
+    pub _reserved2: AtomicU64,
 }
 
 /// Participant states.
@@ -200,7 +205,8 @@ mod asserts {
     const_assert_eq!(offset_of!(Header, roles), 640);
     const_assert_eq!(offset_of!(ConfigLine, total_size), 16);
     const_assert_eq!(offset_of!(ConfigLine, arena_offset), 80);
-    const_assert_eq!(size_of::<Participant>(), 16);
+    const_assert_eq!(size_of::<Participant>(), 32);
+    const_assert_eq!(offset_of!(Participant, claim), 8);
     const_assert_eq!(size_of::<Lane>(), 128);
     const_assert_eq!(offset_of!(Lane, space), 24);
     const_assert_eq!(size_of::<RecordHeader>(), UNIT as usize);

@@ -335,7 +335,8 @@ impl Ring {
     #[cfg(not(loom))]
     pub(crate) fn participant(&self, i: u32) -> &Participant {
         assert!(i < self.layout.participant_count);
-        let off = self.layout.participants_offset + u64::from(i) * 16;
+        let off = self.layout.participants_offset
+            + u64::from(i) * std::mem::size_of::<Participant>() as u64;
         // SAFETY: `i` is in range, so the entry lies inside the table, which
         // `Layout` placed inside the mapping, 16-byte aligned; atomics only.
         unsafe { self.at(off as usize) }
@@ -456,6 +457,8 @@ impl Ring {
         // dying between the two steps can only leave it too high, which the
         // slow path's table scan (`alive_count`) sees through.
         let counter = self.role_counter(role)?;
+        // a dead predecessor's claim must not look like ours
+        p.claim.store(0, Ordering::Relaxed);
         counter.fetch_add(1, Ordering::AcqRel);
         if p.word
             .compare_exchange(w, new, Ordering::AcqRel, Ordering::Relaxed)
@@ -540,11 +543,24 @@ impl Ring {
         let l = self.lane(lane);
         // SYNC: Acquire pairs with the Release store of 0 in `unlease` by the
         // previous holder: its records' headers and `end` happen-before us.
-        if l.owner
-            .compare_exchange(0, owner.lease_word(), Ordering::Acquire, Ordering::Relaxed)
-            .is_err()
+        if let Err(held) =
+            l.owner
+                .compare_exchange(0, owner.lease_word(), Ordering::Acquire, Ordering::Relaxed)
         {
-            return Ok(None);
+            // A holder that died holding the lease: take it over. Its
+            // records are recovered by `reclaim` as they reach the frontier.
+            if self.lease_holder_alive(held)
+                || l.owner
+                    .compare_exchange(
+                        held,
+                        owner.lease_word(),
+                        Ordering::Acquire,
+                        Ordering::Relaxed,
+                    )
+                    .is_err()
+            {
+                return Ok(None);
+            }
         }
         let end = l.end.load(Ordering::Relaxed);
         let frontier = l.frontier.load(Ordering::Relaxed);
@@ -667,7 +683,7 @@ impl Ring {
                 return Err(Corruption("a record header has the wrong lap tag"));
             }
             let st = (s >> 24) & 0xff;
-            if st != R_FREE && st != R_PAD {
+            if st != R_FREE && st != R_PAD && !self.free_if_abandoned(lease.lane, f, s) {
                 break;
             }
             let units = u64::from(h.units.load(Ordering::Relaxed));
@@ -684,6 +700,89 @@ impl Ring {
             self.lane(lease.lane).frontier.store(f, Ordering::Release);
         }
         Ok(())
+    }
+
+    /// Whether the participant named by a record's 24 owner bits is alive
+    /// (its entry is marked alive with a matching generation; entries of
+    /// dead processes are freed by the queue layer's reaper).
+    fn record_owner_alive(&self, bits: u64) -> bool {
+        let idx = ((bits >> 8) & 0xffff) as u32;
+        if idx >= self.layout.participant_count {
+            return false;
+        }
+        let w = self.participant(idx).word.load(Ordering::Acquire);
+        w & 0xff == P_ALIVE && (w >> 32) & 0xff == bits & 0xff
+    }
+
+    /// Whether the holder named by a lane's lease word is alive.
+    fn lease_holder_alive(&self, held: u64) -> bool {
+        let idx = (held & 0x7fff_ffff) as u32;
+        if held & LEASE_BUSY == 0 || idx >= self.layout.participant_count {
+            return false;
+        }
+        let w = self.participant(idx).word.load(Ordering::Acquire);
+        w & 0xff == P_ALIVE && (w >> 32) == held >> 32
+    }
+
+    /// Recovery, run by the lease holder on the record at the frontier
+    /// (state word `s`) of its lane: frees it if its owner died and nobody
+    /// else can still complete it. Returns whether it is free now.
+    ///
+    /// * `WRITING(dead producer)`: never published: freed.
+    /// * `READING(dead consumer)`: the reader died mid-read: freed (the
+    ///   message is delivered at most once).
+    /// * `READY(dead producer)`: published and waiting in the index: kept;
+    ///   being claimed by a live consumer (its announcement names it):
+    ///   kept; claimed by a consumer that died before marking it: freed
+    ///   (at most once); otherwise it was never published: freed.
+    ///
+    /// Every free is a CAS from exactly `s`, done only by the lane's holder
+    /// (the only writer that could reuse the space), so it cannot land on
+    /// reused bytes, and a consumer that marks the record `READING`
+    /// meanwhile makes it fail.
+    fn free_if_abandoned(&self, lane: u32, f: u64, s: u64) -> bool {
+        let st = (s >> 24) & 0xff;
+        let bits = s & 0xff_ffff;
+        let abandoned = match st {
+            R_WRITING | R_READING => !self.record_owner_alive(bits),
+            R_READY if self.record_owner_alive(bits) => false,
+            R_READY => {
+                let lu = self.layout.lane_units();
+                let r = (u64::from(lane) * lu + (f & (lu - 1)) + 1) as u32;
+                !self.index_refers_to(r) && !self.claimed_by_live_consumer(r)
+            }
+            _ => false,
+        };
+        abandoned
+            && self
+                .record(lane, f)
+                .state
+                .compare_exchange(
+                    s,
+                    (self.tag(f) << 32) | (R_FREE << 24),
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                )
+                .is_ok()
+    }
+
+    /// Whether some index slot holds a published (FULL) reference to `r`.
+    fn index_refers_to(&self, r: u32) -> bool {
+        // SYNC: Acquire: a consumer's claim CAS (Release) that emptied the
+        // slot makes its earlier announcement visible to the scan below.
+        (0..u64::from(self.layout.slot_count)).any(|i| {
+            let v = self.slot_at(i).load(Ordering::Acquire);
+            slot_ref(v) == r
+        })
+    }
+
+    /// Whether a live participant announces a claim of record `r`.
+    fn claimed_by_live_consumer(&self, r: u32) -> bool {
+        (0..self.layout.participant_count).any(|i| {
+            let p = self.participant(i);
+            let c = p.claim.load(Ordering::Acquire);
+            c != 0 && slot_ref(c) == r && p.word.load(Ordering::Acquire) & 0xff == P_ALIVE
+        })
     }
 
     /// Units a record of `len` payload bytes takes (header unit included).
@@ -828,8 +927,10 @@ impl Ring {
     ) -> Result<Result<(), Busy>, Corruption> {
         let h = self.record(lease.lane, a.pos);
         // SYNC: ordered before the slot CAS below, which is the Release.
-        h.state
-            .store((self.tag(a.pos) << 32) | (R_READY << 24), Ordering::Relaxed);
+        h.state.store(
+            (self.tag(a.pos) << 32) | (R_READY << 24) | lease.owner.record_bits(),
+            Ordering::Relaxed,
+        );
         let lu = self.layout.lane_units();
         // 1 + the record's arena unit; Layout keeps the arena below 2^32 - 1
         // units, so this never overflows or collides with EMPTY (0).
@@ -895,6 +996,11 @@ impl Ring {
             }
             let vlap = slot_lap(v);
             if vlap == lap {
+                // Announce the claim first (ordered before the CAS by its
+                // Release), so that a lane holder recovering a dead
+                // producer's records never mistakes this one for an orphan.
+                let announce = &self.participant(me.index).claim;
+                announce.store(v, Ordering::Relaxed);
                 // FULL(t): the winner of this CAS owns the record.
                 // SYNC: AcqRel: Acquire as above; Release hands the slot back
                 // to the producer of ticket t + N.
@@ -907,6 +1013,9 @@ impl Ring {
                     )
                     .is_err()
                 {
+                    // lost the race: withdraw the announcement, so that it
+                    // cannot keep a record that the winner abandons alive
+                    announce.store(0, Ordering::Relaxed);
                     continue;
                 }
                 let _ =
@@ -916,6 +1025,9 @@ impl Ring {
                 // fence would otherwise mask a missing Acquire; see
                 // docs/verification.md).
                 let c = self.take_record(slot_ref(v), me).map(Some);
+                // SYNC: Release: the READING store happens-before a holder
+                // that sees the announcement gone.
+                announce.store(0, Ordering::Release);
                 self.wake(&self.header().space.word, u32::MAX);
                 return c;
             }
@@ -950,7 +1062,7 @@ impl Ring {
         let s = h.state.load(Ordering::Acquire);
         // The slot CAS made this record ours; only its lap tag is not known
         // from the slot, so take it from the header (reclaim re-checks it).
-        if s & 0xffff_ffff != R_READY << 24 {
+        if (s >> 24) & 0xff != R_READY {
             return Err(Corruption("a published record is not ready"));
         }
         let tag = s >> 32;
@@ -1076,6 +1188,10 @@ mod tests {
         // first is irrelevant: Ring has no Drop), and is large enough.
         let ring = unsafe { Ring::new(base, layout) };
         ring.init_slots();
+        for i in 0..4 {
+            // registered participants 0..4 (generation 1): alive owners
+            assert!(ring.try_claim_participant(i, ROLE_SENDER, 1).is_some());
+        }
         HeapRegion { mem, ring }
     }
 
@@ -1226,14 +1342,145 @@ mod tests {
     fn participants_count_and_retire_once() {
         let h = heap(1, 4096, 16);
         let r = &h.ring;
-        let o = r.try_claim_participant(2, ROLE_SENDER, 1).unwrap();
-        assert!(r.try_claim_participant(2, ROLE_SENDER, 1).is_none());
-        assert_eq!(r.role_counts().0, 1);
+        // heap() attached entries 0..4 as senders
+        assert_eq!(r.role_counts().0, 4);
+        let o = Owner {
+            index: 2,
+            generation: 1,
+        };
+        assert!(
+            r.try_claim_participant(2, ROLE_SENDER, 1).is_none(),
+            "entry is taken"
+        );
         let w = Ring::alive_word(o, ROLE_SENDER);
         assert_eq!(r.retire_participant(2, w), Some(ROLE_SENDER));
         assert_eq!(r.retire_participant(2, w), None);
-        assert_eq!(r.role_counts().0, 0);
+        assert_eq!(r.role_counts().0, 3);
         let o2 = r.try_claim_participant(2, ROLE_SENDER, 1).unwrap();
+        assert_eq!(r.role_counts().0, 4);
         assert_ne!(o.generation, o2.generation);
+    }
+
+    fn kill(r: &Ring, index: u32) {
+        // what the reaper does when the participant's lock is gone
+        let w = Ring::alive_word(
+            Owner {
+                index,
+                generation: 1,
+            },
+            ROLE_SENDER,
+        );
+        assert_eq!(r.retire_participant(index, w), Some(ROLE_SENDER));
+    }
+
+    fn other() -> Owner {
+        Owner {
+            index: 1,
+            generation: 1,
+        }
+    }
+
+    #[test]
+    fn a_dead_holders_lease_is_taken_over_and_its_unpublished_record_freed() {
+        let h = heap(1, 4096, 16);
+        let r = &h.ring;
+        let mut lease = r.try_lease(0, me()).unwrap().unwrap();
+        let a = r.allocate(&mut lease, 100).unwrap().unwrap();
+        assert!(
+            r.try_lease(0, other()).unwrap().is_none(),
+            "a live holder keeps its lease"
+        );
+        drop(lease); // the holder dies mid-write (no unlease)
+        kill(r, 0);
+        let mut taken = r.try_lease(0, other()).unwrap().expect("lease taken over");
+        assert_eq!(taken.end(), a.pos() + Ring::record_units(100));
+        r.reclaim(&mut taken).unwrap();
+        assert_eq!(taken.frontier(), taken.end(), "WRITING(dead) freed");
+        r.unlease(taken);
+        assert!(recv(r).is_none(), "nothing was published");
+    }
+
+    #[test]
+    fn a_dead_producers_published_message_is_still_delivered() {
+        let h = heap(1, 4096, 16);
+        let r = &h.ring;
+        let mut lease = r.try_lease(0, me()).unwrap().unwrap();
+        let a = r.allocate(&mut lease, 3).unwrap().unwrap();
+        r.write_payload(&lease, &a, b"abc");
+        r.publish(&lease, &a).unwrap().unwrap();
+        drop(lease); // dies after publishing, still holding the lane
+        kill(r, 0);
+        let mut taken = r.try_lease(0, other()).unwrap().unwrap();
+        r.reclaim(&mut taken).unwrap();
+        assert_eq!(taken.frontier(), 0, "a published READY record is kept");
+        r.unlease(taken);
+        let c = r.claim(other()).unwrap().unwrap();
+        let mut v = Vec::new();
+        r.read_payload(&c, &mut v);
+        assert_eq!(v, b"abc");
+        r.release(c);
+    }
+
+    #[test]
+    fn a_dead_producers_unpublished_ready_record_is_freed() {
+        let h = heap(1, 4096, 16);
+        let r = &h.ring;
+        let mut lease = r.try_lease(0, me()).unwrap().unwrap();
+        let a = r.allocate(&mut lease, 3).unwrap().unwrap();
+        // marked READY, died before the slot CAS
+        r.record(0, a.pos()).state.store(
+            (r.tag(a.pos()) << 32) | (R_READY << 24) | me().record_bits(),
+            Ordering::Relaxed,
+        );
+        drop(lease); // dies holding the lane
+        kill(r, 0);
+        let mut taken = r.try_lease(0, other()).unwrap().unwrap();
+        r.reclaim(&mut taken).unwrap();
+        assert_eq!(taken.frontier(), taken.end(), "orphan READY freed");
+        r.unlease(taken);
+    }
+
+    #[test]
+    fn a_record_a_live_consumer_is_claiming_is_kept_and_a_dead_ones_freed() {
+        let h = heap(1, 4096, 16);
+        let r = &h.ring;
+        assert!(send(r, b"m").unwrap());
+        kill(r, 0); // the producer is gone: only the claim state matters
+        // consumer 2 announced and won the slot, then stopped before READING
+        let v = r.slot(0).load(Ordering::Relaxed);
+        r.participant(2).claim.store(v, Ordering::Relaxed);
+        r.slot(0).store(slot_word(1, 0), Ordering::Relaxed);
+        r.header().deq.hint.store(1, Ordering::Relaxed);
+        let mut lease = r.try_lease(0, other()).unwrap().unwrap();
+        r.reclaim(&mut lease).unwrap();
+        assert_eq!(lease.frontier(), 0, "kept while its claimant lives");
+        kill(r, 2);
+        r.reclaim(&mut lease).unwrap();
+        assert_eq!(
+            lease.frontier(),
+            lease.end(),
+            "freed once its claimant died"
+        );
+        r.unlease(lease);
+    }
+
+    #[test]
+    fn a_dead_readers_record_is_freed_by_the_lane_holder() {
+        let h = heap(1, 4096, 16);
+        let r = &h.ring;
+        assert!(send(r, b"x").unwrap());
+        let reader = Owner {
+            index: 3,
+            generation: 1,
+        };
+        let c = r.claim(reader).unwrap().unwrap();
+        drop(c); // dies mid-read (no release)
+        let mut lease = r.try_lease(0, me()).unwrap().unwrap();
+        r.reclaim(&mut lease).unwrap();
+        assert_eq!(lease.frontier(), 0, "a live reader keeps its record");
+        kill(r, 3);
+        r.reclaim(&mut lease).unwrap();
+        assert_eq!(lease.frontier(), lease.end(), "READING(dead) freed");
+        r.unlease(lease);
     }
 }

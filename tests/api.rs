@@ -678,7 +678,7 @@ fn lane_positions_near_the_end_of_u64_are_corruption_not_overflow() {
     let q = Queue::create(&name, Config::default().capacity_bytes(1 << 16).lanes(1)).unwrap();
     let tx = q.sender().unwrap();
     let rx = q.receiver().unwrap();
-    let lanes_offset = 4864; // 768 + 256 participants * 16, 128-aligned
+    let lanes_offset = 8960; // 768 + 256 participants * 32, 128-aligned
     let f = OpenOptions::new()
         .write(true)
         .open(shm_path(&name))

@@ -34,11 +34,14 @@ pub fn check(name: &str, f: impl Fn() + Sync + Send + 'static) {
 }
 
 /// A fresh ring on the heap: `lanes` lanes of `lane_size` bytes, `slots`
-/// index slots, 4 participant entries.
+/// index slots, and 4 attached participants (see [`owner`]).
 pub fn ring(lanes: u32, lane_size: u64, slots: u32) -> Arc<Ring> {
-    Arc::new(Ring::new_heap(
-        Layout::new(lanes, lane_size, slots, 4).expect("valid model layout"),
-    ))
+    let r = Ring::new_heap(Layout::new(lanes, lane_size, slots, 4).expect("valid model layout"));
+    for i in 0..4 {
+        // participants 0..4 attached (alive, generation 1), as `owner(i)`
+        assert_eq!(r.try_claim_participant(i, 1, 1), Some(owner(i)));
+    }
+    Arc::new(r)
 }
 
 /// Participant `i` (generation 1).
