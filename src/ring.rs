@@ -1390,7 +1390,7 @@ mod tests {
             r.try_lease(0, other()).unwrap().is_none(),
             "a live holder keeps its lease"
         );
-        drop(lease); // the holder dies mid-write (no unlease)
+        let _ = lease; // the holder dies mid-write (no unlease)
         kill(r, 0);
         let mut taken = r.try_lease(0, other()).unwrap().expect("lease taken over");
         assert_eq!(taken.end(), a.pos() + Ring::record_units(100));
@@ -1408,7 +1408,7 @@ mod tests {
         let a = r.allocate(&mut lease, 3).unwrap().unwrap();
         r.write_payload(&lease, &a, b"abc");
         r.publish(&lease, &a).unwrap().unwrap();
-        drop(lease); // dies after publishing, still holding the lane
+        let _ = lease; // dies after publishing, still holding the lane
         kill(r, 0);
         let mut taken = r.try_lease(0, other()).unwrap().unwrap();
         r.reclaim(&mut taken).unwrap();
@@ -1432,7 +1432,7 @@ mod tests {
             (r.tag(a.pos()) << 32) | (R_READY << 24) | me().record_bits(),
             Ordering::Relaxed,
         );
-        drop(lease); // dies holding the lane
+        let _ = lease; // dies holding the lane
         kill(r, 0);
         let mut taken = r.try_lease(0, other()).unwrap().unwrap();
         r.reclaim(&mut taken).unwrap();
@@ -1474,7 +1474,7 @@ mod tests {
             generation: 1,
         };
         let c = r.claim(reader).unwrap().unwrap();
-        drop(c); // dies mid-read (no release)
+        let _ = c; // dies mid-read (no release)
         let mut lease = r.try_lease(0, me()).unwrap().unwrap();
         r.reclaim(&mut lease).unwrap();
         assert_eq!(lease.frontier(), 0, "a live reader keeps its record");
