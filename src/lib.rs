@@ -63,7 +63,7 @@ pub use crate::queue::{
 pub mod __loom {
     pub use crate::layout::{Layout, WaitWord};
     pub use crate::ring::{Allocation, Busy, Claim, LaneLease, Owner, Ring};
-    pub use crate::sync::Wake;
+    pub use crate::sync::{Wake, crash};
 }
 
 /// The README's quick start, compiled and run as a doctest.

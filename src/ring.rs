@@ -562,6 +562,7 @@ impl Ring {
                 return Ok(None);
             }
         }
+        sync::crash_point("lease taken");
         let end = l.end.load(Ordering::Relaxed);
         let frontier = l.frontier.load(Ordering::Relaxed);
         if frontier > end || end - frontier > self.layout.lane_units() || end > MAX_POS {
@@ -578,6 +579,7 @@ impl Ring {
 
     /// Gives the lease back and wakes senders waiting for one.
     pub fn unlease(&self, lease: LaneLease) {
+        sync::crash_point("about to give the lease back");
         let l = self.lane(lease.lane);
         // SYNC: Release pairs with the Acquire CAS in `try_lease`.
         l.owner.store(0, Ordering::Release);
@@ -731,10 +733,12 @@ impl Ring {
     /// * `WRITING(dead producer)`: never published: freed.
     /// * `READING(dead consumer)`: the reader died mid-read: freed (the
     ///   message is delivered at most once).
-    /// * `READY(dead producer)`: published and waiting in the index: kept;
-    ///   being claimed by a live consumer (its announcement names it):
-    ///   kept; claimed by a consumer that died before marking it: freed
-    ///   (at most once); otherwise it was never published: freed.
+    /// * `READY`: published and waiting in the index: kept; being claimed
+    ///   by a live consumer (its announcement names it): kept; claimed by a
+    ///   consumer that died before marking it `READING`: freed (at most
+    ///   once); otherwise its producer died before publishing it: freed.
+    ///   (The caller holds the lease, so no live producer can be between
+    ///   `READY` and its publish on this lane.)
     ///
     /// Every free is a CAS from exactly `s`, done only by the lane's holder
     /// (the only writer that could reuse the space), so it cannot land on
@@ -745,7 +749,9 @@ impl Ring {
         let bits = s & 0xff_ffff;
         let abandoned = match st {
             R_WRITING | R_READING => !self.record_owner_alive(bits),
-            R_READY if self.record_owner_alive(bits) => false,
+            // The caller holds the lane's lease, so no producer is between
+            // marking this record READY and publishing it: it is in the
+            // index, being claimed, or abandoned (whoever produced it).
             R_READY => {
                 let lu = self.layout.lane_units();
                 let r = (u64::from(lane) * lu + (f & (lu - 1)) + 1) as u32;
@@ -833,6 +839,7 @@ impl Ring {
         self.lane(lease.lane)
             .end
             .store(lease.end, Ordering::Release);
+        sync::crash_point("allocated: WRITING, end published");
         Ok(Some(Allocation { pos, len }))
     }
 
@@ -931,6 +938,7 @@ impl Ring {
             (self.tag(a.pos) << 32) | (R_READY << 24) | lease.owner.record_bits(),
             Ordering::Relaxed,
         );
+        sync::crash_point("READY, not yet published");
         let lu = self.layout.lane_units();
         // 1 + the record's arena unit; Layout keeps the arena below 2^32 - 1
         // units, so this never overflows or collides with EMPTY (0).
@@ -949,12 +957,14 @@ impl Ring {
                     .compare_exchange(v, slot_word(lap, r), Ordering::AcqRel, Ordering::Acquire)
                     .is_ok()
                 {
+                    sync::crash_point("published (slot FULL)");
                     let _ = enq.compare_exchange(
                         t,
                         t.wrapping_add(1),
                         Ordering::AcqRel,
                         Ordering::Relaxed,
                     );
+                    sync::crash_point("published, enqueue hint advanced");
                     self.wake(&self.header().data.word, 1);
                     return Ok(Ok(()));
                 }
@@ -1001,6 +1011,7 @@ impl Ring {
                 // producer's records never mistakes this one for an orphan.
                 let announce = &self.participant(me.index).claim;
                 announce.store(v, Ordering::Relaxed);
+                sync::crash_point("claim announced");
                 // FULL(t): the winner of this CAS owns the record.
                 // SYNC: AcqRel: Acquire as above; Release hands the slot back
                 // to the producer of ticket t + N.
@@ -1018,6 +1029,7 @@ impl Ring {
                     announce.store(0, Ordering::Relaxed);
                     continue;
                 }
+                sync::crash_point("slot claimed (EMPTY), record not yet READING");
                 let _ =
                     deq.compare_exchange(t, t.wrapping_add(1), Ordering::AcqRel, Ordering::Relaxed);
                 // Read the record before waking senders, so that the Acquire
@@ -1027,7 +1039,9 @@ impl Ring {
                 let c = self.take_record(slot_ref(v), me).map(Some);
                 // SYNC: Release: the READING store happens-before a holder
                 // that sees the announcement gone.
+                sync::crash_point("record READING, announcement still set");
                 announce.store(0, Ordering::Release);
+                sync::crash_point("record READING, announcement cleared");
                 self.wake(&self.header().space.word, u32::MAX);
                 return c;
             }
@@ -1102,8 +1116,10 @@ impl Ring {
         let h = self.record(c.lane, c.offset);
         // SYNC: Release pairs with the Acquire load in `reclaim`: our reads
         // of the payload happen-before the lane holder reuses it.
+        sync::crash_point("about to release");
         h.state
             .store((c.tag << 32) | (R_FREE << 24), Ordering::Release);
+        sync::crash_point("released (FREE)");
         self.wake(&self.header().space.word, u32::MAX);
     }
 

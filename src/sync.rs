@@ -101,3 +101,51 @@ pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, _deadline: Duration) -
 pub(crate) fn futex_wake(word: &AtomicU32, _n: u32) {
     futex_model::wake(word)
 }
+
+/// A point in the protocol where a participant may be killed (after the
+/// step named `_step` is done). Nothing outside loom; under loom, the crash
+/// injection of the models (see [`crash`]).
+#[cfg(not(loom))]
+#[inline(always)]
+pub(crate) fn crash_point(_step: &'static str) {}
+
+#[cfg(loom)]
+pub(crate) use crash::point as crash_point;
+
+/// Crash injection for the loom models: a thread armed with `arm(k)`
+/// unwinds with a [`crash::Crashed`] payload at its k-th crash point, as if
+/// the process had been SIGKILLed right after that step. Ring types have no
+/// destructors, so unwinding releases nothing: what it held stays held.
+#[cfg(loom)]
+pub mod crash {
+    use std::cell::Cell;
+
+    /// The panic payload of an injected crash: the step done last.
+    #[derive(Debug, Clone, Copy)]
+    pub struct Crashed(pub &'static str);
+
+    loom::thread_local! {
+        static BUDGET: Cell<Option<u32>> = Cell::new(None);
+    }
+
+    /// Crash the calling (loom) thread right after its `k`-th crash point.
+    pub fn arm(k: u32) {
+        BUDGET.with(|b| b.set(Some(k)));
+    }
+
+    /// Called by the ring after each step of the protocol.
+    pub fn point(step: &'static str) {
+        let crash = BUDGET.with(|b| match b.get() {
+            Some(0) => true,
+            Some(n) => {
+                b.set(Some(n - 1));
+                false
+            }
+            None => false,
+        });
+        if crash {
+            BUDGET.with(|b| b.set(None));
+            std::panic::panic_any(Crashed(step));
+        }
+    }
+}
