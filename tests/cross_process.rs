@@ -401,3 +401,44 @@ fn a_forked_child_re_registers_and_does_not_keep_its_dead_parent_alive() {
     let delay = killed.elapsed();
     assert!(delay < Duration::from_secs(1), "noticed after {delay:?}");
 }
+
+#[test]
+fn another_user_gets_permission_denied_on_a_private_queue() {
+    const TEST: &str = "another_user_gets_permission_denied_on_a_private_queue";
+    if child_role().is_some() {
+        // the child drops to user and group "nobody" (65534), then opens
+        // SAFETY: plain syscalls on our own credentials.
+        let dropped = unsafe { libc::setgid(65534) == 0 && libc::setuid(65534) == 0 };
+        assert!(dropped, "could not drop privileges");
+        let name = std::env::var("SHMQ_NAME").unwrap();
+        match Queue::open(&name) {
+            Err(shmq::OpenError::PermissionDenied { name: n }) => {
+                assert_eq!(n, name);
+                std::process::exit(0);
+            }
+            other => panic!("expected PermissionDenied, got {other:?}"),
+        }
+    }
+    // SAFETY: getuid has no preconditions.
+    if unsafe { libc::getuid() } != 0 {
+        // Only root can become another user here; as any other user the
+        // same refusal is what `open` of someone else's 0600 file gives.
+        eprintln!("not root: checking the refusal on a mode-000 file instead");
+        let name = TempName::new("perm");
+        let _q =
+            Queue::create(&name, Config::default().capacity_bytes(1 << 16).mode(0o000)).unwrap();
+        assert!(matches!(
+            Queue::open(&name),
+            Err(shmq::OpenError::PermissionDenied { .. })
+        ));
+        return;
+    }
+    let name = TempName::new("perm");
+    let _q = Queue::create(&name, Config::default().capacity_bytes(1 << 16)).unwrap();
+    let mut child = spawn_role(TEST, "other_user", &[("SHMQ_NAME", name.0.clone())]);
+    let st = wait_or_kill(&mut child, Duration::from_secs(60), "unprivileged opener");
+    assert!(
+        st.success(),
+        "the unprivileged child did not get PermissionDenied: {st}"
+    );
+}
