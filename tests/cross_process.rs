@@ -407,8 +407,11 @@ fn another_user_gets_permission_denied_on_a_private_queue() {
     const TEST: &str = "another_user_gets_permission_denied_on_a_private_queue";
     if child_role().is_some() {
         // the child drops to user and group "nobody" (65534), then opens
-        // SAFETY: plain syscalls on our own credentials.
-        let dropped = unsafe { libc::setgid(65534) == 0 && libc::setuid(65534) == 0 };
+        // SAFETY: plain syscall on our own credentials.
+        let group = unsafe { libc::setgid(65534) };
+        // SAFETY: as above.
+        let user = unsafe { libc::setuid(65534) };
+        let dropped = group == 0 && user == 0;
         assert!(dropped, "could not drop privileges");
         let name = std::env::var("SHMQ_NAME").unwrap();
         match Queue::open(&name) {
