@@ -205,7 +205,7 @@ impl Shared {
             };
             let byte = PARTICIPANT_LOCK_BASE + u64::from(i);
             if let Ok(false) = self.file.byte_locked_by_other(byte)
-                && let Some(role) = self.ring.retire_participant(i, w)
+                && let Some(role) = self.ring.reap_participant(i, w)
             {
                 self.after_retire(role);
             }

@@ -733,12 +733,13 @@ impl Ring {
     /// * `WRITING(dead producer)`: never published: freed.
     /// * `READING(dead consumer)`: the reader died mid-read: freed (the
     ///   message is delivered at most once).
-    /// * `READY`: published and waiting in the index: kept; being claimed
-    ///   by a live consumer (its announcement names it): kept; claimed by a
-    ///   consumer that died before marking it `READING`: freed (at most
-    ///   once); otherwise its producer died before publishing it: freed.
-    ///   (The caller holds the lease, so no live producer can be between
-    ///   `READY` and its publish on this lane.)
+    /// * `READY(dead producer)`: published and waiting in the index: kept;
+    ///   being claimed by a live consumer (its announcement names it):
+    ///   kept; otherwise never published, or claimed by a consumer that
+    ///   died before marking it `READING`: freed (at most once).
+    /// * `READY(live producer)`: kept. If a consumer claimed it and died
+    ///   before marking it `READING`, [`reap_participant`](Self::reap_participant)
+    ///   frees it.
     ///
     /// Every free is a CAS from exactly `s`, done only by the lane's holder
     /// (the only writer that could reuse the space), so it cannot land on
@@ -749,9 +750,12 @@ impl Ring {
         let bits = s & 0xff_ffff;
         let abandoned = match st {
             R_WRITING | R_READING => !self.record_owner_alive(bits),
-            // The caller holds the lane's lease, so no producer is between
-            // marking this record READY and publishing it: it is in the
-            // index, being claimed, or abandoned (whoever produced it).
+            // A live producer's READY record is published (or its producer
+            // is publishing it); one claimed by a consumer that died before
+            // marking it READING is freed when that consumer is reaped
+            // (`reap_participant`), not here: this keeps reclaim O(1) while
+            // published messages wait at the frontier.
+            R_READY if self.record_owner_alive(bits) => false,
             R_READY => {
                 let lu = self.layout.lane_units();
                 let r = (u64::from(lane) * lu + (f & (lu - 1)) + 1) as u32;
@@ -770,6 +774,45 @@ impl Ring {
                     Ordering::Acquire,
                 )
                 .is_ok()
+    }
+
+    /// Retires dead participant `i` (whose alive word is `word`), like
+    /// [`retire_participant`](Self::retire_participant), and then frees the
+    /// record it had claimed but not yet marked `READING`, if any: a
+    /// `READY` record that its announcement names, that no index slot
+    /// refers to and that no live participant announces (at most once).
+    /// The CAS is from the exact state word: a `READY` record is never
+    /// reused before it is `FREE`, and a reused one has another lap tag.
+    pub fn reap_participant(&self, i: u32, word: u64) -> Option<u32> {
+        let announced = self.participant(i).claim.load(Ordering::Acquire);
+        let role = self.retire_participant(i, word)?;
+        if announced != 0 {
+            self.free_claimed_orphan(slot_ref(announced));
+        }
+        Some(role)
+    }
+
+    fn free_claimed_orphan(&self, r: u32) {
+        let lu = self.layout.lane_units();
+        let unit = u64::from(r).wrapping_sub(1);
+        let lane = unit / lu;
+        if r == 0 || lane >= u64::from(self.layout.lane_count) {
+            return; // not a record reference (a hostile value)
+        }
+        let (lane, offset) = (lane as u32, unit & (lu - 1));
+        let h = self.record(lane, offset);
+        let s = h.state.load(Ordering::Acquire);
+        if (s >> 24) & 0xff == R_READY
+            && !self.index_refers_to(r)
+            && !self.claimed_by_live_consumer(r)
+        {
+            let _ = h.state.compare_exchange(
+                s,
+                (s & !0xffff_ffff) | (R_FREE << 24),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            );
+        }
     }
 
     /// Whether some index slot holds a published (FULL) reference to `r`.
@@ -1386,7 +1429,7 @@ mod tests {
             },
             ROLE_SENDER,
         );
-        assert_eq!(r.retire_participant(index, w), Some(ROLE_SENDER));
+        assert_eq!(r.reap_participant(index, w), Some(ROLE_SENDER));
     }
 
     fn other() -> Owner {

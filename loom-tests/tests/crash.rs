@@ -50,7 +50,7 @@ fn dying<T>(k: u32, f: impl FnOnce() -> T) -> Result<T, &'static str> {
 /// What the reaper does once the participant's liveness lock is gone.
 fn reap(r: &Ring, index: u32) {
     assert!(
-        r.retire_participant(index, Ring::alive_word(owner(index), 1))
+        r.reap_participant(index, Ring::alive_word(owner(index), 1))
             .is_some()
     );
 }
