@@ -55,6 +55,12 @@ pub enum OpenError {
     /// The region is not a valid shmq queue (wrong magic, inconsistent
     /// header, truncated file, creator died while initialising, ...).
     Corrupted(String),
+    /// The region's creator died while creating it: it was never
+    /// initialised. `Queue::create_or_open` replaces such a region.
+    Abandoned {
+        /// The name asked for.
+        name: String,
+    },
     /// `/dev/shm` has too little free space to reserve the region.
     NoSpace {
         /// Bytes the region needs.
@@ -106,6 +112,12 @@ impl fmt::Display for OpenError {
             Self::Corrupted(why) => write!(
                 f,
                 "the region is not a valid shmq queue: {why}; unlink it and create it again"
+            ),
+            Self::Abandoned { name } => write!(
+                f,
+                "the queue {name:?} was never initialised: its creator died while creating \
+                 it; remove it with Queue::unlink, or use Queue::create_or_open, which \
+                 replaces it"
             ),
             Self::NoSpace { needed, available } => write!(
                 f,

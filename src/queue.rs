@@ -400,18 +400,22 @@ impl Queue {
                 INIT_WAIT_UNLOCKED
             };
             if waited > limit {
-                return Err(OpenError::Corrupted(if locked {
-                    "its creator has been initialising it for too long".into()
+                return Err(if locked {
+                    OpenError::Corrupted("its creator has been initialising it for too long".into())
                 } else {
-                    "it was never initialised: its creator died while creating it".into()
-                }));
+                    OpenError::Abandoned {
+                        name: bare.to_owned(),
+                    }
+                });
             }
             std::thread::sleep(Duration::from_millis(1));
         }
     }
 
     /// Opens `name` if it exists, else creates it with `config`. Safe to race
-    /// from many processes: exactly one creates.
+    /// from many processes: exactly one creates. A region whose creator
+    /// died while creating it ([`OpenError::Abandoned`]) is removed and
+    /// created anew (by exactly one of the racing processes).
     ///
     /// # Errors
     /// As [`Queue::create`] and [`Queue::open`].
@@ -423,6 +427,10 @@ impl Queue {
             }
             match Self::open(name) {
                 Err(OpenError::NotFound { .. }) => continue, // unlinked meanwhile
+                Err(OpenError::Abandoned { .. }) => {
+                    Self::remove_abandoned(sys::validate_name(name)?)?;
+                    continue;
+                }
                 Ok(mut q) => {
                     q.wait = config.wait;
                     return Ok(q);
@@ -430,6 +438,35 @@ impl Queue {
                 other => return other,
             }
         }
+    }
+
+    /// Removes the region `bare` if it is still the same abandoned
+    /// (never initialised, nobody initialising) file. Of several processes
+    /// doing this at once, the one holding the init lock decides; the
+    /// others find the lock taken or the name replaced, and start over.
+    fn remove_abandoned(bare: &str) -> Result<(), OpenError> {
+        let file = match ShmFile::open(bare) {
+            Err(OpenError::NotFound { .. }) => return Ok(()),
+            other => other?,
+        };
+        if !file.try_lock_byte(INIT_LOCK_BYTE).map_err(OpenError::Io)? {
+            return Ok(()); // a creator or another taker is at work
+        }
+        let ready = file
+            .read_u32_at(std::mem::offset_of!(crate::layout::ConfigLine, init_state) as u64)
+            .unwrap_or(0)
+            == INIT_READY;
+        // A young file may be a new creator's, caught between its
+        // `openat` and its init lock; an abandoned one has been waited on
+        // for INIT_WAIT_UNLOCKED already.
+        let old = file.changed_ago().is_ok_and(|a| a >= INIT_WAIT_UNLOCKED);
+        if !ready && old && sys::same_file_at_name(&file, bare).unwrap_or(false) {
+            match sys::unlink(bare) {
+                Ok(()) | Err(OpenError::NotFound { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
     }
 
     /// Removes the name `name` from `/dev/shm`. Processes that have the queue

@@ -140,7 +140,7 @@ fn open_of_a_region_whose_creator_died_is_reported() {
     let start = Instant::now();
     let e = Queue::open(&name).unwrap_err();
     assert!(
-        matches!(&e, OpenError::Corrupted(why) if why.contains("never initialised")),
+        matches!(&e, OpenError::Abandoned { .. }) && e.to_string().contains("never initialised"),
         "{e}"
     );
     assert!(
@@ -694,4 +694,36 @@ fn lane_positions_near_the_end_of_u64_are_corruption_not_overflow() {
         rx.try_recv_into(&mut Vec::new()),
         Err(TryRecvError::Empty)
     ));
+}
+
+#[test]
+fn create_or_open_replaces_a_region_whose_creator_died() {
+    let name = TempName::new("takeover");
+    let f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(shm_path(&name))
+        .unwrap();
+    f.set_len(1 << 16).unwrap(); // never initialised, nobody initialising
+    drop(f);
+    // several processes' worth of racing takers: all end on one queue
+    let qs: Vec<Queue> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..3)
+            .map(|_| {
+                s.spawn(|| {
+                    Queue::create_or_open(&name, Config::default().capacity_bytes(1 << 16)).unwrap()
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let tx = qs[0].sender().unwrap();
+    let mut rx = qs[2].receiver().unwrap();
+    tx.send(b"replaced").unwrap();
+    assert_eq!(
+        &*rx.recv_timeout(Duration::from_secs(5)).unwrap(),
+        b"replaced"
+    );
+    let again = Queue::open(&name).unwrap();
+    assert_eq!(again.capacity_bytes(), 1 << 16);
 }

@@ -154,6 +154,26 @@ impl ShmFile {
         Ok(Self { fd })
     }
 
+    /// Reads a little-endian `u32` at byte `offset` (short file: an error).
+    pub(crate) fn read_u32_at(&self, offset: u64) -> io::Result<u32> {
+        let mut b = [0u8; 4];
+        let n = rustix::io::pread(&self.fd, &mut b, offset)?;
+        if n != 4 {
+            return Err(io::Error::from(io::ErrorKind::UnexpectedEof));
+        }
+        Ok(u32::from_le_bytes(b))
+    }
+
+    /// How long ago the object's inode last changed (creation, resize,
+    /// mode): a freshly created region is young.
+    pub(crate) fn changed_ago(&self) -> io::Result<Duration> {
+        let st = fs::fstat(&self.fd)?;
+        let changed = Duration::new(st.st_ctime as u64, st.st_ctime_nsec as u32);
+        let now = rustix::time::clock_gettime(ClockId::Realtime);
+        let now = Duration::new(now.tv_sec as u64, now.tv_nsec as u32);
+        Ok(now.saturating_sub(changed))
+    }
+
     /// The current size of the object in bytes.
     pub(crate) fn size(&self) -> io::Result<u64> {
         Ok(fs::fstat(&self.fd)?.st_size as u64)
@@ -263,6 +283,14 @@ impl Drop for LockFile {
         // SAFETY: dropped exactly once, here, and never used afterwards.
         unsafe { std::mem::ManuallyDrop::drop(&mut self.file) };
     }
+}
+
+/// Whether `/dev/shm/name` is (still) the object `file` has open.
+pub(crate) fn same_file_at_name(file: &ShmFile, name: &str) -> io::Result<bool> {
+    let dir = shm_dir()?;
+    let at = fs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW)?;
+    let open = fs::fstat(&file.fd)?;
+    Ok(at.st_dev == open.st_dev && at.st_ino == open.st_ino)
 }
 
 /// Removes `name` from `/dev/shm`. Mappings that exist stay valid.
