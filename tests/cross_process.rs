@@ -445,3 +445,50 @@ fn another_user_gets_permission_denied_on_a_private_queue() {
         "the unprivileged child did not get PermissionDenied: {st}"
     );
 }
+
+#[test]
+fn a_docker_sized_dev_shm_gives_no_space_with_the_figures() {
+    const TEST: &str = "a_docker_sized_dev_shm_gives_no_space_with_the_figures";
+    if child_role().is_some() {
+        // inside a private mount namespace with a 64 MiB /dev/shm
+        let name = format!("shmq-test-docker-{}", std::process::id());
+        match Queue::create(&name, Config::default()) {
+            Err(e @ shmq::OpenError::NoSpace { needed, available }) => {
+                assert!(needed > available, "{needed} <= {available}");
+                assert!(available <= 64 << 20);
+                assert!(e.to_string().contains("--shm-size"), "{e}");
+                assert!(
+                    std::fs::metadata(format!("/dev/shm/{name}")).is_err(),
+                    "a failed create left a file behind"
+                );
+            }
+            other => panic!("expected NoSpace, got {other:?}"),
+        }
+        // a queue that fits is fine, and its memory is really reserved
+        let q = Queue::create(&name, Config::default().capacity_bytes(32 << 20)).unwrap();
+        let tx = q.sender().unwrap();
+        let rx = q.receiver().unwrap();
+        tx.send(&vec![1u8; q.max_message()]).unwrap();
+        let mut buf = Vec::new();
+        rx.recv_into(&mut buf).unwrap();
+        Queue::unlink(&name).unwrap();
+        return;
+    }
+    // The test needs root and mount namespaces (as on CI): Docker's 64 MB
+    // /dev/shm, reproduced without touching the host's.
+    let exe = std::env::current_exe().unwrap();
+    let script = format!(
+        "mount -t tmpfs -o size=64m tmpfs /dev/shm && exec {} {TEST} --exact --nocapture --test-threads=1",
+        exe.display()
+    );
+    let st = std::process::Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-c", &script])
+        .env(common::ROLE_VAR, "docker")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .status();
+    match st {
+        Ok(st) => assert!(st.success(), "the child in a 64 MiB /dev/shm failed: {st}"),
+        Err(e) => panic!("unshare is needed for this test (root, util-linux): {e}"),
+    }
+}
