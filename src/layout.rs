@@ -139,9 +139,10 @@ pub(crate) struct Header {
 #[derive(Debug, Default)]
 pub(crate) struct Participant {
     pub word: AtomicU64,
-    /// The slot word this participant is claiming (0: none): set before
-    /// the claim CAS, cleared once the record is marked `READING`, so a
-    /// lane holder can tell a record being claimed from an orphan.
+    /// The record this participant is claiming (0: none), as its lap tag
+    /// and slot ref: set before the claim CAS, cleared once the record is
+    /// marked `READING`, so that recovery can tell a record being claimed
+    /// from an orphan, and free the one a dead claimer left.
     pub claim: AtomicU64,
     pub pid: AtomicU32,
     pub _reserved: AtomicU32,

@@ -91,6 +91,14 @@ const fn slot_ref(v: u64) -> u32 {
     v as u32
 }
 
+/// A consumer's claim announcement: the record's lap tag above, its ref
+/// (1 + arena unit) below. The tag makes it name one record, not one place
+/// in the arena: a stale announcement can never match a record written
+/// later at the same offset.
+const fn announcement(tag: u64, r: u32) -> u64 {
+    (tag << 32) | r as u64
+}
+
 /// Why a publish or an allocation could not complete now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Busy {
@@ -269,7 +277,7 @@ impl Ring {
     ) -> Self {
         let lane_shift = layout.lane_units().trailing_zeros();
         let n = u64::from(layout.slot_count);
-        let per_line = 128 / std::mem::size_of::<Slot>() as u64; // 8
+        let per_line = 128 / std::mem::size_of::<Slot>() as u64; // 16
         let (remap_shift, remap_lines_mask) = if n >= per_line * 2 {
             let lines = n / per_line;
             (lines.trailing_zeros(), lines - 1)
@@ -338,7 +346,7 @@ impl Ring {
         let off = self.layout.participants_offset
             + u64::from(i) * std::mem::size_of::<Participant>() as u64;
         // SAFETY: `i` is in range, so the entry lies inside the table, which
-        // `Layout` placed inside the mapping, 16-byte aligned; atomics only.
+        // `Layout` placed inside the mapping, 32-byte aligned; atomics only.
         unsafe { self.at(off as usize) }
     }
 
@@ -425,6 +433,33 @@ impl Ring {
     /// offset within the lane (unique for 2^32 laps).
     fn record_id(&self, pos: u64) -> u64 {
         (self.tag(pos) << 32) | (pos & (self.layout.lane_units() - 1))
+    }
+
+    /// The ref a slot carries for the record at `pos` of `lane`: 1 + its
+    /// arena unit. `Layout` keeps the arena below 2^32 - 1 units, so this
+    /// never overflows or collides with `EMPTY` (0).
+    fn record_ref(&self, lane: u32, pos: u64) -> u32 {
+        let lu = self.layout.lane_units();
+        (u64::from(lane) * lu + (pos & (lu - 1)) + 1) as u32
+    }
+
+    /// The lane and offset a ref names, or `None` if it names no record
+    /// (0, or a lane that does not exist: a corrupted value).
+    fn ref_location(&self, r: u32) -> Option<(u32, u64)> {
+        let lu = self.layout.lane_units();
+        let unit = u64::from(r).checked_sub(1)?;
+        let lane = unit / lu;
+        (lane < u64::from(self.layout.lane_count)).then_some((lane as u32, unit & (lu - 1)))
+    }
+
+    /// The lap tag of the live record at `offset` of `lane`, from the lane's
+    /// frontier alone (no arena read): a live record lies in
+    /// `[frontier, frontier + lane size)`, where exactly one position has
+    /// this offset. Only meaningful for a record that is live.
+    fn live_tag(&self, lane: u32, offset: u64) -> u64 {
+        let lu = self.layout.lane_units();
+        let f = self.lane(lane).frontier.load(Ordering::Acquire);
+        self.tag(f + (offset.wrapping_sub(f) & (lu - 1)))
     }
 
     /// The lap of ticket `t` (its slot's tag).
@@ -757,9 +792,9 @@ impl Ring {
             // published messages wait at the frontier.
             R_READY if self.record_owner_alive(bits) => false,
             R_READY => {
-                let lu = self.layout.lane_units();
-                let r = (u64::from(lane) * lu + (f & (lu - 1)) + 1) as u32;
-                !self.index_refers_to(r) && !self.claimed_by_live_consumer(r)
+                let r = self.record_ref(lane, f);
+                !self.index_refers_to(r)
+                    && !self.claimed_by_live_consumer(announcement(self.tag(f), r))
             }
             _ => false,
         };
@@ -787,24 +822,25 @@ impl Ring {
         let announced = self.participant(i).claim.load(Ordering::Acquire);
         let role = self.retire_participant(i, word)?;
         if announced != 0 {
-            self.free_claimed_orphan(slot_ref(announced));
+            self.free_claimed_orphan(announced);
         }
         Some(role)
     }
 
-    fn free_claimed_orphan(&self, r: u32) {
-        let lu = self.layout.lane_units();
-        let unit = u64::from(r).wrapping_sub(1);
-        let lane = unit / lu;
-        if r == 0 || lane >= u64::from(self.layout.lane_count) {
-            return; // not a record reference (a hostile value)
-        }
-        let (lane, offset) = (lane as u32, unit & (lu - 1));
+    /// Frees the record a dead consumer's announcement names, if it is still
+    /// that record (same lap tag), `READY`, out of the index and announced
+    /// by no live participant.
+    fn free_claimed_orphan(&self, announced: u64) {
+        let r = slot_ref(announced);
+        let Some((lane, offset)) = self.ref_location(r) else {
+            return; // names no record (a hostile value)
+        };
         let h = self.record(lane, offset);
         let s = h.state.load(Ordering::Acquire);
-        if (s >> 24) & 0xff == R_READY
+        if s >> 32 == announced >> 32
+            && (s >> 24) & 0xff == R_READY
             && !self.index_refers_to(r)
-            && !self.claimed_by_live_consumer(r)
+            && !self.claimed_by_live_consumer(announced)
         {
             let _ = h.state.compare_exchange(
                 s,
@@ -825,12 +861,12 @@ impl Ring {
         })
     }
 
-    /// Whether a live participant announces a claim of record `r`.
-    fn claimed_by_live_consumer(&self, r: u32) -> bool {
+    /// Whether a live participant makes this claim `announced`.
+    fn claimed_by_live_consumer(&self, announced: u64) -> bool {
         (0..self.layout.participant_count).any(|i| {
             let p = self.participant(i);
-            let c = p.claim.load(Ordering::Acquire);
-            c != 0 && slot_ref(c) == r && p.word.load(Ordering::Acquire) & 0xff == P_ALIVE
+            p.claim.load(Ordering::Acquire) == announced
+                && p.word.load(Ordering::Acquire) & 0xff == P_ALIVE
         })
     }
 
@@ -982,10 +1018,7 @@ impl Ring {
             Ordering::Relaxed,
         );
         sync::crash_point("READY, not yet published");
-        let lu = self.layout.lane_units();
-        // 1 + the record's arena unit; Layout keeps the arena below 2^32 - 1
-        // units, so this never overflows or collides with EMPTY (0).
-        let r = (u64::from(lease.lane) * lu + (a.pos & (lu - 1)) + 1) as u32;
+        let r = self.record_ref(lease.lane, a.pos);
         let enq = &self.header().enq.hint;
         let mut helped = 0u32;
         loop {
@@ -1052,8 +1085,12 @@ impl Ring {
                 // Announce the claim first (ordered before the CAS by its
                 // Release), so that a lane holder recovering a dead
                 // producer's records never mistakes this one for an orphan.
+                let r = slot_ref(v);
+                let tag = self
+                    .ref_location(r)
+                    .map_or(0, |(lane, offset)| self.live_tag(lane, offset));
                 let announce = &self.participant(me.index).claim;
-                announce.store(v, Ordering::Relaxed);
+                announce.store(announcement(tag, r), Ordering::Relaxed);
                 sync::crash_point("claim announced");
                 // FULL(t): the winner of this CAS owns the record.
                 // SYNC: AcqRel: Acquire as above; Release hands the slot back
@@ -1079,7 +1116,7 @@ impl Ring {
                 // above is what orders the record's reads (the wake's SeqCst
                 // fence would otherwise mask a missing Acquire; see
                 // docs/verification.md).
-                let c = self.take_record(slot_ref(v), me).map(Some);
+                let c = self.take_record(r, me).map(Some);
                 // SYNC: Release: the READING store happens-before a holder
                 // that sees the announcement gone.
                 sync::crash_point("record READING, announcement still set");
@@ -1108,13 +1145,9 @@ impl Ring {
     /// Validates the record a won claim refers to and marks it `READING`.
     fn take_record(&self, r: u32, me: Owner) -> Result<Claim, Corruption> {
         let lu = self.layout.lane_units();
-        let unit = u64::from(r) - 1; // r != 0: FULL
-        let lane = unit / lu;
-        if lane >= u64::from(self.layout.lane_count) {
-            return Err(Corruption("a slot refers to a lane that does not exist"));
-        }
-        let lane = lane as u32;
-        let offset = unit & (lu - 1);
+        let (lane, offset) = self
+            .ref_location(r)
+            .ok_or(Corruption("a slot refers to a lane that does not exist"))?;
         let h = self.record(lane, offset);
         let s = h.state.load(Ordering::Acquire);
         // The slot CAS made this record ours; only its lap tag is not known
@@ -1507,7 +1540,8 @@ mod tests {
         kill(r, 0); // the producer is gone: only the claim state matters
         // consumer 2 announced and won the slot, then stopped before READING
         let v = r.slot(0).load(Ordering::Relaxed);
-        r.participant(2).claim.store(v, Ordering::Relaxed);
+        let ann = announcement(r.live_tag(0, 0), slot_ref(v));
+        r.participant(2).claim.store(ann, Ordering::Relaxed);
         r.slot(0).store(slot_word(1, 0), Ordering::Relaxed);
         r.header().deq.hint.store(1, Ordering::Relaxed);
         let mut lease = r.try_lease(0, other()).unwrap().unwrap();
@@ -1541,5 +1575,38 @@ mod tests {
         r.reclaim(&mut lease).unwrap();
         assert_eq!(lease.frontier(), lease.end(), "READING(dead) freed");
         r.unlease(lease);
+    }
+
+    #[test]
+    fn a_stale_announcement_never_frees_a_later_record_at_the_same_offset() {
+        let h = heap(1, 4096, 16);
+        let r = &h.ring;
+        // consumer 2 announced the record at offset 0, lap 0, then lost
+        // (or finished) and died before withdrawing the announcement
+        assert!(send(r, b"old").unwrap());
+        let stale = announcement(r.live_tag(0, 0), r.record_ref(0, 0));
+        assert_eq!(recv(r).unwrap(), b"old");
+        r.participant(2).claim.store(stale, Ordering::Relaxed);
+        // the lane wraps: a new record at offset 0 (lap 1) is READY and its
+        // producer is about to publish it
+        let mut lease = r.try_lease(0, me()).unwrap().unwrap();
+        while lease.end() < 64 {
+            let a = r.allocate(&mut lease, 0).unwrap().unwrap();
+            r.publish(&lease, &a).unwrap().unwrap();
+            r.release(r.claim(other()).unwrap().unwrap());
+        }
+        let a = r.allocate(&mut lease, 3).unwrap().unwrap();
+        assert_eq!(a.pos(), 64, "same offset, next lap");
+        let ready = (r.tag(64) << 32) | (R_READY << 24) | me().record_bits();
+        r.record(0, 64).state.store(ready, Ordering::Relaxed);
+        kill(r, 2);
+        assert_eq!(
+            r.record(0, 64).state.load(Ordering::Relaxed),
+            ready,
+            "the reaper freed a record its stale announcement did not name"
+        );
+        assert!(r.publish(&lease, &a).unwrap().is_ok());
+        r.unlease(lease);
+        assert!(recv(r).is_some());
     }
 }
