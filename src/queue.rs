@@ -158,15 +158,16 @@ const HELD_MAX: usize = 16;
 type HeldEntry = Option<(usize, u32, u64)>;
 
 thread_local! {
-    static HELD: std::cell::Cell<[HeldEntry; HELD_MAX]> =
-        const { std::cell::Cell::new([None; HELD_MAX]) };
+    static HELD: std::cell::RefCell<[HeldEntry; HELD_MAX]> =
+        const { std::cell::RefCell::new([None; HELD_MAX]) };
 }
 
+/// Updates this thread's table in place (it is on the `recv` path: no copy).
 fn held_update(f: impl FnOnce(&mut [HeldEntry; HELD_MAX])) {
     let _ = HELD.try_with(|h| {
-        let mut v = h.get();
-        f(&mut v);
-        h.set(v);
+        if let Ok(mut table) = h.try_borrow_mut() {
+            f(&mut table);
+        }
     });
 }
 
@@ -191,12 +192,13 @@ struct Shared {
 impl Shared {
     /// Frees the participant entries of dead processes (their liveness lock
     /// is gone) and wakes the other side if a role count reached zero.
-    /// Rate-limited to one scan per [`REAP_INTERVAL`] per process.
-    fn reap(&self, force: bool) {
+    /// Rate-limited to one scan per [`REAP_INTERVAL`] per process unless
+    /// `force`d; returns whether it scanned.
+    fn reap(&self, force: bool) -> bool {
         let now = sync::now().as_nanos() as u64;
         let last = self.last_reap.load(Ordering::Relaxed);
         if !force && now.saturating_sub(last) < REAP_INTERVAL.as_nanos() as u64 {
-            return;
+            return false;
         }
         self.last_reap.store(now, Ordering::Relaxed);
         for i in 0..self.ring.layout().participant_count {
@@ -210,6 +212,7 @@ impl Shared {
                 self.after_retire(role);
             }
         }
+        true
     }
 
     fn after_retire(&self, role: u32) {
@@ -232,7 +235,9 @@ impl Shared {
     /// thread has received and not dropped: waiting for room would never end.
     fn pinned_by_this_thread(&self, need: u64) -> bool {
         let key = self.key();
-        let held = HELD.try_with(|h| h.get()).unwrap_or([None; HELD_MAX]);
+        let held = HELD
+            .try_with(|h| h.try_borrow().map_or([None; HELD_MAX], |t| *t))
+            .unwrap_or([None; HELD_MAX]);
         if !held.iter().flatten().any(|e| e.0 == key) {
             return false;
         }
@@ -247,19 +252,20 @@ impl Shared {
 
     /// Every receiver that ever attached is gone (fast check on the counts).
     fn receivers_gone(&self) -> bool {
-        self.role_gone(ROLE_RECEIVER, false)
+        self.role_gone(ROLE_RECEIVER, Check::Counts)
     }
 
     /// Every sender that ever attached is gone (fast check on the counts).
     fn senders_gone(&self) -> bool {
-        self.role_gone(ROLE_SENDER, false)
+        self.role_gone(ROLE_SENDER, Check::Counts)
     }
 
     /// Whether every participant of `role` that ever attached is gone. The
-    /// shared count is never too low, so zero is final; with `exact`, a
-    /// count left too high by a process killed mid-registration is seen
-    /// through by scanning the table (after reaping dead entries).
-    fn role_gone(&self, role: u32, exact: bool) -> bool {
+    /// shared count is never too low, so zero is final. A count left too
+    /// high by a process killed mid-registration is seen through by reaping
+    /// dead entries and scanning the table: each time the rate-limited reap
+    /// runs ([`Check::Reap`]), or now ([`Check::Now`]).
+    fn role_gone(&self, role: u32, check: Check) -> bool {
         let (senders, receivers, ever) = self.ring.role_counts();
         if ever & role == 0 {
             return false;
@@ -272,11 +278,24 @@ impl Shared {
         if count == 0 {
             return true;
         }
-        exact && {
-            self.reap(false);
-            self.ring.alive_count(role) == 0
-        }
+        let scanned = match check {
+            Check::Counts => false,
+            Check::Reap => self.reap(false),
+            Check::Now => self.reap(true),
+        };
+        scanned && self.ring.alive_count(role) == 0
     }
+}
+
+/// How hard [`Shared::role_gone`] looks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Check {
+    /// The shared counts only (the hot path).
+    Counts,
+    /// Also reap and scan the table, if the rate-limited reap is due.
+    Reap,
+    /// Reap and scan now.
+    Now,
 }
 
 /// A named queue in `/dev/shm`, mapped into this process.
@@ -705,20 +724,24 @@ impl Handle {
         };
         let now = sync::now();
         if deadline.is_some_and(|d| now >= d) {
-            return Err(if self.shared.role_gone(peers, true) {
+            return Err(if self.shared.role_gone(peers, Check::Reap) {
                 Fail::Disconnected
             } else {
                 Fail::Timeout
             });
         }
         match self.wait {
-            WaitStrategy::Spin => {
-                std::hint::spin_loop();
-                return self.check_peers_now_and_then(peers);
-            }
-            WaitStrategy::Yield => {
-                std::thread::yield_now();
-                return self.check_peers_now_and_then(peers);
+            WaitStrategy::Spin | WaitStrategy::Yield => {
+                if self.wait == WaitStrategy::Spin {
+                    std::hint::spin_loop();
+                } else {
+                    std::thread::yield_now();
+                }
+                return if self.shared.role_gone(peers, Check::Reap) {
+                    Err(Fail::Disconnected)
+                } else {
+                    Ok(())
+                };
             }
             WaitStrategy::SpinThenPark if !backoff.is_completed() => {
                 backoff.snooze();
@@ -731,22 +754,9 @@ impl Handle {
         let (_, woke) = self.ring().park(word, until, ready);
         if woke == Wake::TimedOut
             && deadline.is_none_or(|d| until < d)
-            && self.shared.role_gone(peers, true)
+            && self.shared.role_gone(peers, Check::Now)
         {
             // a liveness slice ended and the peers turned out to be dead
-            return Err(Fail::Disconnected);
-        }
-        Ok(())
-    }
-
-    /// For spinning strategies: the exact liveness check, rate-limited by
-    /// `reap` to once per [`REAP_INTERVAL`].
-    fn check_peers_now_and_then(&self, peers: u32) -> Result<(), Fail> {
-        let last = self.shared.last_reap.load(Ordering::Relaxed);
-        let now = sync::now().as_nanos() as u64;
-        if now.saturating_sub(last) >= REAP_INTERVAL.as_nanos() as u64
-            && self.shared.role_gone(peers, true)
-        {
             return Err(Fail::Disconnected);
         }
         Ok(())
@@ -1045,7 +1055,7 @@ impl Sender {
 
     /// Whether every receiver that attached has detached or died.
     pub fn is_disconnected(&self) -> bool {
-        self.h.shared.role_gone(ROLE_RECEIVER, true)
+        self.h.shared.role_gone(ROLE_RECEIVER, Check::Now)
     }
 
     /// Messages waiting to be received (a snapshot).
@@ -1295,7 +1305,7 @@ impl Receiver {
 
     /// Whether every sender that attached has detached or died.
     pub fn is_disconnected(&self) -> bool {
-        self.h.shared.role_gone(ROLE_SENDER, true)
+        self.h.shared.role_gone(ROLE_SENDER, Check::Now)
     }
 
     /// Messages waiting to be received (a snapshot).
