@@ -139,10 +139,12 @@ pub(crate) struct Header {
 #[derive(Debug, Default)]
 pub(crate) struct Participant {
     pub word: AtomicU64,
-    /// The record this participant is claiming (0: none), as its lap tag
-    /// and slot ref: set before the claim CAS, cleared once the record is
-    /// marked `READING`, so that recovery can tell a record being claimed
-    /// from an orphan, and free the one a dead claimer left.
+    /// The record this participant is claiming, 0 for none: the low 32
+    /// bits of its ticket above, its ref (1 + arena unit) below. Set before
+    /// the claim CAS, cleared once the record is marked `READING`, so that
+    /// recovery can tell a record being claimed from an orphan, and free
+    /// the one a dead claimer left (the ticket tells that record from a
+    /// later one at the same place).
     pub claim: AtomicU64,
     pub pid: AtomicU32,
     pub _reserved: AtomicU32,
@@ -184,6 +186,9 @@ pub(crate) struct RecordHeader {
     /// Size of the whole record (header unit included) in units.
     pub units: AtomicU32,
     pub kind: AtomicU32,
+    /// The ticket its producer is publishing it under (written before each
+    /// publish attempt): names this record in a consumer's claim.
+    pub ticket: AtomicU64,
 }
 
 /// A slot of the index: lap (32 bits) | 0 or 1 + record unit (32 bits).
@@ -212,6 +217,7 @@ mod asserts {
     const_assert_eq!(offset_of!(Lane, space), 24);
     const_assert_eq!(size_of::<RecordHeader>(), UNIT as usize);
     const_assert_eq!(offset_of!(RecordHeader, units), 16);
+    const_assert_eq!(offset_of!(RecordHeader, ticket), 24);
     const_assert_eq!(size_of::<Slot>(), 8);
     const_assert!(align_of::<Slot>() == 8);
     const_assert!(align_of::<Header>() as u64 <= PAGE);

@@ -91,12 +91,12 @@ const fn slot_ref(v: u64) -> u32 {
     v as u32
 }
 
-/// A consumer's claim announcement: the record's lap tag above, its ref
-/// (1 + arena unit) below. The tag makes it name one record, not one place
-/// in the arena: a stale announcement can never match a record written
-/// later at the same offset.
-const fn announcement(tag: u64, r: u32) -> u64 {
-    (tag << 32) | r as u64
+/// A consumer's claim announcement: the low 32 bits of the ticket above,
+/// the record's ref below (never 0). The ticket names one record, not one
+/// place in the arena: a stale announcement cannot match a record written
+/// later at the same place (until 2^32 tickets later).
+const fn announcement(ticket: u64, r: u32) -> u64 {
+    ((ticket as u32 as u64) << 32) | r as u64
 }
 
 /// Why a publish or an allocation could not complete now.
@@ -452,16 +452,6 @@ impl Ring {
         (lane < u64::from(self.layout.lane_count)).then_some((lane as u32, unit & (lu - 1)))
     }
 
-    /// The lap tag of the live record at `offset` of `lane`, from the lane's
-    /// frontier alone (no arena read): a live record lies in
-    /// `[frontier, frontier + lane size)`, where exactly one position has
-    /// this offset. Only meaningful for a record that is live.
-    fn live_tag(&self, lane: u32, offset: u64) -> u64 {
-        let lu = self.layout.lane_units();
-        let f = self.lane(lane).frontier.load(Ordering::Acquire);
-        self.tag(f + (offset.wrapping_sub(f) & (lu - 1)))
-    }
-
     /// The lap of ticket `t` (its slot's tag).
     fn lap(&self, t: u64) -> u32 {
         (t >> self.slot_shift) as u32
@@ -793,8 +783,7 @@ impl Ring {
             R_READY if self.record_owner_alive(bits) => false,
             R_READY => {
                 let r = self.record_ref(lane, f);
-                !self.index_refers_to(r)
-                    && !self.claimed_by_live_consumer(announcement(self.tag(f), r))
+                !self.index_refers_to(r) && !self.claimed_by_live_consumer(r)
             }
             _ => false,
         };
@@ -828,8 +817,8 @@ impl Ring {
     }
 
     /// Frees the record a dead consumer's announcement names, if it is still
-    /// that record (same lap tag), `READY`, out of the index and announced
-    /// by no live participant.
+    /// that record (published under the same ticket), `READY`, out of the
+    /// index and claimed by no live participant.
     fn free_claimed_orphan(&self, announced: u64) {
         let r = slot_ref(announced);
         let Some((lane, offset)) = self.ref_location(r) else {
@@ -837,10 +826,10 @@ impl Ring {
         };
         let h = self.record(lane, offset);
         let s = h.state.load(Ordering::Acquire);
-        if s >> 32 == announced >> 32
-            && (s >> 24) & 0xff == R_READY
+        if (s >> 24) & 0xff == R_READY
+            && announcement(h.ticket.load(Ordering::Relaxed), r) == announced
             && !self.index_refers_to(r)
-            && !self.claimed_by_live_consumer(announced)
+            && !self.claimed_by_live_consumer(r)
         {
             let _ = h.state.compare_exchange(
                 s,
@@ -861,11 +850,12 @@ impl Ring {
         })
     }
 
-    /// Whether a live participant makes this claim `announced`.
-    fn claimed_by_live_consumer(&self, announced: u64) -> bool {
+    /// Whether a live participant announces a claim of record `r` (any
+    /// ticket: a live claimer's stale announcement only delays a free).
+    fn claimed_by_live_consumer(&self, r: u32) -> bool {
         (0..self.layout.participant_count).any(|i| {
             let p = self.participant(i);
-            p.claim.load(Ordering::Acquire) == announced
+            slot_ref(p.claim.load(Ordering::Acquire)) == r
                 && p.word.load(Ordering::Acquire) & 0xff == P_ALIVE
         })
     }
@@ -1012,6 +1002,12 @@ impl Ring {
         a: &Allocation,
     ) -> Result<Result<(), Busy>, Corruption> {
         let h = self.record(lease.lane, a.pos);
+        let enq = &self.header().enq.hint;
+        // The ticket it will most likely publish under, written with the
+        // other header fields (rewritten below if the ticket turns out
+        // different): a store right before the slot CAS costs ~20 %.
+        let mut written = enq.load(Ordering::Acquire);
+        h.ticket.store(written, Ordering::Relaxed);
         // SYNC: ordered before the slot CAS below, which is the Release.
         h.state.store(
             (self.tag(a.pos) << 32) | (R_READY << 24) | lease.owner.record_bits(),
@@ -1019,7 +1015,6 @@ impl Ring {
         );
         sync::crash_point("READY, not yet published");
         let r = self.record_ref(lease.lane, a.pos);
-        let enq = &self.header().enq.hint;
         let mut helped = 0u32;
         loop {
             let t = enq.load(Ordering::Acquire);
@@ -1027,6 +1022,11 @@ impl Ring {
             let slot = self.slot(t);
             let v = slot.load(Ordering::Acquire);
             if v == slot_word(lap, 0) {
+                if t != written {
+                    // the ticket this attempt publishes under
+                    h.ticket.store(t, Ordering::Relaxed);
+                    written = t;
+                }
                 // SYNC: Release pairs with the Acquire load/CAS of the slot in
                 // `claim`: payload and record header happen-before the claim.
                 if slot
@@ -1086,11 +1086,8 @@ impl Ring {
                 // Release), so that a lane holder recovering a dead
                 // producer's records never mistakes this one for an orphan.
                 let r = slot_ref(v);
-                let tag = self
-                    .ref_location(r)
-                    .map_or(0, |(lane, offset)| self.live_tag(lane, offset));
                 let announce = &self.participant(me.index).claim;
-                announce.store(announcement(tag, r), Ordering::Relaxed);
+                announce.store(announcement(t, r), Ordering::Relaxed);
                 sync::crash_point("claim announced");
                 // FULL(t): the winner of this CAS owns the record.
                 // SYNC: AcqRel: Acquire as above; Release hands the slot back
@@ -1540,8 +1537,8 @@ mod tests {
         kill(r, 0); // the producer is gone: only the claim state matters
         // consumer 2 announced and won the slot, then stopped before READING
         let v = r.slot(0).load(Ordering::Relaxed);
-        let ann = announcement(r.live_tag(0, 0), slot_ref(v));
-        r.participant(2).claim.store(ann, Ordering::Relaxed);
+        let claim = announcement(0, slot_ref(v));
+        r.participant(2).claim.store(claim, Ordering::Relaxed);
         r.slot(0).store(slot_word(1, 0), Ordering::Relaxed);
         r.header().deq.hint.store(1, Ordering::Relaxed);
         let mut lease = r.try_lease(0, other()).unwrap().unwrap();
@@ -1583,9 +1580,9 @@ mod tests {
         let r = &h.ring;
         // consumer 2 announced the record at offset 0, lap 0, then lost
         // (or finished) and died before withdrawing the announcement
-        assert!(send(r, b"old").unwrap());
-        let stale = announcement(r.live_tag(0, 0), r.record_ref(0, 0));
+        assert!(send(r, b"old").unwrap()); // ticket 0, at offset 0
         assert_eq!(recv(r).unwrap(), b"old");
+        let stale = announcement(0, r.record_ref(0, 0));
         r.participant(2).claim.store(stale, Ordering::Relaxed);
         // the lane wraps: a new record at offset 0 (lap 1) is READY and its
         // producer is about to publish it
@@ -1599,6 +1596,9 @@ mod tests {
         assert_eq!(a.pos(), 64, "same offset, next lap");
         let ready = (r.tag(64) << 32) | (R_READY << 24) | me().record_bits();
         r.record(0, 64).state.store(ready, Ordering::Relaxed);
+        // its producer is about to publish it under the next ticket
+        let next = r.header().enq.hint.load(Ordering::Relaxed);
+        r.record(0, 64).ticket.store(next, Ordering::Relaxed);
         kill(r, 2);
         assert_eq!(
             r.record(0, 64).state.load(Ordering::Relaxed),

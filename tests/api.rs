@@ -131,12 +131,7 @@ fn open_of_an_inconsistent_header_is_corrupted() {
 #[test]
 fn open_of_a_region_whose_creator_died_is_reported() {
     let name = TempName::new("neverinit");
-    let f = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(shm_path(&name))
-        .unwrap();
-    f.set_len(1 << 16).unwrap(); // zeroes: init_state "uninitialised", nobody locking
+    abandoned_region(&name);
     let start = Instant::now();
     let e = Queue::open(&name).unwrap_err();
     assert!(
@@ -198,23 +193,44 @@ fn invalid_configs_are_refused() {
     }
 }
 
-#[test]
-fn create_or_open_from_many_threads_shares_one_queue() {
-    let name = TempName::new("race");
+/// `n` threads race `create_or_open(name)`; all must end on one queue.
+fn create_or_open_racing(name: &str, n: usize) -> Queue {
     let qs: Vec<Queue> = std::thread::scope(|s| {
-        let hs: Vec<_> = (0..4)
+        let hs: Vec<_> = (0..n)
             .map(|_| {
                 s.spawn(|| {
-                    Queue::create_or_open(&name, Config::default().capacity_bytes(1 << 16)).unwrap()
+                    Queue::create_or_open(name, Config::default().capacity_bytes(1 << 16)).unwrap()
                 })
             })
             .collect();
         hs.into_iter().map(|h| h.join().unwrap()).collect()
     });
     let tx = qs[0].sender().unwrap();
-    let mut rx = qs[3].receiver().unwrap();
+    let mut rx = qs[n - 1].receiver().unwrap();
     tx.send(b"one").unwrap();
-    assert_eq!(&*rx.recv().unwrap(), b"one");
+    assert_eq!(
+        &*rx.recv_timeout(Duration::from_secs(5)).unwrap(),
+        b"one",
+        "the racers ended on different queues"
+    );
+    qs.into_iter().next().unwrap()
+}
+
+/// A file where a creator died before initialising the region: zeroes
+/// (`init_state` "uninitialised") and nobody holding the init lock.
+fn abandoned_region(name: &str) {
+    let f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(shm_path(name))
+        .unwrap();
+    f.set_len(1 << 16).unwrap();
+}
+
+#[test]
+fn create_or_open_from_many_threads_shares_one_queue() {
+    let name = TempName::new("race");
+    create_or_open_racing(&name, 4);
 }
 
 #[test]
@@ -697,33 +713,39 @@ fn lane_positions_near_the_end_of_u64_are_corruption_not_overflow() {
 }
 
 #[test]
-fn create_or_open_replaces_a_region_whose_creator_died() {
-    let name = TempName::new("takeover");
+fn a_hostile_frontier_near_the_end_of_u64_does_not_break_a_receive() {
+    // Found by the hostile_peer fuzz target in a version that derived a
+    // record's lap from its lane's frontier when claiming (an overflow).
+    let name = TempName::new("hugefrontier");
+    let q = Queue::create(&name, Config::default().capacity_bytes(1 << 16).lanes(1)).unwrap();
+    let tx = q.sender().unwrap();
+    let rx = q.receiver().unwrap();
+    tx.send(b"before").unwrap();
+    let lanes_offset = 8960;
     let f = OpenOptions::new()
         .write(true)
-        .create_new(true)
         .open(shm_path(&name))
         .unwrap();
-    f.set_len(1 << 16).unwrap(); // never initialised, nobody initialising
-    drop(f);
-    // several processes' worth of racing takers: all end on one queue
-    let qs: Vec<Queue> = std::thread::scope(|s| {
-        let hs: Vec<_> = (0..3)
-            .map(|_| {
-                s.spawn(|| {
-                    Queue::create_or_open(&name, Config::default().capacity_bytes(1 << 16)).unwrap()
-                })
-            })
-            .collect();
-        hs.into_iter().map(|h| h.join().unwrap()).collect()
-    });
-    let tx = qs[0].sender().unwrap();
-    let mut rx = qs[2].receiver().unwrap();
-    tx.send(b"replaced").unwrap();
-    assert_eq!(
-        &*rx.recv_timeout(Duration::from_secs(5)).unwrap(),
-        b"replaced"
+    f.write_all_at(&(u64::MAX - 5).to_le_bytes(), lanes_offset + 16)
+        .unwrap();
+    let mut buf = Vec::new();
+    match rx.try_recv_into(&mut buf) {
+        Ok(_) => assert_eq!(buf, b"before"),
+        Err(TryRecvError::Corrupted(_)) => {}
+        other => panic!("expected the message or Corrupted, got {other:?}"),
+    }
+    assert!(
+        tx.try_send(b"after").is_err(),
+        "a lane with frontier > end is corrupt"
     );
-    let again = Queue::open(&name).unwrap();
-    assert_eq!(again.capacity_bytes(), 1 << 16);
+}
+
+#[test]
+fn create_or_open_replaces_a_region_whose_creator_died() {
+    let name = TempName::new("takeover");
+    abandoned_region(&name);
+    // several processes' worth of racing takers: all end on one queue
+    let q = create_or_open_racing(&name, 3);
+    assert_eq!(q.capacity_bytes(), 1 << 16);
+    assert_eq!(Queue::open(&name).unwrap().capacity_bytes(), 1 << 16);
 }
