@@ -6,10 +6,11 @@
 mod common;
 
 use std::io::{Read, Write};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use common::{Rng, TempName, child_role, fnv, spawn_role, wait_or_kill};
-use shmq::{Config, Queue, RecvError, SendError};
+use shmq::{Config, Queue, Receiver, RecvError, SendError};
 
 const PRODUCERS: u32 = 2;
 const CONSUMERS: u32 = 2;
@@ -230,19 +231,26 @@ fn idle_peer(name: &str, role: &str) {
     panic!("the parent should have killed this peer");
 }
 
+/// A queue, a receiver, and a child (test `test`, role `idle_sender`)
+/// whose sender has attached and sent its handshake, received here.
+fn receiver_with_idle_sender(test: &str, tag: &str) -> (TempName, Queue, Receiver, Child) {
+    let name = TempName::new(tag);
+    let q = Queue::create(&name, Config::default().capacity_bytes(1 << 16)).unwrap();
+    let mut rx = q.receiver().unwrap();
+    let child = spawn_role(test, "idle_sender", &[("SHMQ_NAME", name.0.clone())]);
+    let m = rx.recv_timeout(Duration::from_secs(60)).expect("handshake");
+    assert_eq!(&*m, b"attached");
+    drop(m);
+    (name, q, rx, child)
+}
+
 #[test]
 fn a_killed_sender_wakes_a_parked_receiver_within_a_second() {
     const TEST: &str = "a_killed_sender_wakes_a_parked_receiver_within_a_second";
     if let Some(role) = child_role() {
         return idle_peer(&std::env::var("SHMQ_NAME").unwrap(), &role);
     }
-    let name = TempName::new("deadsender");
-    let q = Queue::create(&name, Config::default().capacity_bytes(1 << 16)).unwrap();
-    let mut rx = q.receiver().unwrap();
-    let mut child = spawn_role(TEST, "idle_sender", &[("SHMQ_NAME", name.0.clone())]);
-    let m = rx.recv_timeout(Duration::from_secs(60)).expect("handshake");
-    assert_eq!(&*m, b"attached");
-    drop(m);
+    let (_name, _q, mut rx, mut child) = receiver_with_idle_sender(TEST, "deadsender");
     let waiter = std::thread::spawn(move || {
         let r = rx.recv().map(|m| m.to_vec());
         (r, Instant::now())
@@ -263,13 +271,7 @@ fn a_polling_receiver_learns_that_a_killed_sender_is_gone() {
     if let Some(role) = child_role() {
         return idle_peer(&std::env::var("SHMQ_NAME").unwrap(), &role);
     }
-    let name = TempName::new("pollsender");
-    let q = Queue::create(&name, Config::default().capacity_bytes(1 << 16)).unwrap();
-    let mut rx = q.receiver().unwrap();
-    let mut child = spawn_role(TEST, "idle_sender", &[("SHMQ_NAME", name.0.clone())]);
-    let m = rx.recv_timeout(Duration::from_secs(60)).expect("handshake");
-    assert_eq!(&*m, b"attached");
-    drop(m);
+    let (_name, _q, mut rx, mut child) = receiver_with_idle_sender(TEST, "pollsender");
     assert!(matches!(rx.try_recv(), Err(shmq::TryRecvError::Empty)));
     child.kill().unwrap();
     child.wait().unwrap();
