@@ -68,6 +68,29 @@ pub enum OpenError {
         /// Bytes free in `/dev/shm` at the time.
         available: u64,
     },
+    /// The directory regions live in (`/dev/shm`, or `$SHMQ_DIR`) is
+    /// missing or unusable.
+    NoShmDir {
+        /// The directory.
+        path: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The queue has live participants, so it was not removed (see
+    /// `Queue::remove`).
+    InUse {
+        /// The queue's name.
+        name: String,
+        /// Live participant entries (senders, receivers and attached
+        /// processes) found.
+        live: u32,
+    },
+    /// The queue's creator is still initialising it (returned by
+    /// [`inspect`](crate::inspect), which does not wait).
+    Initializing {
+        /// The queue's name.
+        name: String,
+    },
     /// The caller may not open the object (file mode or owner).
     PermissionDenied {
         /// The name asked for.
@@ -91,18 +114,28 @@ pub enum OpenError {
     Io(io::Error),
 }
 
+/// The region directory, for messages.
+fn dir() -> String {
+    #[cfg(not(loom))]
+    return crate::sys::dir_path();
+    #[cfg(loom)]
+    return "/dev/shm".to_owned();
+}
+
 impl fmt::Display for OpenError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::NotFound { name } => write!(
                 f,
-                "no shmq queue named {name:?} exists in /dev/shm; create it first \
-                 (Queue::create or Queue::create_or_open) or check the name"
+                "no shmq queue named {name:?} exists in {}; create it first \
+                 (Queue::create or Queue::create_or_open) or check the name",
+                dir()
             ),
             Self::AlreadyExists { name } => write!(
                 f,
-                "a queue named {name:?} already exists in /dev/shm; open it with \
-                 Queue::open, or remove a stale one with Queue::unlink"
+                "a queue named {name:?} already exists in {}; open it with \
+                 Queue::open, or remove a stale one with Queue::remove (`shmq rm`)",
+                dir()
             ),
             Self::VersionMismatch { found, expected } => write!(
                 f,
@@ -121,14 +154,33 @@ impl fmt::Display for OpenError {
             ),
             Self::NoSpace { needed, available } => write!(
                 f,
-                "/dev/shm has {available} bytes free but the queue needs {needed}; \
+                "{} has {available} bytes free but the queue needs {needed}; \
                  choose a smaller Config::capacity_bytes, free /dev/shm, or enlarge it \
-                 (Docker's default is 64 MB: run the container with --shm-size=1g)"
+                 (Docker's default is 64 MB: run the container with --shm-size=1g)",
+                dir()
+            ),
+            Self::NoShmDir { path, reason } => write!(
+                f,
+                "cannot use {path} for shared memory: {reason}; mount a tmpfs there \
+                 (mount -t tmpfs -o size=1g tmpfs /dev/shm) or set SHMQ_DIR to a \
+                 directory on a tmpfs (such as /run/user/<uid>) in every process \
+                 of the queue"
+            ),
+            Self::InUse { name, live } => write!(
+                f,
+                "the queue {name:?} has {live} live participant(s), so it was not \
+                 removed; stop them first, or force it (Queue::unlink, `shmq rm --force`): \
+                 they keep working on an unnamed copy that nobody else can open"
+            ),
+            Self::Initializing { name } => write!(
+                f,
+                "the queue {name:?} is still being initialised by its creator; try again"
             ),
             Self::PermissionDenied { name } => write!(
                 f,
-                "permission denied opening /dev/shm/{name}; run as the user that created \
-                 the queue or create it with a wider Config::mode"
+                "permission denied opening {}/{name}; run as the user that created \
+                 the queue or create it with a wider Config::mode",
+                dir()
             ),
             Self::InvalidName { name, reason } => write!(
                 f,

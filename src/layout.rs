@@ -26,7 +26,7 @@ use crate::sync::{AtomicU32, AtomicU64, Ordering};
 /// `"SHMQ"` in little-endian byte order.
 pub(crate) const MAGIC: u32 = u32::from_le_bytes(*b"SHMQ");
 /// Layout version; a region of another version is refused, never misread.
-pub(crate) const VERSION: u32 = 1;
+pub(crate) const VERSION: u32 = 2;
 
 /// The arena's allocation unit: record headers and payloads are aligned to it.
 pub(crate) const UNIT: u64 = 64;
@@ -42,8 +42,17 @@ pub(crate) const INIT_READY: u32 = 2;
 
 /// Byte of the region file locked by the creator while it initialises.
 pub(crate) const INIT_LOCK_BYTE: u64 = 0;
+/// Byte locked (briefly) by a process attaching to or detaching from the
+/// region, so that the last one out removing the name and a newcomer
+/// attaching are never interleaved.
+pub(crate) const LIFECYCLE_LOCK_BYTE: u64 = 1;
 /// Participant `i` holds an OFD lock on byte `PARTICIPANT_LOCK_BASE + i`.
-pub(crate) const PARTICIPANT_LOCK_BASE: u64 = 1;
+pub(crate) const PARTICIPANT_LOCK_BASE: u64 = 2;
+
+/// `ConfigLine::removal`: when the name is removed (see `Removal`).
+pub(crate) const REMOVE_WHEN_UNUSED_AND_EMPTY: u32 = 0;
+pub(crate) const REMOVE_WHEN_UNUSED: u32 = 1;
+pub(crate) const REMOVE_NEVER: u32 = 2;
 
 /// Limits enforced by [`Layout::new`] and [`Layout::validate`].
 pub(crate) const MAX_LANES: u32 = 1024;
@@ -78,6 +87,8 @@ pub(crate) struct ConfigLine {
     pub lanes_offset: AtomicU64,
     pub slots_offset: AtomicU64,
     pub arena_offset: AtomicU64,
+    /// When the name is removed: one of the `REMOVE_*` values.
+    pub removal: AtomicU32,
 }
 
 /// A ticket hint on its own line.
@@ -113,11 +124,17 @@ pub(crate) struct RoleLine {
     pub receivers: AtomicU32,
     /// Bit [`ROLE_SENDER`] / [`ROLE_RECEIVER`] set once that role attached.
     pub ever: AtomicU32,
+    /// Set (under the lifecycle lock) when the name is removed: a process
+    /// that opened the file just before must not attach to it.
+    pub removed: AtomicU32,
 }
 
 /// Role bits.
 pub(crate) const ROLE_SENDER: u32 = 1;
 pub(crate) const ROLE_RECEIVER: u32 = 2;
+/// A process that has the region mapped (one entry per `Queue::open`),
+/// whether or not it has senders or receivers: the region's users.
+pub(crate) const ROLE_ATTACH: u32 = 4;
 
 /// The fixed header at offset 0.
 #[repr(C)]
@@ -211,6 +228,8 @@ mod asserts {
     const_assert_eq!(offset_of!(Header, roles), 640);
     const_assert_eq!(offset_of!(ConfigLine, total_size), 16);
     const_assert_eq!(offset_of!(ConfigLine, arena_offset), 80);
+    const_assert_eq!(offset_of!(ConfigLine, removal), 88);
+    const_assert_eq!(offset_of!(RoleLine, removed), 12);
     const_assert_eq!(size_of::<Participant>(), 32);
     const_assert_eq!(offset_of!(Participant, claim), 8);
     const_assert_eq!(size_of::<Lane>(), 128);
@@ -331,7 +350,7 @@ impl Layout {
 
     /// Writes the configuration line. The caller then initialises the slots
     /// and finally publishes `init_state = READY` with Release.
-    pub(crate) fn write_config(&self, cfg: &ConfigLine, creator_pid: u32) {
+    pub(crate) fn write_config(&self, cfg: &ConfigLine, creator_pid: u32, removal: u32) {
         let r = Ordering::Relaxed;
         cfg.magic.store(MAGIC, r);
         cfg.version.store(VERSION, r);
@@ -347,6 +366,7 @@ impl Layout {
         cfg.lanes_offset.store(self.lanes_offset, r);
         cfg.slots_offset.store(self.slots_offset, r);
         cfg.arena_offset.store(self.arena_offset, r);
+        cfg.removal.store(removal, r);
     }
 
     /// Validates the configuration line of an untrusted mapping of
@@ -389,6 +409,12 @@ impl Layout {
         if flags != 0 {
             return Err(ValidateError::Corrupted(format!(
                 "unknown flags {flags:#x}"
+            )));
+        }
+        let removal = cfg.removal.load(r);
+        if removal > REMOVE_NEVER {
+            return Err(ValidateError::Corrupted(format!(
+                "unknown removal policy {removal}"
             )));
         }
         if computed.total_size > mapped_len {
@@ -436,7 +462,7 @@ mod tests {
     fn validate_round_trips_and_refuses_tampering() {
         let l = Layout::new(2, 1 << 14, 64, 4).unwrap();
         let cfg = zeroed_config();
-        l.write_config(&cfg, 1);
+        l.write_config(&cfg, 1, REMOVE_NEVER);
         assert_eq!(Layout::validate(&cfg, l.total_size).unwrap(), l);
         assert!(matches!(
             Layout::validate(&cfg, l.total_size - 1),
@@ -451,6 +477,9 @@ mod tests {
         cfg.slots_offset.fetch_add(128, Ordering::Relaxed);
         assert!(Layout::validate(&cfg, l.total_size).is_err());
         cfg.slots_offset.fetch_sub(128, Ordering::Relaxed);
+        cfg.removal.store(REMOVE_NEVER + 1, Ordering::Relaxed);
+        assert!(Layout::validate(&cfg, l.total_size).is_err());
+        cfg.removal.store(REMOVE_NEVER, Ordering::Relaxed);
         cfg.magic.store(0, Ordering::Relaxed);
         assert!(Layout::validate(&cfg, l.total_size).is_err());
     }

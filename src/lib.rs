@@ -39,6 +39,8 @@
 #![cfg_attr(loom, allow(dead_code, unused_imports))]
 
 mod error;
+#[cfg(not(loom))]
+mod inspect;
 mod layout;
 #[cfg(not(loom))]
 mod queue;
@@ -52,8 +54,12 @@ pub use crate::error::{
     TrySendError,
 };
 #[cfg(not(loom))]
+pub use crate::inspect::{
+    Inspection, LaneInfo, ParticipantInfo, QueueState, Role, inspect, list_names, region_dir,
+};
+#[cfg(not(loom))]
 pub use crate::queue::{
-    Config, Iter, Message, Queue, Receiver, Sender, TryIter, WaitStrategy, WriteGrant,
+    Config, Iter, Message, Queue, Receiver, Removal, Sender, TryIter, WaitStrategy, WriteGrant,
 };
 
 /// The protocol internals, exported only to the loom models in

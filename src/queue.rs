@@ -15,8 +15,9 @@ use crate::error::{
     TrySendError,
 };
 use crate::layout::{
-    INIT_LOCK_BYTE, INIT_READY, INIT_UNINIT, Layout, MAGIC, PAGE, PARTICIPANT_LOCK_BASE,
-    ROLE_RECEIVER, ROLE_SENDER, ValidateError,
+    INIT_LOCK_BYTE, INIT_READY, INIT_UNINIT, LIFECYCLE_LOCK_BYTE, Layout, MAGIC, PAGE,
+    PARTICIPANT_LOCK_BASE, REMOVE_NEVER, REMOVE_WHEN_UNUSED, REMOVE_WHEN_UNUSED_AND_EMPTY,
+    ROLE_ATTACH, ROLE_RECEIVER, ROLE_SENDER, ValidateError,
 };
 use crate::ring::{Allocation, Busy, Claim, LaneLease, Owner, Ring};
 use crate::sync::{self, AtomicU32, AtomicU64, Ordering, Wake};
@@ -35,6 +36,55 @@ const INIT_WAIT_UNLOCKED: Duration = Duration::from_secs(1);
 /// Fuzzing opens many never-initialised regions: do not wait a second each.
 #[cfg(fuzzing)]
 const INIT_WAIT_UNLOCKED: Duration = Duration::from_millis(1);
+/// How long attaching or detaching waits for the lifecycle lock (held by
+/// others for a table scan at most).
+const LIFECYCLE_PATIENCE: Duration = Duration::from_secs(10);
+/// How many times `open` starts over after finding the file it opened
+/// removed (each time the name was removed by someone else meanwhile).
+const OPEN_ATTEMPTS: usize = 64;
+
+/// When a queue's name is removed from `/dev/shm`, making room for a new
+/// queue of that name and returning its memory once the last mapping goes.
+///
+/// A process *uses* a queue from [`Queue::create`] or [`Queue::open`] until
+/// its last [`Queue`], [`Sender`] and [`Receiver`] of it are dropped. A
+/// process that dies without dropping them (killed, or
+/// `std::process::exit`) leaves its entries behind: the queue is then
+/// *stale* and is removed by `shmq gc` or [`Queue::remove`], not
+/// automatically.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Removal {
+    /// When the last process stops using it, unless messages are still
+    /// waiting in it: committed messages are never discarded implicitly
+    /// (a producer may finish before its consumer starts). The default.
+    #[default]
+    WhenUnusedAndEmpty,
+    /// When the last process stops using it, discarding any messages still
+    /// waiting (for private queues, like an anonymous `multiprocessing`
+    /// queue).
+    WhenUnused,
+    /// Only by [`Queue::remove`], [`Queue::unlink`] or `shmq rm`.
+    Never,
+}
+
+impl Removal {
+    fn to_raw(self) -> u32 {
+        match self {
+            Self::WhenUnusedAndEmpty => REMOVE_WHEN_UNUSED_AND_EMPTY,
+            Self::WhenUnused => REMOVE_WHEN_UNUSED,
+            Self::Never => REMOVE_NEVER,
+        }
+    }
+
+    pub(crate) fn from_raw(raw: u32) -> Self {
+        match raw {
+            REMOVE_WHEN_UNUSED_AND_EMPTY => Self::WhenUnusedAndEmpty,
+            REMOVE_WHEN_UNUSED => Self::WhenUnused,
+            _ => Self::Never, // validated at open; the safe reading anyway
+        }
+    }
+}
 
 /// How a blocking call waits for room or for a message.
 ///
@@ -67,11 +117,13 @@ pub struct Config {
     participants: u32,
     mode: u32,
     wait: WaitStrategy,
+    removal: Removal,
 }
 
 impl Default for Config {
     /// A 64 MiB arena in 8 lanes, 65 536 index slots, 256 participants,
-    /// mode 0600, [`WaitStrategy::SpinThenPark`].
+    /// mode 0600, [`WaitStrategy::SpinThenPark`],
+    /// [`Removal::WhenUnusedAndEmpty`].
     fn default() -> Self {
         Self {
             capacity_bytes: 64 << 20,
@@ -80,6 +132,7 @@ impl Default for Config {
             participants: 256,
             mode: 0o600,
             wait: WaitStrategy::SpinThenPark,
+            removal: Removal::WhenUnusedAndEmpty,
         }
     }
 }
@@ -107,7 +160,8 @@ impl Config {
         self
     }
     /// Size of the participant table: how many senders and receivers (not
-    /// counting clones) can be attached at once. Default 256.
+    /// counting clones), plus one per opened [`Queue`], can be attached at
+    /// once. Default 256.
     pub fn participants(mut self, n: usize) -> Self {
         self.participants = n.min(u32::MAX as usize) as u32;
         self
@@ -120,6 +174,12 @@ impl Config {
     /// The wait strategy of handles made from the created queue.
     pub fn wait_strategy(mut self, w: WaitStrategy) -> Self {
         self.wait = w;
+        self
+    }
+    /// When the name is removed (recorded in the region: it applies to
+    /// every process). Default [`Removal::WhenUnusedAndEmpty`].
+    pub fn removal(mut self, r: Removal) -> Self {
+        self.removal = r;
         self
     }
 
@@ -187,13 +247,158 @@ struct Shared {
     _map: Mapping,
     /// Monotonic nanoseconds of the last liveness scan in this process.
     last_reap: AtomicU64,
+    /// The region's removal policy (a `REMOVE_*` value, validated).
+    removal: u32,
+    /// This process's `ROLE_ATTACH` entry, taken by `create`/`open` and
+    /// given up on drop (in the process that took it).
+    attachment: Option<Attachment>,
+}
+
+/// A process's `ROLE_ATTACH` participant entry and its liveness lock.
+#[derive(Debug)]
+struct Attachment {
+    owner: Owner,
+    lock: LockFile,
+    fork_gen: u64,
+}
+
+/// Frees the participant entries of dead processes (their liveness lock is
+/// gone) and wakes the other side if a role count reached zero.
+fn reap_dead(ring: &Ring, file: &ShmFile) {
+    for i in 0..ring.layout().participant_count {
+        let Some(w) = ring.participant_alive_word(i) else {
+            continue;
+        };
+        let byte = PARTICIPANT_LOCK_BASE + u64::from(i);
+        if let Ok(false) = file.byte_locked_by_other(byte)
+            && let Some(role) = ring.reap_participant(i, w)
+        {
+            after_retire(ring, role);
+        }
+    }
+}
+
+/// After a participant of `role` left: if it was the last of its role, wake
+/// the other side so that it sees the disconnect.
+fn after_retire(ring: &Ring, role: u32) {
+    let (senders, receivers, _) = ring.role_counts();
+    let h = ring.header();
+    if role == ROLE_SENDER && senders == 0 {
+        ring.wake_all(&h.data.word);
+    }
+    if role == ROLE_RECEIVER && receivers == 0 {
+        ring.wake_all(&h.space.word);
+    }
+}
+
+/// Takes a free participant entry for `role`: its liveness lock first (on a
+/// description of its own), then the entry. Reaps dead entries once if the
+/// table is full.
+fn register(ring: &Ring, file: &ShmFile, role: u32) -> Result<(Owner, LockFile), OpenError> {
+    let lock = LockFile::new(file).map_err(OpenError::Io)?;
+    let pid = sys::getpid();
+    for pass in 0..2 {
+        for i in 0..ring.layout().participant_count {
+            if ring.participant_alive_word(i).is_some() {
+                continue;
+            }
+            let byte = PARTICIPANT_LOCK_BASE + u64::from(i);
+            if !lock.file().try_lock_byte(byte).map_err(OpenError::Io)? {
+                continue;
+            }
+            if let Some(owner) = ring.try_claim_participant(i, role, pid) {
+                return Ok((owner, lock));
+            }
+            let _ = lock.file().unlock_byte(byte);
+        }
+        if pass == 0 {
+            reap_dead(ring, file);
+        }
+    }
+    Err(OpenError::TooManyParticipants {
+        max: ring.layout().participant_count,
+    })
+}
+
+/// Participant entries whose liveness lock some process holds (a process
+/// alive, or registering right now): by kernel state alone, so a crashed
+/// process never counts and a registering one always does.
+fn live_entries(ring: &Ring, probe: &ShmFile) -> u32 {
+    (0..ring.layout().participant_count)
+        .filter(|&i| {
+            probe
+                .byte_locked_by_other(PARTICIPANT_LOCK_BASE + u64::from(i))
+                .unwrap_or(true)
+        })
+        .count() as u32
+}
+
+/// Marks the region removed and removes its name if the name still refers
+/// to it. The caller holds the lifecycle lock (through `probe`).
+fn mark_removed_and_unlink(ring: &Ring, probe: &ShmFile, bare: &str) -> Result<(), OpenError> {
+    // SYNC: Release, under the lifecycle lock: an opener that takes the
+    // lock after us sees it and does not attach to a nameless region.
+    ring.header().roles.removed.store(1, Ordering::Release);
+    if sys::same_file_at_name(probe, bare).unwrap_or(false) {
+        match sys::unlink(bare) {
+            Ok(()) | Err(OpenError::NotFound { .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+impl Drop for Shared {
+    /// Detaches this process: gives up its attachment and, if it was the
+    /// last process using the queue, removes the name as the region's
+    /// [`Removal`] policy says. Under the lifecycle lock, so that a process
+    /// attaching at the same moment either is seen (and the name stays) or
+    /// sees the region removed (and opens a new one).
+    fn drop(&mut self) {
+        if self
+            .file
+            .size()
+            .is_ok_and(|n| n < self.ring.layout().total_size)
+        {
+            // Cut short by someone else: touching the region would fault
+            // (design.md §7). Leave it be; the file is nobody's queue now.
+            return;
+        }
+        let probe = self.file.reopen().ok();
+        let locked = probe.as_ref().is_some_and(|p| {
+            p.lock_byte_within(LIFECYCLE_LOCK_BYTE, LIFECYCLE_PATIENCE)
+                .unwrap_or(false)
+        });
+        if let Some(a) = self.attachment.take()
+            && a.fork_gen == sys::fork_generation()
+        {
+            let w = Ring::alive_word(a.owner, ROLE_ATTACH);
+            let _ = self.ring.retire_participant(a.owner.index, w);
+            let _ = a
+                .lock
+                .file()
+                .unlock_byte(PARTICIPANT_LOCK_BASE + u64::from(a.owner.index));
+        }
+        let (Some(probe), true) = (probe, locked) else {
+            return; // cannot decide safely: leave the name (it shows as idle)
+        };
+        let removal = self.removal;
+        if removal != REMOVE_NEVER
+            && self.ring.header().roles.removed.load(Ordering::Acquire) == 0
+            && live_entries(&self.ring, &probe) == 0
+            && (removal == REMOVE_WHEN_UNUSED || self.ring.published_exact() == 0)
+        {
+            let _ = mark_removed_and_unlink(&self.ring, &probe, &self.name);
+        }
+        let _ = probe.unlock_byte(LIFECYCLE_LOCK_BYTE);
+    }
 }
 
 impl Shared {
-    /// Frees the participant entries of dead processes (their liveness lock
-    /// is gone) and wakes the other side if a role count reached zero.
-    /// Rate-limited to one scan per [`REAP_INTERVAL`] per process unless
-    /// `force`d; returns whether it scanned.
+    /// Frees the participant entries of dead processes and wakes the other
+    /// side if a role count reached zero. Rate-limited to one scan per
+    /// [`REAP_INTERVAL`] per process unless `force`d; returns whether it
+    /// scanned.
     fn reap(&self, force: bool) -> bool {
         let now = sync::now().as_nanos() as u64;
         let last = self.last_reap.load(Ordering::Relaxed);
@@ -201,29 +406,12 @@ impl Shared {
             return false;
         }
         self.last_reap.store(now, Ordering::Relaxed);
-        for i in 0..self.ring.layout().participant_count {
-            let Some(w) = self.ring.participant_alive_word(i) else {
-                continue;
-            };
-            let byte = PARTICIPANT_LOCK_BASE + u64::from(i);
-            if let Ok(false) = self.file.byte_locked_by_other(byte)
-                && let Some(role) = self.ring.reap_participant(i, w)
-            {
-                self.after_retire(role);
-            }
-        }
+        reap_dead(&self.ring, &self.file);
         true
     }
 
     fn after_retire(&self, role: u32) {
-        let (senders, receivers, _) = self.ring.role_counts();
-        let h = self.ring.header();
-        if role == ROLE_SENDER && senders == 0 {
-            self.ring.wake_all(&h.data.word);
-        }
-        if role == ROLE_RECEIVER && receivers == 0 {
-            self.ring.wake_all(&h.space.word);
-        }
+        after_retire(&self.ring, role);
     }
 
     /// This queue's identity in the thread-local table of held messages.
@@ -335,25 +523,34 @@ impl Queue {
         let bare = sys::validate_name(name)?;
         let layout = config.layout()?;
         let file = ShmFile::create(bare, layout.total_size, config.mode, INIT_LOCK_BYTE)?;
-        let map = match Mapping::new(&file, layout.total_size as usize) {
-            Ok(m) => m,
-            Err(e) => {
-                let _ = sys::unlink(bare);
-                return Err(OpenError::Io(e));
-            }
+        let undo = |e: OpenError| {
+            let _ = sys::unlink(bare);
+            e
         };
+        let map =
+            Mapping::new(&file, layout.total_size as usize).map_err(|e| undo(OpenError::Io(e)))?;
         let base = NonNull::new(map.as_ptr()).expect("mmap is non-null");
         // SAFETY: the mapping is `total_size` bytes, page aligned, and lives
         // in `Shared` beside the ring for as long as the ring.
         let ring = unsafe { Ring::new(base, layout) };
         let cfg = &ring.header().config;
-        layout.write_config(cfg, sys::getpid());
+        layout.write_config(cfg, sys::getpid(), config.removal.to_raw());
         ring.init_slots();
+        // Attach before anyone can open it: nobody else can see the region
+        // until it is ready, so no lifecycle lock is needed.
+        let attachment = Self::attach(&ring, &file).map_err(undo)?;
         // SYNC: Release pairs with the Acquire load of `init_state` in
         // `open`: the configuration and the slots happen-before validation.
         cfg.init_state.store(INIT_READY, Ordering::Release);
         let _ = file.unlock_byte(INIT_LOCK_BYTE);
-        Ok(Self::from_parts(bare, file, map, ring, config.wait))
+        Ok(Self::from_parts(
+            bare,
+            file,
+            map,
+            ring,
+            attachment,
+            config.wait,
+        ))
     }
 
     /// Opens the existing queue `name`, waiting (boundedly) for its creator
@@ -363,72 +560,54 @@ impl Queue {
     /// [`OpenError::NotFound`], [`OpenError::VersionMismatch`],
     /// [`OpenError::Corrupted`] (wrong magic, truncated, inconsistent, or its
     /// creator died while initialising), [`OpenError::PermissionDenied`],
-    /// [`OpenError::InvalidName`].
+    /// [`OpenError::InvalidName`], [`OpenError::Abandoned`],
+    /// [`OpenError::TooManyParticipants`].
     pub fn open(name: &str) -> Result<Self, OpenError> {
         let bare = sys::validate_name(name)?;
-        let file = ShmFile::open(bare)?;
-        let start = sync::now();
-        loop {
-            let size = file.size().map_err(OpenError::Io)?;
-            let locked = file.byte_locked_by_other(INIT_LOCK_BYTE).unwrap_or(false);
-            if size >= PAGE {
-                if size > isize::MAX as u64 {
-                    return Err(OpenError::Corrupted("the file is impossibly large".into()));
-                }
-                let map = Mapping::new(&file, size as usize).map_err(OpenError::Io)?;
-                let base = NonNull::new(map.as_ptr()).expect("mmap is non-null");
-                // SAFETY: the first page holds a whole `ConfigLine` (atomics
-                // only), page aligned.
-                let cfg = unsafe { base.cast::<crate::layout::ConfigLine>().as_ref() };
-                // SYNC: Acquire pairs with the creator's Release of READY.
-                let state = cfg.init_state.load(Ordering::Acquire);
-                let magic = cfg.magic.load(Ordering::Relaxed);
-                if state == INIT_READY {
-                    let layout = Layout::validate(cfg, size).map_err(|e| match e {
-                        ValidateError::Version(found) => OpenError::VersionMismatch {
-                            found,
-                            expected: crate::layout::VERSION,
-                        },
-                        ValidateError::Corrupted(why) => OpenError::Corrupted(why),
-                    })?;
-                    // SAFETY: validated: the mapping holds `total_size` bytes
-                    // laid out as `layout`, and lives as long as the ring.
-                    let ring = unsafe { Ring::new(base, layout) };
-                    return Ok(Self::from_parts(
-                        bare,
-                        file,
-                        map,
-                        ring,
-                        WaitStrategy::default(),
-                    ));
-                }
-                if state != INIT_UNINIT || (magic != 0 && magic != MAGIC) {
-                    return Err(OpenError::Corrupted(format!(
-                        "not a shmq region (magic {magic:#010x}, init state {state})"
-                    )));
-                }
-            } else if size != 0 {
-                return Err(OpenError::Corrupted(format!(
-                    "truncated: the file has {size} bytes, less than a header page"
+        for _ in 0..OPEN_ATTEMPTS {
+            let file = ShmFile::open(bare)?;
+            let (map, ring) = map_region(&file, bare, true)?;
+            if !file
+                .lock_byte_within(LIFECYCLE_LOCK_BYTE, LIFECYCLE_PATIENCE)
+                .map_err(OpenError::Io)?
+            {
+                return Err(OpenError::Io(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "another process held the queue's lifecycle lock for over 10 s \
+                     (is one stopped?)",
                 )));
             }
-            let waited = sync::now().saturating_sub(start);
-            let limit = if locked {
-                INIT_WAIT_LOCKED
-            } else {
-                INIT_WAIT_UNLOCKED
-            };
-            if waited > limit {
-                return Err(if locked {
-                    OpenError::Corrupted("its creator has been initialising it for too long".into())
-                } else {
-                    OpenError::Abandoned {
-                        name: bare.to_owned(),
-                    }
-                });
+            // SYNC: Acquire pairs with the Release in `mark_removed_and_unlink`.
+            if ring.header().roles.removed.load(Ordering::Acquire) != 0 {
+                // removed since we opened the file: the name is gone or
+                // names a newer queue
+                let _ = file.unlock_byte(LIFECYCLE_LOCK_BYTE);
+                continue;
             }
-            std::thread::sleep(Duration::from_millis(1));
+            let attached = Self::attach(&ring, &file);
+            let _ = file.unlock_byte(LIFECYCLE_LOCK_BYTE);
+            return Ok(Self::from_parts(
+                bare,
+                file,
+                map,
+                ring,
+                attached?,
+                WaitStrategy::default(),
+            ));
         }
+        Err(OpenError::NotFound {
+            name: bare.to_owned(),
+        })
+    }
+
+    fn attach(ring: &Ring, file: &ShmFile) -> Result<Attachment, OpenError> {
+        let fork_gen = sys::fork_generation();
+        let (owner, lock) = register(ring, file, ROLE_ATTACH)?;
+        Ok(Attachment {
+            owner,
+            lock,
+            fork_gen,
+        })
     }
 
     /// Opens `name` if it exists, else creates it with `config`. Safe to race
@@ -488,17 +667,109 @@ impl Queue {
         Ok(())
     }
 
-    /// Removes the name `name` from `/dev/shm`. Processes that have the queue
-    /// open keep using it; the memory is freed when the last one unmaps it.
+    /// Removes the name `name` from `/dev/shm` whether or not it is in use
+    /// (`shmq rm --force`). Processes that have the queue open keep using
+    /// it, but nobody can open it any more; the memory is freed when the
+    /// last one unmaps it. A file that is not a valid queue is removed too.
+    /// Prefer [`Queue::remove`], which refuses a queue in use.
     ///
     /// # Errors
     /// [`OpenError::NotFound`], [`OpenError::InvalidName`],
     /// [`OpenError::PermissionDenied`].
     pub fn unlink(name: &str) -> Result<(), OpenError> {
-        sys::unlink(sys::validate_name(name)?)
+        let bare = sys::validate_name(name)?;
+        if let Ok(file) = ShmFile::open(bare)
+            && let Ok((_map, ring)) = map_region(&file, bare, false)
+        {
+            let locked = file
+                .lock_byte_within(LIFECYCLE_LOCK_BYTE, LIFECYCLE_PATIENCE)
+                .unwrap_or(false);
+            // Marked even without the lock: an opener then retries and
+            // finds the name gone, which is what was asked for.
+            ring.header().roles.removed.store(1, Ordering::Release);
+            let r = sys::unlink(bare);
+            if locked {
+                let _ = file.unlock_byte(LIFECYCLE_LOCK_BYTE);
+            }
+            return r;
+        }
+        sys::unlink(bare)
     }
 
-    fn from_parts(name: &str, file: ShmFile, map: Mapping, ring: Ring, wait: WaitStrategy) -> Self {
+    /// Removes the queue `name` if no process is using it: it is *stale*
+    /// (its processes died without detaching) or *idle* (kept on purpose,
+    /// see [`Removal`]). Messages still waiting in it are discarded. A
+    /// region whose creator died while creating it is removed too.
+    /// Safe against a process opening the queue at the same moment: that
+    /// one either keeps it alive (and this returns [`OpenError::InUse`]) or
+    /// finds it gone.
+    ///
+    /// # Errors
+    /// [`OpenError::InUse`] if a live process uses it,
+    /// [`OpenError::Initializing`] if its creator is still creating it,
+    /// [`OpenError::Corrupted`] or [`OpenError::VersionMismatch`] for a file
+    /// that is not a queue of this version (remove it with
+    /// [`Queue::unlink`]), [`OpenError::NotFound`],
+    /// [`OpenError::InvalidName`], [`OpenError::PermissionDenied`].
+    ///
+    /// ```
+    /// # use shmq::{Config, OpenError, Queue};
+    /// # let name = format!("shmq-doc-remove-{}", std::process::id());
+    /// let q = Queue::create(&name, Config::default().capacity_bytes(1 << 20))?;
+    /// assert!(matches!(Queue::remove(&name), Err(OpenError::InUse { .. })));
+    /// drop(q); // the last user: the empty queue's name goes with it
+    /// assert!(matches!(Queue::remove(&name), Err(OpenError::NotFound { .. })));
+    /// # Ok::<(), OpenError>(())
+    /// ```
+    pub fn remove(name: &str) -> Result<(), OpenError> {
+        let bare = sys::validate_name(name)?;
+        let file = ShmFile::open(bare)?;
+        let (_map, ring) = match map_region(&file, bare, false) {
+            Err(OpenError::Abandoned { .. }) => {
+                Self::remove_abandoned(bare)?;
+                return match ShmFile::open(bare) {
+                    Ok(f) if sys::same_file_at_name(&f, bare).unwrap_or(false) => {
+                        Err(OpenError::Initializing {
+                            name: bare.to_owned(),
+                        })
+                    }
+                    _ => Ok(()),
+                };
+            }
+            other => other?,
+        };
+        if !file
+            .lock_byte_within(LIFECYCLE_LOCK_BYTE, LIFECYCLE_PATIENCE)
+            .map_err(OpenError::Io)?
+        {
+            return Err(OpenError::InUse {
+                name: bare.to_owned(),
+                live: 1,
+            });
+        }
+        let live = live_entries(&ring, &file);
+        let r = if live > 0 {
+            Err(OpenError::InUse {
+                name: bare.to_owned(),
+                live,
+            })
+        } else {
+            mark_removed_and_unlink(&ring, &file, bare)
+        };
+        let _ = file.unlock_byte(LIFECYCLE_LOCK_BYTE);
+        r
+    }
+
+    fn from_parts(
+        name: &str,
+        file: ShmFile,
+        map: Mapping,
+        ring: Ring,
+        attachment: Attachment,
+        wait: WaitStrategy,
+    ) -> Self {
+        let removal =
+            Removal::from_raw(ring.header().config.removal.load(Ordering::Relaxed)).to_raw();
         Self {
             shared: Arc::new(Shared {
                 name: name.to_owned(),
@@ -506,9 +777,16 @@ impl Queue {
                 ring,
                 _map: map,
                 last_reap: AtomicU64::new(0),
+                removal,
+                attachment: Some(attachment),
             }),
             wait,
         }
+    }
+
+    /// The ring and the region file, for inspection.
+    pub(crate) fn parts(&self) -> (&Ring, &ShmFile) {
+        (&self.shared.ring, &self.shared.file)
     }
 
     /// The queue's name (without a leading `/`).
@@ -568,6 +846,86 @@ impl Queue {
     }
 }
 
+/// Maps the region `file` (named `bare`) and validates its header, waiting
+/// (boundedly) for its creator to finish initialising it if `wait`;
+/// otherwise a region being initialised is [`OpenError::Initializing`].
+pub(crate) fn map_region(
+    file: &ShmFile,
+    bare: &str,
+    wait: bool,
+) -> Result<(Mapping, Ring), OpenError> {
+    let start = sync::now();
+    loop {
+        let size = file.size().map_err(OpenError::Io)?;
+        let locked = file.byte_locked_by_other(INIT_LOCK_BYTE).unwrap_or(false);
+        if size >= PAGE {
+            if size > isize::MAX as u64 {
+                return Err(OpenError::Corrupted("the file is impossibly large".into()));
+            }
+            let map = Mapping::new(file, size as usize).map_err(OpenError::Io)?;
+            let base = NonNull::new(map.as_ptr()).expect("mmap is non-null");
+            // SAFETY: the first page holds a whole `ConfigLine` (atomics
+            // only), page aligned.
+            let cfg = unsafe { base.cast::<crate::layout::ConfigLine>().as_ref() };
+            // SYNC: Acquire pairs with the creator's Release of READY.
+            let state = cfg.init_state.load(Ordering::Acquire);
+            let magic = cfg.magic.load(Ordering::Relaxed);
+            if state == INIT_READY {
+                let layout = Layout::validate(cfg, size).map_err(|e| match e {
+                    ValidateError::Version(found) => OpenError::VersionMismatch {
+                        found,
+                        expected: crate::layout::VERSION,
+                    },
+                    ValidateError::Corrupted(why) => OpenError::Corrupted(why),
+                })?;
+                // SAFETY: validated: the mapping holds `total_size` bytes
+                // laid out as `layout`, and lives as long as the ring.
+                let ring = unsafe { Ring::new(base, layout) };
+                return Ok((map, ring));
+            }
+            if state != INIT_UNINIT || (magic != 0 && magic != MAGIC) {
+                return Err(OpenError::Corrupted(format!(
+                    "not a shmq region (magic {magic:#010x}, init state {state})"
+                )));
+            }
+        } else if size != 0 {
+            return Err(OpenError::Corrupted(format!(
+                "truncated: the file has {size} bytes, less than a header page"
+            )));
+        }
+        let waited = sync::now().saturating_sub(start);
+        if !wait {
+            // A young unlocked file may be a creator's, caught between its
+            // `openat` and its init lock.
+            let young = file.changed_ago().is_ok_and(|a| a < INIT_WAIT_UNLOCKED);
+            return Err(if locked || young {
+                OpenError::Initializing {
+                    name: bare.to_owned(),
+                }
+            } else {
+                OpenError::Abandoned {
+                    name: bare.to_owned(),
+                }
+            });
+        }
+        let limit = if locked {
+            INIT_WAIT_LOCKED
+        } else {
+            INIT_WAIT_UNLOCKED
+        };
+        if waited > limit {
+            return Err(if locked {
+                OpenError::Corrupted("its creator has been initialising it for too long".into())
+            } else {
+                OpenError::Abandoned {
+                    name: bare.to_owned(),
+                }
+            });
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
 /// A participant's entry in the region and the lock that proves it alive.
 #[derive(Debug)]
 struct Registration {
@@ -581,35 +939,13 @@ struct Registration {
 impl Registration {
     fn new(shared: &Arc<Shared>, role: u32) -> Result<Self, OpenError> {
         let fork_gen = sys::fork_generation();
-        let lock = LockFile::new(&shared.file).map_err(OpenError::Io)?;
-        let pid = sys::getpid();
-        let ring = &shared.ring;
-        for pass in 0..2 {
-            for i in 0..ring.layout().participant_count {
-                if ring.participant_alive_word(i).is_some() {
-                    continue;
-                }
-                let byte = PARTICIPANT_LOCK_BASE + u64::from(i);
-                if !lock.file().try_lock_byte(byte).map_err(OpenError::Io)? {
-                    continue;
-                }
-                if let Some(owner) = ring.try_claim_participant(i, role, pid) {
-                    return Ok(Self {
-                        shared: Arc::clone(shared),
-                        owner,
-                        role,
-                        lock,
-                        fork_gen,
-                    });
-                }
-                let _ = lock.file().unlock_byte(byte);
-            }
-            if pass == 0 {
-                shared.reap(true);
-            }
-        }
-        Err(OpenError::TooManyParticipants {
-            max: ring.layout().participant_count,
+        let (owner, lock) = register(&shared.ring, &shared.file, role)?;
+        Ok(Self {
+            shared: Arc::clone(shared),
+            owner,
+            role,
+            lock,
+            fork_gen,
         })
     }
 }

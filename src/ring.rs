@@ -261,7 +261,7 @@ impl Ring {
             units: many(u64::from(layout.lane_count) * layout.lane_units()),
         });
         let ring = Self::with_memory(heap, layout);
-        layout.write_config(&ring.header().config, 1);
+        layout.write_config(&ring.header().config, 1, crate::layout::REMOVE_NEVER);
         ring.init_slots();
         ring.header()
             .config
@@ -481,21 +481,28 @@ impl Ring {
         // free, so it is never below the number of live entries: a process
         // dying between the two steps can only leave it too high, which the
         // slow path's table scan (`alive_count`) sees through.
-        let counter = self.role_counter(role)?;
+        // (an attachment has no count)
+        let counter = self.role_counter(role);
         // a dead predecessor's claim must not look like ours
         p.claim.store(0, Ordering::Relaxed);
-        counter.fetch_add(1, Ordering::AcqRel);
+        if let Some(c) = counter {
+            c.fetch_add(1, Ordering::AcqRel);
+        }
         if p.word
             .compare_exchange(w, new, Ordering::AcqRel, Ordering::Relaxed)
             .is_err()
         {
-            let _ = counter.fetch_update(Ordering::AcqRel, Ordering::Acquire, |c| c.checked_sub(1));
+            if let Some(c) = counter {
+                let _ = c.fetch_update(Ordering::AcqRel, Ordering::Acquire, |c| c.checked_sub(1));
+            }
             return None;
         }
         p.pid.store(pid, Ordering::Relaxed);
-        // SYNC: Release after the count: a reader that sees the bit
-        // (Acquire, loaded first in `role_counts`) sees the count too.
-        self.header().roles.ever.fetch_or(role, Ordering::AcqRel);
+        if counter.is_some() {
+            // SYNC: Release after the count: a reader that sees the bit
+            // (Acquire, loaded first in `role_counts`) sees the count too.
+            self.header().roles.ever.fetch_or(role, Ordering::AcqRel);
+        }
         Some(Owner {
             index: i,
             generation,
@@ -1208,6 +1215,39 @@ impl Ring {
         let d = h.deq.hint.load(Ordering::Acquire);
         let e = h.enq.hint.load(Ordering::Acquire);
         (e.saturating_sub(d)).min(u64::from(self.layout.slot_count)) as usize
+    }
+
+    /// Exact number of published, unclaimed messages: a scan of the whole
+    /// index (for inspection and lifecycle decisions, not the hot path).
+    #[cfg(not(loom))]
+    pub(crate) fn published_exact(&self) -> usize {
+        (0..u64::from(self.layout.slot_count))
+            .filter(|&i| slot_ref(self.slot_at(i).load(Ordering::Acquire)) != 0)
+            .count()
+    }
+
+    /// Lane `lane`'s lease word, write end and reclaim frontier (units), for
+    /// inspection.
+    #[cfg(not(loom))]
+    pub(crate) fn lane_snapshot(&self, lane: u32) -> (u64, u64, u64) {
+        let l = self.lane(lane);
+        (
+            l.owner.load(Ordering::Acquire),
+            l.end.load(Ordering::Acquire),
+            l.frontier.load(Ordering::Acquire),
+        )
+    }
+
+    /// Participant entry `i`'s word, pid and claim announcement, for
+    /// inspection.
+    #[cfg(not(loom))]
+    pub(crate) fn participant_snapshot(&self, i: u32) -> (u64, u32, u64) {
+        let p = self.participant(i);
+        (
+            p.word.load(Ordering::Acquire),
+            p.pid.load(Ordering::Relaxed),
+            p.claim.load(Ordering::Relaxed),
+        )
     }
 
     // ------------------------------------------------------------------

@@ -35,7 +35,7 @@ fn config() -> Config {
 
 /// Offsets of every 8-byte word a peer could corrupt.
 fn fields() -> Vec<u64> {
-    let mut f: Vec<u64> = (0..11).map(|i| i * 8).collect(); // config line
+    let mut f: Vec<u64> = (0..12).map(|i| i * 8).collect(); // config line
     f.extend([128, 256, 384, 512, 640, 648]); // hints, wait words, roles
     f.extend((0..4).flat_map(|p| [768 + 32 * p, 776 + 32 * p, 784 + 32 * p])); // participants
     f.extend((0..2).flat_map(|l| [896 + 128 * l, 904 + 128 * l, 912 + 128 * l, 920 + 128 * l]));

@@ -20,7 +20,21 @@ use crate::error::OpenError;
 use crate::sync::Wake;
 
 /// Where POSIX shared-memory objects live on Linux.
-const SHM_DIR: &str = "/dev/shm";
+pub(crate) const SHM_DIR: &str = "/dev/shm";
+
+/// The environment variable that moves regions out of [`SHM_DIR`] (for a
+/// machine without `/dev/shm`, or to keep a test's queues apart). Every
+/// process of a queue must see the same value.
+pub(crate) const DIR_ENV: &str = "SHMQ_DIR";
+
+/// The directory regions live in: `$SHMQ_DIR` if set and non-empty, else
+/// `/dev/shm`.
+pub(crate) fn dir_path() -> String {
+    match std::env::var(DIR_ENV) {
+        Ok(d) if !d.is_empty() => d,
+        _ => SHM_DIR.to_owned(),
+    }
+}
 
 /// Longest accepted queue name (a file name under `/dev/shm`, leaving room
 /// for the kernel's 255-byte limit).
@@ -53,12 +67,50 @@ pub(crate) fn validate_name(name: &str) -> Result<&str, OpenError> {
     }
 }
 
-fn shm_dir() -> io::Result<OwnedFd> {
-    Ok(fs::open(
-        SHM_DIR,
+/// Opens the region directory, or says why it cannot be used.
+fn shm_dir() -> Result<OwnedFd, OpenError> {
+    let path = dir_path();
+    let missing = |reason: &str| OpenError::NoShmDir {
+        path: path.clone(),
+        reason: reason.to_owned(),
+    };
+    if !path.starts_with('/') {
+        return Err(missing(
+            "it is not an absolute path, so processes in other directories would not agree",
+        ));
+    }
+    fs::open(
+        path.as_str(),
         OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
         Mode::empty(),
-    )?)
+    )
+    .map_err(|e| match e {
+        Errno::NOENT => missing("it does not exist"),
+        Errno::NOTDIR => missing("it is not a directory"),
+        Errno::ACCESS | Errno::PERM => missing("permission denied"),
+        other => OpenError::Io(io::Error::from(other)),
+    })
+}
+
+/// The names of the regular files in the region directory (candidate
+/// regions; symbolic links and directories are skipped).
+pub(crate) fn list_names() -> Result<Vec<String>, OpenError> {
+    let dir = shm_dir()?;
+    let mut names = Vec::new();
+    let entries = fs::Dir::read_from(&dir).map_err(|e| OpenError::Io(e.into()))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| OpenError::Io(e.into()))?;
+        if entry.file_type() != fs::FileType::RegularFile {
+            continue;
+        }
+        if let Ok(name) = entry.file_name().to_str()
+            && validate_name(name).is_ok()
+        {
+            names.push(name.to_owned());
+        }
+    }
+    names.sort();
+    Ok(names)
 }
 
 fn open_error(name: &str, err: Errno) -> OpenError {
@@ -73,7 +125,8 @@ fn open_error(name: &str, err: Errno) -> OpenError {
             name: name.to_owned(),
         },
         Errno::LOOP => OpenError::Corrupted(format!(
-            "/dev/shm/{name} is a symbolic link; shmq never follows one"
+            "{}/{name} is a symbolic link; shmq never follows one",
+            dir_path()
         )),
         other => OpenError::Io(io::Error::from(other)),
     }
@@ -97,7 +150,7 @@ impl ShmFile {
         mode: u32,
         init_lock_byte: u64,
     ) -> Result<Self, OpenError> {
-        let dir = shm_dir().map_err(OpenError::Io)?;
+        let dir = shm_dir()?;
         let fd = fs::openat(
             &dir,
             name,
@@ -128,7 +181,7 @@ impl ShmFile {
 
     /// Opens an existing object read-write, refusing symbolic links.
     pub(crate) fn open(name: &str) -> Result<Self, OpenError> {
-        let dir = shm_dir().map_err(OpenError::Io)?;
+        let dir = shm_dir()?;
         let fd = fs::openat(
             &dir,
             name,
@@ -139,7 +192,8 @@ impl ShmFile {
         let st = fs::fstat(&fd).map_err(|e| OpenError::Io(e.into()))?;
         if st.st_mode & libc::S_IFMT != libc::S_IFREG {
             return Err(OpenError::Corrupted(format!(
-                "/dev/shm/{name} is not a regular file"
+                "{}/{name} is not a regular file",
+                dir_path()
             )));
         }
         Ok(Self { fd })
@@ -186,6 +240,24 @@ impl ShmFile {
             Ok(_) => Ok(true),
             Err(e) if matches!(e.raw_os_error(), Some(libc::EAGAIN | libc::EACCES)) => Ok(false),
             Err(e) => Err(e),
+        }
+    }
+
+    /// Takes an exclusive OFD lock on byte `offset`, retrying for up to
+    /// `patience` while another description holds it (holders keep such a
+    /// lock for a few system calls; a dead holder's lock is dropped by the
+    /// kernel). `Ok(false)` if it stayed taken: a stopped holder never
+    /// hangs the caller.
+    pub(crate) fn lock_byte_within(&self, offset: u64, patience: Duration) -> io::Result<bool> {
+        let start = monotonic_now();
+        loop {
+            if self.try_lock_byte(offset)? {
+                return Ok(true);
+            }
+            if monotonic_now().saturating_sub(start) > patience {
+                return Ok(false);
+            }
+            std::thread::sleep(Duration::from_micros(200));
         }
     }
 
@@ -287,7 +359,10 @@ impl Drop for LockFile {
 
 /// Whether `/dev/shm/name` is (still) the object `file` has open.
 pub(crate) fn same_file_at_name(file: &ShmFile, name: &str) -> io::Result<bool> {
-    let dir = shm_dir()?;
+    let dir = shm_dir().map_err(|e| match e {
+        OpenError::Io(e) => e,
+        other => io::Error::new(io::ErrorKind::NotFound, other.to_string()),
+    })?;
     let at = fs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW)?;
     let open = fs::fstat(&file.fd)?;
     Ok(at.st_dev == open.st_dev && at.st_ino == open.st_ino)
@@ -295,7 +370,7 @@ pub(crate) fn same_file_at_name(file: &ShmFile, name: &str) -> io::Result<bool> 
 
 /// Removes `name` from `/dev/shm`. Mappings that exist stay valid.
 pub(crate) fn unlink(name: &str) -> Result<(), OpenError> {
-    let dir = shm_dir().map_err(OpenError::Io)?;
+    let dir = shm_dir()?;
     fs::unlinkat(&dir, name, AtFlags::empty()).map_err(|e| open_error(name, e))
 }
 
