@@ -23,7 +23,7 @@ use std::process::Child;
 use std::time::{Duration, Instant};
 
 use common::{Rng, TempName, child_role, fnv, spawn_role, wait_or_kill};
-use shmq::{Config, Queue, RecvTimeoutError};
+use shmq::{Config, Queue, RecvTimeoutError, SendTimeoutError};
 
 const TEST: &str = "producers_and_consumers_survive_random_sigkills";
 const PRODUCERS: usize = 2;
@@ -83,11 +83,26 @@ fn producer(name: &str, instance: u64) {
             }
         }
         message(instance, seq, q.max_message(), &mut buf);
-        let start = Instant::now();
-        tx.send_timeout(&buf, Duration::from_secs(30))
-            .expect("send");
-        let took = start.elapsed();
-        assert!(took < MAX_BLOCK, "producer {instance} blocked {took:?}");
+        loop {
+            let start = Instant::now();
+            let r = tx.send_timeout(&buf, Duration::from_secs(30));
+            let took = start.elapsed();
+            assert!(took < MAX_BLOCK, "producer {instance} blocked {took:?}");
+            match r {
+                Ok(()) => break,
+                // Every consumer is gone for a moment: the parent killed
+                // both and their replacements have not attached yet (or
+                // it is the end). The message was not sent: send it again.
+                Err(SendTimeoutError::Disconnected(_)) => {
+                    ledger.read_exact_at(&mut stop, 0).unwrap();
+                    if stop[0] != 0 {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err(e) => panic!("producer {instance}: {e}"),
+            }
+        }
         ledger
             .write_all_at(&(seq + 1).to_le_bytes(), 8 * instance)
             .unwrap();
@@ -143,6 +158,23 @@ fn consumer(name: &str, instance: u64) {
     }
 }
 
+/// Removes the ledger and the consumer logs (`NAME-ledger`, `NAME-log-*`)
+/// however the test ends, so a failing run leaves nothing in /dev/shm.
+struct Scratch(String);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let prefix = format!("{}-", self.0);
+        if let Ok(dir) = std::fs::read_dir("/dev/shm") {
+            for e in dir.flatten() {
+                if e.file_name().to_string_lossy().starts_with(&prefix) {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
+    }
+}
+
 struct Peer {
     child: Child,
     instance: u64,
@@ -178,6 +210,7 @@ fn producers_and_consumers_survive_random_sigkills() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(25);
     let name = TempName::new("torture");
+    let _scratch = Scratch(name.0.clone());
     let q = Queue::create(
         &name,
         Config::default()

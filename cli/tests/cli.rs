@@ -1,0 +1,308 @@
+//! The `shmq` binary end to end, on live, idle, stale and foreign files.
+//!
+//! Every process here runs with `SHMQ_DIR` set to a private directory, so
+//! `gc` and `ls` see this test's files only. Queues are made by holder
+//! processes: this test binary re-executed with `CLI_TEST_ROLE` set.
+
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use shmq::{Config, Queue, Removal};
+
+const ROLE: &str = "CLI_TEST_ROLE";
+
+/// A private region directory, removed (with whatever is left) on drop.
+struct Dir(String);
+
+impl Dir {
+    fn new(tag: &str) -> Self {
+        let d = format!("/dev/shm/shmq-cli-test-{tag}-{}", std::process::id());
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir(&d).unwrap();
+        Self(d)
+    }
+    fn has(&self, name: &str) -> bool {
+        std::fs::symlink_metadata(format!("{}/{name}", self.0)).is_ok()
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn shmq(dir: &Dir, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_shmq"))
+        .args(args)
+        .env("SHMQ_DIR", &dir.0)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run shmq")
+}
+
+/// Runs `shmq ARGS`, expecting success, and returns its stdout.
+fn ok(dir: &Dir, args: &[&str]) -> String {
+    let out = shmq(dir, args);
+    assert!(
+        out.status.success(),
+        "shmq {args:?} failed: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn json(dir: &Dir, args: &[&str]) -> Value {
+    serde_json::from_str(&ok(dir, args)).expect("valid JSON")
+}
+
+/// The `ls --json` entry of `name`.
+fn listed(dir: &Dir, name: &str) -> Value {
+    let all = json(dir, &["ls", "--json"]);
+    all.as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == name)
+        .unwrap_or_else(|| panic!("{name} not listed in {all}"))
+        .clone()
+}
+
+/// A holder process: creates queue `name` in `dir` per `role` and, unless
+/// it is `idle`, waits to be killed.
+fn spawn_holder(dir: &Dir, role: &str, name: &str) -> Child {
+    Command::new(std::env::current_exe().unwrap())
+        .args(["holder", "--exact", "--nocapture", "--test-threads=1"])
+        .env(ROLE, role)
+        .env("SHMQ_DIR", &dir.0)
+        .env("HOLDER_QUEUE", name)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// The holder's body (a no-op when run as a normal test).
+#[test]
+fn holder() {
+    let Ok(role) = std::env::var(ROLE) else {
+        return;
+    };
+    let name = std::env::var("HOLDER_QUEUE").unwrap();
+    let small = Config::default().capacity_bytes(1 << 16);
+    match role.as_str() {
+        "live" => {
+            let q = Queue::create(&name, small).unwrap();
+            let tx = q.sender().unwrap();
+            let _rx = q.receiver().unwrap();
+            tx.send(b"one").unwrap();
+            tx.send(b"two").unwrap();
+            std::thread::sleep(Duration::from_secs(120));
+        }
+        "idle" => {
+            let q = Queue::create(&name, small.removal(Removal::Never)).unwrap();
+            q.sender().unwrap().send(b"kept").unwrap();
+            return; // exits cleanly: the queue stays, idle
+        }
+        _ => unreachable!("{role}"),
+    }
+    panic!("the test should have killed this holder");
+}
+
+fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "timed out: {what}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn ls_inspect_rm_and_gc_on_live_idle_stale_and_foreign_files() {
+    if std::env::var(ROLE).is_ok() {
+        return;
+    }
+    let dir = Dir::new("manage");
+    assert!(ok(&dir, &["ls"]).contains("no queues"));
+
+    let live = Killed(spawn_holder(&dir, "live", "live-q"));
+    let mut doomed = spawn_holder(&dir, "live", "stale-q");
+    let mut idle = spawn_holder(&dir, "idle", "idle-q");
+    assert!(idle.wait().unwrap().success());
+    std::fs::write(format!("{}/not-a-queue", dir.0), vec![1u8; 10_000]).unwrap();
+    wait_until("both holders ready", || {
+        ["live-q", "stale-q"]
+            .iter()
+            .all(|n| dir.has(n) && listed(&dir, n)["messages"] == 2)
+    });
+    doomed.kill().unwrap();
+    doomed.wait().unwrap();
+
+    // ls: every state, JSON and table
+    let l = listed(&dir, "live-q");
+    assert_eq!(l["state"], "live");
+    assert_eq!(
+        (
+            &l["live_processes"],
+            &l["live_senders"],
+            &l["live_receivers"]
+        ),
+        (&Value::from(1), &Value::from(1), &Value::from(1))
+    );
+    let s = listed(&dir, "stale-q");
+    assert_eq!(
+        (&s["state"], &s["dead_entries"]),
+        (&Value::from("stale"), &Value::from(3))
+    );
+    let i = listed(&dir, "idle-q");
+    assert_eq!(
+        (&i["state"], &i["messages"]),
+        (&Value::from("idle"), &Value::from(1))
+    );
+    let f = listed(&dir, "not-a-queue");
+    assert_eq!(f["state"], "not-a-queue");
+    assert!(f["error"].as_str().unwrap().contains("not a shmq region"));
+    let table = ok(&dir, &["ls"]);
+    for word in [
+        "NAME",
+        "live-q",
+        "stale-q",
+        "idle-q",
+        "not-a-queue",
+        "stale",
+        "idle",
+    ] {
+        assert!(table.contains(word), "{word} missing from:\n{table}");
+    }
+
+    // inspect: the participant table with the holder's pid
+    let info = json(&dir, &["inspect", "live-q", "--json"]);
+    let parts = info["participants"].as_array().unwrap();
+    assert_eq!(parts.len(), 3);
+    assert!(
+        parts
+            .iter()
+            .all(|p| p["pid"] == live.0.id() && p["alive"] == true)
+    );
+    assert_eq!(info["removal"], "when-unused-and-empty");
+    assert_eq!(info["lanes"].as_array().unwrap().len() as u64, 1);
+    let text = ok(&dir, &["inspect", "stale-q"]);
+    assert!(
+        text.contains("DEAD") && text.contains("state        stale"),
+        "{text}"
+    );
+    let missing = shmq(&dir, &["inspect", "nope"]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("no shmq queue named"));
+
+    // rm refuses a live queue and a foreign file without --force
+    let refused = shmq(&dir, &["rm", "live-q"]);
+    assert_eq!(refused.status.code(), Some(1));
+    let why = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        why.contains("3 live participant") && why.contains("--force"),
+        "{why}"
+    );
+    assert!(dir.has("live-q"));
+    assert_eq!(shmq(&dir, &["rm", "not-a-queue"]).status.code(), Some(1));
+    assert!(dir.has("not-a-queue"));
+
+    // gc: stale only (dry run first), idle with --idle
+    let dry = json(&dir, &["gc", "--dry-run", "--json"]);
+    assert_eq!(dry["removed"][0]["name"], "stale-q");
+    assert_eq!(dry["removed"].as_array().unwrap().len(), 1);
+    assert!(dir.has("stale-q"));
+    let gc = json(&dir, &["gc", "--json"]);
+    assert_eq!(gc["removed"][0]["name"], "stale-q");
+    assert_eq!(gc["removed"][0]["messages_discarded"], 2);
+    assert!(!dir.has("stale-q"));
+    assert!(dir.has("live-q") && dir.has("idle-q") && dir.has("not-a-queue"));
+    assert!(ok(&dir, &["gc"]).contains("nothing to remove"));
+    assert!(ok(&dir, &["gc", "--idle"]).contains("removed idle-q (idle, 1 message(s) discarded)"));
+
+    // --force removes anything
+    let forced = json(&dir, &["rm", "--force", "--json", "live-q", "not-a-queue"]);
+    assert!(
+        forced
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["removed"] == true)
+    );
+    assert!(!dir.has("live-q") && !dir.has("not-a-queue"));
+    drop(live);
+    assert!(ok(&dir, &["ls"]).contains("no queues"));
+}
+
+#[test]
+fn bench_runs_two_processes_and_leaves_nothing_behind() {
+    if std::env::var(ROLE).is_ok() {
+        return;
+    }
+    let dir = Dir::new("bench");
+    let r = json(
+        &dir,
+        &[
+            "bench",
+            "--json",
+            "--size",
+            "1000",
+            "--messages",
+            "20000",
+            "--round-trips",
+            "500",
+        ],
+    );
+    assert_eq!(r["messages"], 20000);
+    assert!(r["messages_per_sec"].as_f64().unwrap() > 0.0);
+    let (p50, p99) = (
+        r["rtt_p50_ns"].as_u64().unwrap(),
+        r["rtt_p99_ns"].as_u64().unwrap(),
+    );
+    assert!(0 < p50 && p50 <= p99, "{r}");
+    assert_ne!(r["peer_pid"], std::process::id());
+    let human = ok(
+        &dir,
+        &["bench", "--messages", "1000", "--round-trips", "10"],
+    );
+    assert!(
+        human.contains("M msg/s") && human.contains("p50"),
+        "{human}"
+    );
+    let too_big = shmq(&dir, &["bench", "--size", "100000000"]);
+    assert_eq!(too_big.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&too_big.stderr).contains("--size is at most"));
+    assert_eq!(
+        std::fs::read_dir(&dir.0).unwrap().count(),
+        0,
+        "bench left files"
+    );
+}
+
+#[test]
+fn usage_errors_exit_2_and_help_names_every_command() {
+    if std::env::var(ROLE).is_ok() {
+        return;
+    }
+    let dir = Dir::new("usage");
+    assert_eq!(shmq(&dir, &["rm"]).status.code(), Some(2));
+    assert_eq!(shmq(&dir, &["frobnicate"]).status.code(), Some(2));
+    let help = ok(&dir, &["--help"]);
+    for cmd in ["ls", "inspect", "rm", "gc", "bench", "SHMQ_DIR"] {
+        assert!(help.contains(cmd), "{cmd} missing from help:\n{help}");
+    }
+    assert!(!help.contains("bench-peer"));
+}
