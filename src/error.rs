@@ -407,6 +407,8 @@ impl<T> From<SendError<T>> for SendTimeoutError<T> {
     }
 }
 
+const TRUNCATED: &str = "the sender of a large message died or gave up while it was being \
+     received; the part received was discarded (receive again for the next message)";
 const DISCONNECTED_RECV: &str =
     "the queue is empty and every sender has detached or died; no more messages will come";
 
@@ -416,6 +418,10 @@ const DISCONNECTED_RECV: &str =
 pub enum RecvError {
     /// The queue is empty and every sender has detached or died.
     Disconnected,
+    /// A large message's sender died or gave up while this receiver was
+    /// reading it: the part read was discarded. Receive again for the next
+    /// message.
+    Truncated,
     /// The region failed a consistency check.
     Corrupted(Corruption),
 }
@@ -424,6 +430,7 @@ impl fmt::Display for RecvError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Disconnected => f.write_str(DISCONNECTED_RECV),
+            Self::Truncated => f.write_str(TRUNCATED),
             Self::Corrupted(c) => c.fmt(f),
         }
     }
@@ -438,6 +445,10 @@ pub enum TryRecvError {
     Empty,
     /// The queue is empty and every sender has detached or died.
     Disconnected,
+    /// A large message's sender died or gave up while this receiver was
+    /// reading it: the part read was discarded. Receive again for the next
+    /// message.
+    Truncated,
     /// The region failed a consistency check.
     Corrupted(Corruption),
 }
@@ -460,6 +471,7 @@ impl fmt::Display for TryRecvError {
                 f.write_str("the queue is empty; retry later or use recv / recv_timeout to wait")
             }
             Self::Disconnected => f.write_str(DISCONNECTED_RECV),
+            Self::Truncated => f.write_str(TRUNCATED),
             Self::Corrupted(c) => c.fmt(f),
         }
     }
@@ -470,6 +482,7 @@ impl From<RecvError> for TryRecvError {
     fn from(e: RecvError) -> Self {
         match e {
             RecvError::Disconnected => Self::Disconnected,
+            RecvError::Truncated => Self::Truncated,
             RecvError::Corrupted(c) => Self::Corrupted(c),
         }
     }
@@ -483,6 +496,10 @@ pub enum RecvTimeoutError {
     Timeout,
     /// The queue is empty and every sender has detached or died.
     Disconnected,
+    /// A large message's sender died or gave up while this receiver was
+    /// reading it: the part read was discarded. Receive again for the next
+    /// message.
+    Truncated,
     /// The region failed a consistency check.
     Corrupted(Corruption),
 }
@@ -503,6 +520,7 @@ impl fmt::Display for RecvTimeoutError {
         match self {
             Self::Timeout => f.write_str("timed out waiting for a message"),
             Self::Disconnected => f.write_str(DISCONNECTED_RECV),
+            Self::Truncated => f.write_str(TRUNCATED),
             Self::Corrupted(c) => c.fmt(f),
         }
     }
@@ -513,6 +531,7 @@ impl From<RecvError> for RecvTimeoutError {
     fn from(e: RecvError) -> Self {
         match e {
             RecvError::Disconnected => Self::Disconnected,
+            RecvError::Truncated => Self::Truncated,
             RecvError::Corrupted(c) => Self::Corrupted(c),
         }
     }

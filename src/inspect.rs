@@ -67,8 +67,8 @@ pub struct LaneInfo {
     pub index: u32,
     /// Whether a sender holds its lease (is writing into it).
     pub leased: bool,
-    /// Bytes between its reclaim frontier and its write end: messages
-    /// waiting, being read, or released but not reclaimed yet.
+    /// Bytes held by records not yet released: messages waiting, being
+    /// written or being read (headers and padding to 64 bytes included).
     pub bytes_in_use: u64,
 }
 
@@ -124,7 +124,7 @@ pub struct Inspection {
     pub participant_entries: u32,
     /// Messages published and not yet claimed (an exact scan of the index).
     pub messages: u64,
-    /// Arena bytes not yet reclaimed, over all lanes.
+    /// Arena bytes held by records not yet released, over all lanes.
     pub bytes_in_use: u64,
     /// Live senders, receivers and processes (kernel liveness locks held).
     pub live_senders: u32,
@@ -194,12 +194,11 @@ impl Inspection {
         }
         let lanes: Vec<LaneInfo> = (0..layout.lane_count)
             .map(|i| {
-                let (owner, end, frontier) = ring.lane_snapshot(i);
+                let (owner, _, _) = ring.lane_snapshot(i);
                 LaneInfo {
                     index: i,
                     leased: owner != 0,
-                    // a hostile value must not overflow the sum below
-                    bytes_in_use: end.saturating_sub(frontier).min(layout.lane_units()) * UNIT,
+                    bytes_in_use: ring.lane_live_units(i) * UNIT,
                 }
             })
             .collect();

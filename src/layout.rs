@@ -187,9 +187,13 @@ pub(crate) struct Lane {
     pub owner: AtomicU64,
     pub end: AtomicU64,
     pub frontier: AtomicU64,
-    /// Reserved for the large-message stream (a writer waiting for its one
-    /// reader); senders waiting for room use the header's `space` word.
+    /// The large-message stream's writer and its one reader wait here for
+    /// each other; senders waiting for room use the header's `space` word.
     pub space: WaitWord,
+    /// The stream being written in this lane, if any: its id (the low 32
+    /// bits of its header's position) above, its reader's owner bits and
+    /// the `STREAM_*` flags below (see `ring`).
+    pub stream: AtomicU64,
 }
 
 /// The header unit of a record in the arena.
@@ -206,6 +210,9 @@ pub(crate) struct RecordHeader {
     /// The ticket its producer is publishing it under (written before each
     /// publish attempt): names this record in a consumer's claim.
     pub ticket: AtomicU64,
+    /// A stream header's own lane position (in units): where its reader
+    /// starts. Unused by other kinds.
+    pub aux: AtomicU64,
 }
 
 /// A slot of the index: lap (32 bits) | 0 or 1 + record unit (32 bits).
@@ -234,9 +241,11 @@ mod asserts {
     const_assert_eq!(offset_of!(Participant, claim), 8);
     const_assert_eq!(size_of::<Lane>(), 128);
     const_assert_eq!(offset_of!(Lane, space), 24);
+    const_assert_eq!(offset_of!(Lane, stream), 32);
     const_assert_eq!(size_of::<RecordHeader>(), UNIT as usize);
     const_assert_eq!(offset_of!(RecordHeader, units), 16);
     const_assert_eq!(offset_of!(RecordHeader, ticket), 24);
+    const_assert_eq!(offset_of!(RecordHeader, aux), 32);
     const_assert_eq!(size_of::<Slot>(), 8);
     const_assert!(align_of::<Slot>() == 8);
     const_assert!(align_of::<Header>() as u64 <= PAGE);

@@ -23,6 +23,9 @@ use crate::ring::{Allocation, Busy, Claim, LaneLease, Owner, Ring};
 use crate::sync::{self, AtomicU32, AtomicU64, Ordering, Wake};
 use crate::sys::{self, LockFile, Mapping, ShmFile};
 
+mod stream;
+pub use stream::{MessageReader, MessageWriter};
+
 /// A parked waiter wakes at least this often to check that its peers are
 /// still alive (a SIGKILLed peer never wakes anyone).
 const LIVENESS_PERIOD: Duration = Duration::from_millis(200);
@@ -988,6 +991,8 @@ enum Fail {
     Disconnected,
     TooLarge,
     WouldDeadlock,
+    /// A large message's writer died or gave up mid-read.
+    Truncated,
     Corrupted(Corruption),
 }
 
@@ -1106,10 +1111,23 @@ impl Handle {
         len: usize,
         deadline: Option<Duration>,
     ) -> Result<(LaneLease, Allocation), Fail> {
-        let ring = self.ring();
-        if len as u64 > ring.layout().max_message {
+        if len as u64 > self.ring().layout().max_message {
             return Err(Fail::TooLarge);
         }
+        self.lease_and_allocate(Ring::record_units(len as u64), deadline, |ring, lease| {
+            ring.allocate(lease, len as u64)
+        })
+    }
+
+    /// Finds a lane where `alloc` succeeds (a record of `need` units) and
+    /// returns its lease with the allocation, waiting for room.
+    fn lease_and_allocate(
+        &self,
+        need: u64,
+        deadline: Option<Duration>,
+        alloc: impl Fn(&Ring, &mut LaneLease) -> Result<Option<Allocation>, Corruption>,
+    ) -> Result<(LaneLease, Allocation), Fail> {
+        let ring = self.ring();
         let owner = self.owner()?;
         let lanes = ring.layout().lane_count;
         let backoff = Backoff::new();
@@ -1123,7 +1141,7 @@ impl Handle {
                 let Some(mut lease) = ring.try_lease(lane, owner)? else {
                     continue;
                 };
-                match ring.allocate(&mut lease, len as u64) {
+                match alloc(ring, &mut lease) {
                     Ok(Some(a)) => {
                         if lane != pref {
                             self.preferred_lane.store(lane, Ordering::Relaxed);
@@ -1140,7 +1158,6 @@ impl Handle {
             // No lane has room, or every lane is leased: sleep until a
             // release or an unlease may have made room (both wake `space`),
             // unless the room could only come from this thread's own borrows.
-            let need = Ring::record_units(len as u64);
             if deadline != Some(Duration::ZERO) && self.shared.pinned_by_this_thread(need) {
                 return Err(Fail::WouldDeadlock);
             }
@@ -1193,6 +1210,9 @@ impl Handle {
     }
 
     fn send_bytes(&self, msg: &[u8], deadline: Option<Duration>) -> Result<(), Fail> {
+        if stream::is_large(self.ring(), msg.len()) {
+            return self.send_stream(msg, deadline);
+        }
         let (mut lease, a) = self.reserve(msg.len(), deadline)?;
         let ring = self.ring();
         ring.write_payload(&lease, &a, msg);
@@ -1205,6 +1225,22 @@ impl Handle {
     }
 
     // ---------------------------------------------------------------- recv
+
+    /// Claims the next message: a record to read in place, or a large
+    /// message read whole into `buf` (heads of given-up streams are
+    /// skipped). The deadline applies to waiting for a message; a large
+    /// message, once started, is read as fast as its sender writes it.
+    fn receive(&self, deadline: Option<Duration>, buf: &mut Vec<u8>) -> Result<Received, Fail> {
+        loop {
+            let c = self.claim(deadline)?;
+            if !c.is_stream() {
+                return Ok(Received::Record(c));
+            }
+            if let Some(n) = self.recv_stream(c, buf)? {
+                return Ok(Received::Stream(n));
+            }
+        }
+    }
 
     fn claim(&self, deadline: Option<Duration>) -> Result<Claim, Fail> {
         let ring = self.ring();
@@ -1247,6 +1283,15 @@ impl Handle {
             }
         }
     }
+}
+
+/// What [`Handle::receive`] got.
+#[derive(Debug)]
+enum Received {
+    /// A record, claimed: read it in place, then release it.
+    Record(Claim),
+    /// A large message of this many bytes, now in the caller's buffer.
+    Stream(usize),
 }
 
 fn deadline_after(timeout: Duration) -> Option<Duration> {
@@ -1296,7 +1341,7 @@ impl Sender {
     /// [`Queue::max_message`]; the message is given back.
     pub fn send<'a>(&self, msg: &'a [u8]) -> Result<(), SendError<&'a [u8]>> {
         self.h.send_bytes(msg, None).map_err(|f| match f {
-            Fail::Disconnected | Fail::Timeout => SendError::Disconnected(msg),
+            Fail::Disconnected | Fail::Timeout | Fail::Truncated => SendError::Disconnected(msg),
             Fail::TooLarge => SendError::TooLarge(msg),
             Fail::WouldDeadlock => SendError::WouldDeadlock(msg),
             Fail::Corrupted(c) => SendError::Corrupted(msg, c),
@@ -1339,7 +1384,7 @@ impl Sender {
     /// As [`Sender::send`]; the requested length is given back.
     pub fn reserve(&self, len: usize) -> Result<WriteGrant<'_>, SendError<usize>> {
         self.grant(len, None).map_err(|f| match f {
-            Fail::Disconnected | Fail::Timeout => SendError::Disconnected(len),
+            Fail::Disconnected | Fail::Timeout | Fail::Truncated => SendError::Disconnected(len),
             Fail::TooLarge => SendError::TooLarge(len),
             Fail::WouldDeadlock => SendError::WouldDeadlock(len),
             Fail::Corrupted(c) => SendError::Corrupted(len, c),
@@ -1366,6 +1411,54 @@ impl Sender {
     ) -> Result<WriteGrant<'_>, SendTimeoutError<usize>> {
         self.grant(len, deadline_after(timeout))
             .map_err(|f| send_timeout_error(f, len))
+    }
+
+    /// Starts a message of exactly `len` bytes, of any size, to be written
+    /// piece by piece with [`std::io::Write`] straight into shared memory
+    /// and sent by [`MessageWriter::finish`]: no contiguous buffer of the
+    /// whole message is needed. Waits for room as long as it takes.
+    ///
+    /// ```
+    /// # use shmq::{Config, Queue};
+    /// # use std::io::{Read, Write};
+    /// # let name = format!("shmq-doc-writer-{}", std::process::id());
+    /// let q = Queue::create(&name, Config::default().capacity_bytes(1 << 20))?;
+    /// let (tx, mut rx) = (q.sender()?, q.receiver()?);
+    /// let len = 3 * q.capacity_bytes(); // far larger than the queue
+    /// std::thread::scope(|s| {
+    ///     s.spawn(|| -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    ///         let mut w = tx.send_writer(len)?;
+    ///         for _ in 0..len / 4096 {
+    ///             w.write_all(&[7; 4096])?; // e.g. from a file
+    ///         }
+    ///         w.finish()?; // returns once a receiver has it all
+    ///         Ok(())
+    ///     });
+    ///     let mut r = rx.recv_reader()?;
+    ///     assert_eq!(r.len(), len);
+    ///     let mut sum = 0u64;
+    ///     let mut chunk = [0u8; 65536];
+    ///     loop {
+    ///         let n = r.read(&mut chunk)?;
+    ///         if n == 0 { break; }
+    ///         sum += chunk[..n].iter().map(|&b| u64::from(b)).sum::<u64>();
+    ///     }
+    ///     assert_eq!(sum, 7 * len as u64);
+    ///     Ok::<(), Box<dyn std::error::Error>>(())
+    /// })?;
+    /// # drop(q); Queue::unlink(&name).ok();
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    /// As [`Sender::send`]; the requested length is given back.
+    pub fn send_writer(&self, len: usize) -> Result<MessageWriter<'_>, SendError<usize>> {
+        MessageWriter::new(self, len).map_err(|f| match f {
+            Fail::TooLarge => SendError::TooLarge(len),
+            Fail::WouldDeadlock => SendError::WouldDeadlock(len),
+            Fail::Corrupted(c) => SendError::Corrupted(len, c),
+            _ => SendError::Disconnected(len),
+        })
     }
 
     fn grant(&self, len: usize, deadline: Option<Duration>) -> Result<WriteGrant<'_>, Fail> {
@@ -1408,7 +1501,7 @@ impl Sender {
 fn try_send_error<T>(f: Fail, t: T) -> TrySendError<T> {
     match f {
         Fail::Timeout | Fail::WouldDeadlock => TrySendError::Full(t),
-        Fail::Disconnected => TrySendError::Disconnected(t),
+        Fail::Disconnected | Fail::Truncated => TrySendError::Disconnected(t),
         Fail::TooLarge => TrySendError::TooLarge(t),
         Fail::Corrupted(c) => TrySendError::Corrupted(t, c),
     }
@@ -1417,7 +1510,7 @@ fn try_send_error<T>(f: Fail, t: T) -> TrySendError<T> {
 fn send_timeout_error<T>(f: Fail, t: T) -> SendTimeoutError<T> {
     match f {
         Fail::Timeout => SendTimeoutError::Timeout(t),
-        Fail::Disconnected => SendTimeoutError::Disconnected(t),
+        Fail::Disconnected | Fail::Truncated => SendTimeoutError::Disconnected(t),
         Fail::TooLarge => SendTimeoutError::TooLarge(t),
         Fail::WouldDeadlock => SendTimeoutError::WouldDeadlock(t),
         Fail::Corrupted(c) => SendTimeoutError::Corrupted(t, c),
@@ -1532,6 +1625,7 @@ impl fmt::Debug for Receiver {
 fn recv_error(f: Fail) -> RecvError {
     match f {
         Fail::Corrupted(c) => RecvError::Corrupted(c),
+        Fail::Truncated => RecvError::Truncated,
         _ => RecvError::Disconnected,
     }
 }
@@ -1540,6 +1634,7 @@ fn try_recv_error(f: Fail) -> TryRecvError {
     match f {
         Fail::Timeout => TryRecvError::Empty,
         Fail::Corrupted(c) => TryRecvError::Corrupted(c),
+        Fail::Truncated => TryRecvError::Truncated,
         _ => TryRecvError::Disconnected,
     }
 }
@@ -1548,6 +1643,7 @@ fn recv_timeout_error(f: Fail) -> RecvTimeoutError {
     match f {
         Fail::Timeout => RecvTimeoutError::Timeout,
         Fail::Corrupted(c) => RecvTimeoutError::Corrupted(c),
+        Fail::Truncated => RecvTimeoutError::Truncated,
         _ => RecvTimeoutError::Disconnected,
     }
 }
@@ -1559,8 +1655,9 @@ impl Receiver {
     /// [`RecvError::Disconnected`] once the queue is empty and every sender
     /// that attached has detached or died.
     pub fn recv(&mut self) -> Result<Message<'_>, RecvError> {
-        let c = self.h.claim(None).map_err(recv_error)?;
-        Ok(Message::new(self, c))
+        let mut buf = Vec::new();
+        let got = self.h.receive(None, &mut buf).map_err(recv_error)?;
+        Ok(Message::from_received(self, (got, buf)))
     }
 
     /// Receives a message if one is ready; never blocks.
@@ -1568,8 +1665,12 @@ impl Receiver {
     /// # Errors
     /// [`TryRecvError::Empty`] or [`TryRecvError::Disconnected`].
     pub fn try_recv(&mut self) -> Result<Message<'_>, TryRecvError> {
-        let c = self.h.claim(Some(Duration::ZERO)).map_err(try_recv_error)?;
-        Ok(Message::new(self, c))
+        let mut buf = Vec::new();
+        let got = self
+            .h
+            .receive(Some(Duration::ZERO), &mut buf)
+            .map_err(try_recv_error)?;
+        Ok(Message::from_received(self, (got, buf)))
     }
 
     /// Receives a message, waiting at most `timeout`.
@@ -1577,14 +1678,20 @@ impl Receiver {
     /// # Errors
     /// [`RecvTimeoutError::Timeout`] or [`RecvTimeoutError::Disconnected`].
     pub fn recv_timeout(&mut self, timeout: Duration) -> Result<Message<'_>, RecvTimeoutError> {
-        let c = self
+        let mut buf = Vec::new();
+        let got = self
             .h
-            .claim(deadline_after(timeout))
+            .receive(deadline_after(timeout), &mut buf)
             .map_err(recv_timeout_error)?;
-        Ok(Message::new(self, c))
+        Ok(Message::from_received(self, (got, buf)))
     }
 
-    fn copy_out(&self, c: Claim, buf: &mut Vec<u8>) -> usize {
+    fn copy_out(&self, got: (Received, &mut Vec<u8>)) -> usize {
+        let (got, buf) = got;
+        let c = match got {
+            Received::Record(c) => c,
+            Received::Stream(n) => return n,
+        };
         let ring = self.h.ring();
         ring.read_payload(&c, buf);
         let len = c.len();
@@ -1599,8 +1706,8 @@ impl Receiver {
     /// # Errors
     /// As [`Receiver::recv`].
     pub fn recv_into(&self, buf: &mut Vec<u8>) -> Result<usize, RecvError> {
-        let c = self.h.claim(None).map_err(recv_error)?;
-        Ok(self.copy_out(c, buf))
+        let got = self.h.receive(None, buf).map_err(recv_error)?;
+        Ok(self.copy_out((got, buf)))
     }
 
     /// [`recv_into`](Self::recv_into) if a message is ready; never blocks.
@@ -1608,8 +1715,11 @@ impl Receiver {
     /// # Errors
     /// As [`Receiver::try_recv`].
     pub fn try_recv_into(&self, buf: &mut Vec<u8>) -> Result<usize, TryRecvError> {
-        let c = self.h.claim(Some(Duration::ZERO)).map_err(try_recv_error)?;
-        Ok(self.copy_out(c, buf))
+        let got = self
+            .h
+            .receive(Some(Duration::ZERO), buf)
+            .map_err(try_recv_error)?;
+        Ok(self.copy_out((got, buf)))
     }
 
     /// [`recv_into`](Self::recv_into) waiting at most `timeout`.
@@ -1621,11 +1731,37 @@ impl Receiver {
         buf: &mut Vec<u8>,
         timeout: Duration,
     ) -> Result<usize, RecvTimeoutError> {
-        let c = self
+        let got = self
             .h
-            .claim(deadline_after(timeout))
+            .receive(deadline_after(timeout), buf)
             .map_err(recv_timeout_error)?;
-        Ok(self.copy_out(c, buf))
+        Ok(self.copy_out((got, buf)))
+    }
+
+    /// Receives the next message as a [`MessageReader`]: read it piece by
+    /// piece ([`std::io::Read`]), or in place without copying
+    /// ([`std::io::BufRead::fill_buf`]). For a message of any size, with
+    /// memory bounded by the queue. Waits as long as it takes.
+    ///
+    /// # Errors
+    /// As [`Receiver::recv`]. Reads fail with
+    /// [`std::io::ErrorKind::UnexpectedEof`] (wrapping
+    /// [`RecvError::Truncated`]) if the sender of a streamed message dies or
+    /// gives up while it is being read.
+    pub fn recv_reader(&mut self) -> Result<MessageReader<'_>, RecvError> {
+        MessageReader::new(self, None).map_err(recv_error)
+    }
+
+    /// [`recv_reader`](Self::recv_reader) waiting at most `timeout` for a
+    /// message to arrive (reading it is not bounded by the timeout).
+    ///
+    /// # Errors
+    /// As [`Receiver::recv_timeout`].
+    pub fn recv_reader_timeout(
+        &mut self,
+        timeout: Duration,
+    ) -> Result<MessageReader<'_>, RecvTimeoutError> {
+        MessageReader::new(self, deadline_after(timeout)).map_err(recv_timeout_error)
     }
 
     /// A blocking iterator of owned messages; ends when the queue is
@@ -1689,11 +1825,26 @@ impl Iterator for TryIter<'_> {
 pub struct Message<'a> {
     rx: &'a mut Receiver,
     claim: Option<Claim>,
+    /// A large message (above `max_message`), received whole into memory
+    /// of its own: nothing in the queue is held.
+    owned: Vec<u8>,
     /// A message copied into a forked child is the parent's to release.
     fork_gen: u64,
 }
 
 impl<'a> Message<'a> {
+    fn from_received(rx: &'a mut Receiver, got: (Received, Vec<u8>)) -> Self {
+        match got {
+            (Received::Record(c), _) => Self::new(rx, c),
+            (Received::Stream(_), owned) => Self {
+                rx,
+                claim: None,
+                owned,
+                fork_gen: sys::fork_generation(),
+            },
+        }
+    }
+
     fn new(rx: &'a mut Receiver, c: Claim) -> Self {
         let (lane, pos) = c.location();
         let entry = Some((rx.h.shared.key(), lane, pos));
@@ -1705,6 +1856,7 @@ impl<'a> Message<'a> {
         Self {
             rx,
             claim: Some(c),
+            owned: Vec::new(),
             fork_gen: sys::fork_generation(),
         }
     }
@@ -1719,11 +1871,10 @@ impl fmt::Debug for Message<'_> {
 impl Deref for Message<'_> {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
-        let (p, len) = self
-            .claim
-            .as_ref()
-            .expect("claim held until drop")
-            .payload();
+        let Some(claim) = self.claim.as_ref() else {
+            return &self.owned;
+        };
+        let (p, len) = claim.payload();
         // SAFETY: the claim gives exclusive access to the payload until it is
         // released in `drop`; no one else writes it meanwhile.
         unsafe { std::slice::from_raw_parts(p.as_ptr(), len) }

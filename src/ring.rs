@@ -43,6 +43,15 @@ const R_PAD: u64 = 5;
 /// Record kinds.
 const KIND_MESSAGE: u32 = 1;
 const KIND_PAD: u32 = 2;
+/// The head of a large message (see `stream`): published in the index like
+/// a message; `len` is the whole message's length, and it has no payload.
+const KIND_STREAM: u32 = 3;
+/// A piece of a large message: never in the index, read by the one
+/// consumer that claimed its stream's head.
+const KIND_FRAGMENT: u32 = 4;
+
+mod stream;
+pub use stream::{Fragment, Next, StreamRead, StreamStatus};
 
 const LEASE_BUSY: u64 = 1 << 31;
 
@@ -50,6 +59,10 @@ const LEASE_BUSY: u64 = 1 << 31;
 /// written into one lane); a larger value is corruption, and the bound
 /// keeps every position computation far from overflow.
 const MAX_POS: u64 = 1 << 62;
+
+/// The longest large message: far beyond any memory, small enough that
+/// byte counts never overflow.
+pub const MAX_STREAM_LEN: u64 = 1 << 56;
 
 /// Loops that help other participants give up after this many consecutive
 /// helping steps: only a corrupted hint can make them that long.
@@ -142,6 +155,16 @@ impl Allocation {
     pub fn pos(&self) -> u64 {
         self.pos
     }
+
+    /// Payload bytes allocated.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Whether no payload bytes were allocated.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
 }
 
 /// A record claimed by a consumer: exclusively its own until released.
@@ -154,6 +177,10 @@ pub struct Claim {
     #[cfg(not(loom))]
     payload: NonNull<u8>,
     len: usize,
+    /// The head of a large message (read it with `stream_attach`)?
+    stream: bool,
+    /// The producer's 24 owner bits, from the record's `READY` word.
+    producer: u64,
 }
 
 impl Claim {
@@ -169,9 +196,16 @@ impl Claim {
         (self.payload, self.len)
     }
 
-    /// The payload length in bytes.
+    /// The payload length in bytes (for a stream head, the length of the
+    /// whole large message).
     pub fn len(&self) -> usize {
         self.len
+    }
+
+    /// Whether this is the head of a large message, to be read with
+    /// [`Ring::stream_attach`] rather than as a payload.
+    pub fn is_stream(&self) -> bool {
+        self.stream
     }
 
     /// Whether the payload is empty.
@@ -881,7 +915,17 @@ impl Ring {
         len: u64,
     ) -> Result<Option<Allocation>, Corruption> {
         debug_assert!(len <= self.layout.max_message);
-        let need = Self::record_units(len);
+        self.allocate_kind(lease, len, Self::record_units(len), KIND_MESSAGE)
+    }
+
+    /// Allocates a record of `need` units and kind `kind` (see `allocate`).
+    fn allocate_kind(
+        &self,
+        lease: &mut LaneLease,
+        len: u64,
+        need: u64,
+        kind: u32,
+    ) -> Result<Option<Allocation>, Corruption> {
         if !self.lane_has_room(lease, need) {
             self.reclaim(lease)?;
             if !self.lane_has_room(lease, need) {
@@ -904,11 +948,20 @@ impl Ring {
         let h = self.record(lease.lane, pos);
         h.len.store(len, Ordering::Relaxed);
         h.units.store(need as u32, Ordering::Relaxed);
-        h.kind.store(KIND_MESSAGE, Ordering::Relaxed);
+        h.kind.store(kind, Ordering::Relaxed);
         h.state.store(
             (self.tag(pos) << 32) | (R_WRITING << 24) | lease.owner.record_bits(),
             Ordering::Relaxed,
         );
+        if kind == KIND_STREAM {
+            h.aux.store(pos, Ordering::Relaxed);
+            // A new stream in this lane, not yet claimed. Ordered before the
+            // Release of `end` below: a reader of an older stream that sees
+            // this head's `end` sees its stream replaced.
+            self.lane(lease.lane)
+                .stream
+                .store(stream::word(pos as u32, 0, 0), Ordering::Relaxed);
+        }
         lease.end = pos + need;
         // SYNC: Release pairs with recovery's Acquire of `end` (the headers
         // up to `end` are initialised).
@@ -921,25 +974,38 @@ impl Ring {
 
     /// Copies `src` into the start of an allocation's payload.
     pub fn write_payload(&self, lease: &LaneLease, a: &Allocation, src: &[u8]) {
+        self.write_payload_at(lease, a, 0, src);
+    }
+
+    /// Copies `src` into an allocation's payload at byte `at`.
+    pub fn write_payload_at(&self, lease: &LaneLease, a: &Allocation, at: usize, src: &[u8]) {
         assert!(
-            src.len() as u64 <= a.len,
+            at as u64 + src.len() as u64 <= a.len,
             "payload larger than the allocation"
         );
         #[cfg(not(loom))]
         {
-            let dst = self.allocation_payload(lease, a);
-            // SAFETY: the allocation's payload (>= src.len() bytes) belongs to
-            // the lease holder alone until it is published, and `src` cannot
-            // point into an unpublished record.
-            unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), dst.as_ptr(), src.len()) };
+            let dst = self.allocation_payload(lease, a).as_ptr().wrapping_add(at);
+            // SAFETY: the allocation's payload (>= at + src.len() bytes)
+            // belongs to the lease holder alone until it is published, and
+            // `src` cannot point into an unpublished record.
+            unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), dst, src.len()) };
         }
         #[cfg(loom)]
-        for (i, chunk) in src.chunks(UNIT as usize).enumerate() {
-            let u = self.unit_index(lease.lane, a.pos + 1 + i as u64);
-            // SAFETY: as above; loom checks that no reader overlaps.
-            self.heap.units[u]
-                .data
-                .with_mut(|p| unsafe { (&mut *p)[..chunk.len()].copy_from_slice(chunk) });
+        {
+            let mut done = 0;
+            while done < src.len() {
+                let byte = at + done;
+                let (unit, off) = (byte / UNIT as usize, byte % UNIT as usize);
+                let n = (UNIT as usize - off).min(src.len() - done);
+                let u = self.unit_index(lease.lane, a.pos + 1 + unit as u64);
+                let chunk = &src[done..done + n];
+                // SAFETY: as above; loom checks that no reader overlaps.
+                self.heap.units[u]
+                    .data
+                    .with_mut(|p| unsafe { (&mut *p)[off..off + n].copy_from_slice(chunk) });
+                done += n;
+            }
         }
     }
 
@@ -1162,11 +1228,18 @@ impl Ring {
         let tag = s >> 32;
         let len = h.len.load(Ordering::Relaxed);
         let units = u64::from(h.units.load(Ordering::Relaxed));
-        if len > self.layout.max_message
-            || units != Self::record_units(len)
-            || units > lu - offset
-            || h.kind.load(Ordering::Relaxed) != KIND_MESSAGE
-        {
+        let stream = match h.kind.load(Ordering::Relaxed) {
+            KIND_MESSAGE => false,
+            KIND_STREAM => true,
+            _ => return Err(Corruption("a published record has an impossible kind")),
+        };
+        let len_ok = if stream {
+            // a head has no payload; the length is the whole message's
+            units == 1 && len <= MAX_STREAM_LEN
+        } else {
+            len <= self.layout.max_message && units == Self::record_units(len)
+        };
+        if !len_ok || units > lu - offset {
             return Err(Corruption("a published record has an impossible length"));
         }
         h.state.store(
@@ -1186,7 +1259,9 @@ impl Ring {
             tag,
             #[cfg(not(loom))]
             payload,
-            len: len as usize,
+            len: if stream { 0 } else { len as usize },
+            stream,
+            producer: s & 0xff_ffff,
         })
     }
 
@@ -1236,6 +1311,34 @@ impl Ring {
             l.end.load(Ordering::Acquire),
             l.frontier.load(Ordering::Acquire),
         )
+    }
+
+    /// Units of `lane` held by records that are not free yet (waiting,
+    /// being written or read), walking from its frontier to its end; for
+    /// inspection. A record that fails a check ends the walk.
+    #[cfg(not(loom))]
+    pub(crate) fn lane_live_units(&self, lane: u32) -> u64 {
+        let lu = self.layout.lane_units();
+        let l = self.lane(lane);
+        let end = l.end.load(Ordering::Acquire);
+        let mut f = l.frontier.load(Ordering::Acquire);
+        if f > end || end - f > lu {
+            return 0;
+        }
+        let mut live = 0;
+        while f < end {
+            let h = self.record(lane, f);
+            let s = h.state.load(Ordering::Acquire);
+            let units = u64::from(h.units.load(Ordering::Relaxed));
+            if s >> 32 != self.tag(f) || units == 0 || units > end - f {
+                break;
+            }
+            if !matches!((s >> 24) & 0xff, R_FREE | R_PAD) {
+                live += units;
+            }
+            f += units;
+        }
+        live
     }
 
     /// Participant entry `i`'s word, pid and claim announcement, for

@@ -249,19 +249,29 @@ fn geometry_queries() {
 }
 
 #[test]
-fn too_large_messages_are_given_back() {
+fn messages_above_max_message_are_streamed_and_only_grants_are_too_large() {
     let name = TempName::new("toolarge");
     let q = small(&name);
     let tx = q.sender().unwrap();
     let mut rx = q.receiver().unwrap();
     let max = q.max_message();
     let big = vec![1u8; max + 1];
+    // a grant is one record: at most max_message
+    assert!(tx.reserve(max + 1).unwrap_err().is_too_large());
+    // beyond any memory: refused, length given back
+    match tx.send_writer(usize::MAX) {
+        Err(e) => assert!(e.is_too_large() && e.into_inner() == usize::MAX),
+        Ok(_) => panic!("a message of usize::MAX bytes was accepted"),
+    }
+    // a larger message needs a receiver reading it: try_send cannot finish
     match tx.try_send(&big) {
-        Err(TrySendError::TooLarge(m)) => assert_eq!(m.len(), max + 1),
+        Err(TrySendError::Full(m)) => assert_eq!(m.len(), max + 1),
         other => panic!("{other:?}"),
     }
-    assert!(tx.send(&big).unwrap_err().is_too_large());
-    assert!(tx.reserve(max + 1).unwrap_err().is_too_large());
+    std::thread::scope(|s| {
+        s.spawn(|| tx.send(&big).unwrap());
+        assert!(*rx.recv().unwrap() == *big);
+    });
     tx.send(&big[..max]).unwrap();
     assert_eq!(rx.recv().unwrap().len(), max);
 }

@@ -1,0 +1,623 @@
+//! Messages larger than `max_message`, streamed through the sender's lane
+//! (the protocol is in `ring::stream`): the blocking and recovery around it.
+
+use std::time::Duration;
+
+use crossbeam_utils::Backoff;
+
+use super::{Fail, Handle, LIVENESS_PERIOD, Receiver, Sender, WriteGrant};
+use crate::error::{RecvError, SendError};
+use crate::ring::{
+    Allocation, Claim, Fragment, LaneLease, MAX_STREAM_LEN, Next, Ring, StreamRead, StreamStatus,
+};
+use crate::sync;
+use crate::sys;
+
+/// How a stream's writer finished with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Outcome {
+    /// A reader received all of it (or dropped it unread on purpose).
+    Delivered,
+    /// The consumer that took it died before the end: the message was not
+    /// delivered; it can be sent again.
+    ReaderDied,
+}
+
+/// A stream being written: holds its lane's lease until dropped.
+pub(super) struct StreamSend<'h> {
+    h: &'h Handle,
+    lease: Option<LaneLease>,
+    head: Allocation,
+    total: u64,
+    written: u64,
+    /// The fragment being filled and how many bytes of it are written.
+    cur: Option<(Allocation, u64)>,
+    /// Bytes allocated to fragments so far.
+    allocated: u64,
+    deadline: Option<Duration>,
+    backoff: Backoff,
+    /// When the last thorough check (reap, index scan) ran.
+    checked: Duration,
+}
+
+impl std::fmt::Debug for StreamSend<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamSend")
+            .field("total", &self.total)
+            .field("written", &self.written)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'h> StreamSend<'h> {
+    /// Leases a lane and publishes the head of a `total`-byte message.
+    pub(super) fn begin(
+        h: &'h Handle,
+        total: u64,
+        deadline: Option<Duration>,
+    ) -> Result<Self, Fail> {
+        if total > MAX_STREAM_LEN {
+            return Err(Fail::TooLarge);
+        }
+        let (mut lease, head) =
+            h.lease_and_allocate(1, deadline, |ring, lease| ring.stream_begin(lease, total))?;
+        if let Err(f) = h.publish(&lease, &head, deadline) {
+            let ring = h.ring();
+            let _ = ring.stream_end(&mut lease, &head);
+            ring.unlease(lease);
+            return Err(f);
+        }
+        Ok(Self {
+            h,
+            lease: Some(lease),
+            head,
+            total,
+            written: 0,
+            cur: None,
+            allocated: 0,
+            deadline,
+            backoff: Backoff::new(),
+            checked: sync::now(),
+        })
+    }
+
+    fn lease(&mut self) -> &mut LaneLease {
+        self.lease.as_mut().expect("held until drop")
+    }
+
+    /// Bytes still to write.
+    pub(super) fn remaining(&self) -> u64 {
+        self.total - self.written
+    }
+
+    /// Writes all of `data` (at most `remaining()` bytes) straight into
+    /// fragments in the lane (each as large as `max_message` allows, so
+    /// small writes are gathered), waiting for the reader to make room.
+    /// `Ok(Some(_))` if the stream ended before all was written (its reader
+    /// died, or dropped it).
+    pub(super) fn write(&mut self, mut data: &[u8]) -> Result<Option<Outcome>, Fail> {
+        debug_assert!(data.len() as u64 <= self.remaining());
+        let ring = self.h.ring();
+        let max = ring.layout().max_message;
+        while !data.is_empty() {
+            let Some((a, filled)) = self.cur else {
+                let n = max.min(self.total - self.allocated);
+                let lease = self.lease.as_mut().expect("held until drop");
+                match ring.stream_fragment(lease, n)? {
+                    Some(a) => {
+                        self.cur = Some((a, 0));
+                        self.allocated += n;
+                        self.backoff.reset();
+                    }
+                    None => {
+                        if let Some(o) = self.wait(Some(n))? {
+                            return Ok(Some(o));
+                        }
+                    }
+                }
+                continue;
+            };
+            let k = data.len().min((a.len() - filled) as usize);
+            let lease = self.lease.as_ref().expect("held until drop");
+            ring.write_payload_at(lease, &a, filled as usize, &data[..k]);
+            data = &data[k..];
+            self.written += k as u64;
+            if filled + k as u64 == a.len() {
+                ring.fragment_ready(lease, a);
+                self.cur = None;
+            } else {
+                self.cur = Some((a, filled + k as u64));
+            }
+        }
+        Ok(None)
+    }
+
+    /// After the last byte: waits until the reader has received it all.
+    pub(super) fn finish(&mut self) -> Result<Outcome, Fail> {
+        debug_assert_eq!(self.remaining(), 0);
+        loop {
+            if let Some(o) = self.wait(None)? {
+                return Ok(o);
+            }
+        }
+    }
+
+    /// One wait for room for a fragment of `len` bytes (or, with `None`,
+    /// for the reader to finish). `Ok(Some(_))` if the stream ended.
+    fn wait(&mut self, len: Option<u64>) -> Result<Option<Outcome>, Fail> {
+        let ring = self.h.ring();
+        let now = sync::now();
+        let thorough = now.saturating_sub(self.checked) >= LIVENESS_PERIOD;
+        if thorough {
+            // a dead reader's entry must be reaped for it to look dead
+            self.h.shared.reap(false);
+            self.checked = now;
+        }
+        let head = self.head;
+        match ring.stream_status(self.lease(), &head, thorough)? {
+            StreamStatus::Done | StreamStatus::Discarded => return Ok(Some(Outcome::Delivered)),
+            StreamStatus::ReaderDied => return Ok(Some(Outcome::ReaderDied)),
+            StreamStatus::Going => {}
+        }
+        if self.h.shared.receivers_gone() {
+            return Err(Fail::Disconnected);
+        }
+        let lease = self.lease.as_ref().expect("held until drop");
+        let shared = &self.h.shared;
+        let lane = lease.lane;
+        self.h
+            .wait_once(&self.backoff, self.deadline, ring.lane_word(lane), || {
+                ring.stream_writer_may_go(lease, &head, len) || shared.receivers_gone()
+            })?;
+        Ok(None)
+    }
+}
+
+impl Drop for StreamSend<'_> {
+    /// Ends the stream (marking it aborted unless it was delivered), frees
+    /// what no reader holds, and gives the lane back.
+    fn drop(&mut self) {
+        if let Some(mut lease) = self.lease.take() {
+            let ring = self.h.ring();
+            let _ = ring.stream_end(&mut lease, &self.head);
+            ring.unlease(lease);
+        }
+    }
+}
+
+impl Handle {
+    /// Sends `msg` (longer than `max_message`) as a stream; starts over if
+    /// the receiver reading it dies (it never returned a partial message).
+    pub(super) fn send_stream(&self, msg: &[u8], deadline: Option<Duration>) -> Result<(), Fail> {
+        loop {
+            let mut s = StreamSend::begin(self, msg.len() as u64, deadline)?;
+            let outcome = match s.write(msg)? {
+                Some(o) => o,
+                None => s.finish()?,
+            };
+            match outcome {
+                Outcome::Delivered => return Ok(()),
+                Outcome::ReaderDied => continue, // `s` dropped: lane cleaned
+            }
+        }
+    }
+
+    /// Reads the stream whose head `c` this receiver claimed, appending it
+    /// to `buf` (which is cleared first). `Ok(None)`: the stream was given
+    /// up before anyone attached; claim the next message instead.
+    pub(super) fn recv_stream(&self, c: Claim, buf: &mut Vec<u8>) -> Result<Option<usize>, Fail> {
+        let ring = self.ring();
+        let owner = self.owner()?;
+        let Some(mut s) = ring.stream_attach(c, owner)? else {
+            return Ok(None);
+        };
+        buf.clear();
+        // the sender said how long it is; a failed reservation is only a
+        // missed optimisation, never an abort
+        let _ = buf.try_reserve_exact(s.total() as usize);
+        let mut wait = ReadWait::new();
+        loop {
+            let f = match self.next_fragment(&mut s, &mut wait) {
+                Ok(f) => f,
+                Err(e) => {
+                    buf.clear();
+                    return Err(e);
+                }
+            };
+            ring.read_fragment(&s, &f, buf);
+            if ring.fragment_done(&mut s, f) {
+                return Ok(Some(buf.len()));
+            }
+        }
+    }
+
+    /// The next fragment of the stream `s`, waiting for its writer.
+    /// `Truncated` if the writer died or gave up.
+    fn next_fragment(&self, s: &mut StreamRead, w: &mut ReadWait) -> Result<Fragment, Fail> {
+        let ring = self.ring();
+        loop {
+            match ring.stream_next(s)? {
+                Next::Fragment(f) => {
+                    w.backoff.reset();
+                    return Ok(f);
+                }
+                Next::Broken => return Err(Fail::Truncated),
+                Next::Pending => {}
+            }
+            let now = sync::now();
+            if now.saturating_sub(w.checked) >= LIVENESS_PERIOD {
+                w.checked = now;
+                self.shared.reap(false);
+                if !ring.stream_writer_alive(s) {
+                    return Err(Fail::Truncated);
+                }
+            }
+            let r = self.wait_once(&w.backoff, None, ring.lane_word(s.lane()), || {
+                ring.stream_reader_may_go(s)
+            });
+            match r {
+                Ok(()) => {}
+                // every sender gone: ours with them
+                Err(Fail::Disconnected) => {
+                    if !ring.stream_writer_alive(s) {
+                        return Err(Fail::Truncated);
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+/// A stream reader's waiting state.
+struct ReadWait {
+    backoff: Backoff,
+    /// When the writer's liveness was last checked.
+    checked: Duration,
+}
+
+impl ReadWait {
+    fn new() -> Self {
+        Self {
+            backoff: Backoff::new(),
+            checked: sync::now(),
+        }
+    }
+}
+
+/// Whether `len` bytes need the stream path.
+pub(super) fn is_large(ring: &Ring, len: usize) -> bool {
+    len as u64 > ring.layout().max_message
+}
+
+fn io_error(f: Fail) -> std::io::Error {
+    use std::io::{Error, ErrorKind};
+    match f {
+        Fail::Disconnected => Error::new(ErrorKind::BrokenPipe, SendError::Disconnected(())),
+        Fail::Timeout => Error::new(ErrorKind::TimedOut, "timed out"),
+        Fail::TooLarge => Error::new(ErrorKind::InvalidInput, SendError::TooLarge(())),
+        Fail::WouldDeadlock => Error::new(ErrorKind::Deadlock, SendError::WouldDeadlock(())),
+        Fail::Truncated => Error::new(ErrorKind::UnexpectedEof, RecvError::Truncated),
+        Fail::Corrupted(c) => Error::new(ErrorKind::InvalidData, c),
+    }
+}
+
+fn reader_died() -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::ConnectionAborted,
+        "the receiver reading this message died before the end; it was not delivered \
+         (write it again to send it to another receiver)",
+    )
+}
+
+/// A message of a declared length, written piece by piece with
+/// [`std::io::Write`] straight into shared memory, then sent by
+/// [`finish`](Self::finish). Made by [`Sender::send_writer`]; any length, up
+/// to many gigabytes, with memory bounded by the queue.
+///
+/// A message longer than [`Queue::max_message`](crate::Queue::max_message)
+/// is streamed: a receiver starts reading it while it is being written, and
+/// `finish` returns once a receiver has all of it. Dropping the writer
+/// before `finish` sends nothing (a receiver that had started gets
+/// [`RecvError::Truncated`]).
+pub struct MessageWriter<'a> {
+    kind: WriterKind<'a>,
+    len: usize,
+    written: usize,
+}
+
+enum WriterKind<'a> {
+    Grant(WriteGrant<'a>),
+    Stream(StreamSend<'a>),
+    /// The receiver dropped the message unread: writes are discarded.
+    Discarded,
+}
+
+impl std::fmt::Debug for MessageWriter<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MessageWriter")
+            .field("len", &self.len)
+            .field("written", &self.written)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'a> MessageWriter<'a> {
+    pub(super) fn new(sender: &'a Sender, len: usize) -> Result<Self, Fail> {
+        let h = &sender.h;
+        let kind = if is_large(h.ring(), len) {
+            WriterKind::Stream(StreamSend::begin(h, len as u64, None)?)
+        } else {
+            WriterKind::Grant(sender.grant(len, None)?)
+        };
+        Ok(Self {
+            kind,
+            len,
+            written: 0,
+        })
+    }
+
+    /// The declared length.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the declared length is 0.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Bytes still to write.
+    pub fn remaining(&self) -> usize {
+        self.len - self.written
+    }
+
+    /// Sends the message: all `len()` bytes must have been written. For a
+    /// streamed message, returns once a receiver has received all of it.
+    ///
+    /// # Errors
+    /// `InvalidInput` if fewer bytes were written than declared (nothing is
+    /// sent); `ConnectionAborted` if the receiver reading it died (it was
+    /// not delivered); `BrokenPipe` if every receiver is gone; `InvalidData`
+    /// for a corrupted queue.
+    pub fn finish(mut self) -> std::io::Result<()> {
+        if self.written != self.len {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!(
+                    "finish after {} of the {} declared bytes; nothing was sent",
+                    self.written, self.len
+                ),
+            ));
+        }
+        match std::mem::replace(&mut self.kind, WriterKind::Discarded) {
+            WriterKind::Grant(g) => g.commit().map_err(|e| match e {
+                SendError::Disconnected(()) => io_error(Fail::Disconnected),
+                SendError::Corrupted((), c) => io_error(Fail::Corrupted(c)),
+                _ => io_error(Fail::Disconnected),
+            }),
+            WriterKind::Stream(mut s) => match s.finish().map_err(io_error)? {
+                Outcome::Delivered => Ok(()),
+                Outcome::ReaderDied => Err(reader_died()),
+            },
+            WriterKind::Discarded => Ok(()),
+        }
+    }
+}
+
+impl std::io::Write for MessageWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = buf.len().min(self.remaining());
+        if n == 0 && !buf.is_empty() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::WriteZero,
+                format!(
+                    "the message's declared length of {} bytes is written",
+                    self.len
+                ),
+            ));
+        }
+        match &mut self.kind {
+            WriterKind::Grant(g) => g[self.written..self.written + n].copy_from_slice(&buf[..n]),
+            WriterKind::Stream(s) => match s.write(&buf[..n]).map_err(io_error)? {
+                None => {}
+                Some(Outcome::Delivered) => self.kind = WriterKind::Discarded,
+                Some(Outcome::ReaderDied) => return Err(reader_died()),
+            },
+            WriterKind::Discarded => {}
+        }
+        self.written += n;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The next message, read piece by piece: [`std::io::Read`], and
+/// [`std::io::BufRead`] whose `fill_buf` hands out the bytes in shared
+/// memory without copying them. Made by [`Receiver::recv_reader`]; any
+/// length, with memory bounded by the queue.
+///
+/// Dropping it before the end discards the rest of the message (its
+/// sender stops writing it and counts it delivered).
+pub struct MessageReader<'a> {
+    rx: &'a mut Receiver,
+    kind: ReaderKind,
+    len: usize,
+    consumed: usize,
+    /// A reader copied into a forked child is the parent's to release.
+    fork_gen: u64,
+}
+
+enum ReaderKind {
+    Record(Option<Claim>),
+    Stream {
+        s: StreamRead,
+        cur: Option<(Fragment, usize)>,
+        wait: ReadWait,
+        /// The writer died or gave up: every read fails.
+        broken: bool,
+    },
+}
+
+impl std::fmt::Debug for MessageReader<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MessageReader")
+            .field("len", &self.len)
+            .field("consumed", &self.consumed)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'a> MessageReader<'a> {
+    pub(super) fn new(rx: &'a mut Receiver, deadline: Option<Duration>) -> Result<Self, Fail> {
+        loop {
+            let c = rx.h.claim(deadline)?;
+            if !c.is_stream() {
+                let len = c.len();
+                return Ok(Self {
+                    rx,
+                    kind: ReaderKind::Record(Some(c)),
+                    len,
+                    consumed: 0,
+                    fork_gen: sys::fork_generation(),
+                });
+            }
+            let owner = rx.h.owner()?;
+            if let Some(s) = rx.h.ring().stream_attach(c, owner)? {
+                let len = s.total() as usize;
+                return Ok(Self {
+                    rx,
+                    kind: ReaderKind::Stream {
+                        s,
+                        cur: None,
+                        wait: ReadWait::new(),
+                        broken: false,
+                    },
+                    len,
+                    consumed: 0,
+                    fork_gen: sys::fork_generation(),
+                });
+            }
+        }
+    }
+
+    /// The whole message's length in bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the message is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Bytes not read yet.
+    pub fn remaining(&self) -> usize {
+        self.len - self.consumed
+    }
+}
+
+impl std::io::BufRead for MessageReader<'_> {
+    fn fill_buf(&mut self) -> std::io::Result<&[u8]> {
+        let h = &self.rx.h;
+        match &mut self.kind {
+            ReaderKind::Record(c) => {
+                let (p, len) = c.as_ref().expect("held until drop").payload();
+                // SAFETY: the claim gives exclusive access to the payload
+                // until it is released in `drop`.
+                let all = unsafe { std::slice::from_raw_parts(p.as_ptr(), len) };
+                Ok(&all[self.consumed..])
+            }
+            ReaderKind::Stream {
+                s,
+                cur,
+                wait,
+                broken,
+            } => {
+                if self.consumed == self.len {
+                    return Ok(&[]);
+                }
+                if *broken {
+                    return Err(io_error(Fail::Truncated));
+                }
+                if cur.is_none() {
+                    match h.next_fragment(s, wait) {
+                        Ok(f) => *cur = Some((f, 0)),
+                        Err(e) => {
+                            *broken = true;
+                            return Err(io_error(e));
+                        }
+                    }
+                }
+                let (f, off) = cur.as_ref().expect("just filled");
+                let (p, len) = f.payload();
+                // SAFETY: the fragment is READING by this reader: nobody
+                // writes it until `consume` frees it.
+                let all = unsafe { std::slice::from_raw_parts(p.as_ptr(), len) };
+                Ok(&all[*off..])
+            }
+        }
+    }
+
+    fn consume(&mut self, amt: usize) {
+        let ring = self.rx.h.ring();
+        match &mut self.kind {
+            ReaderKind::Record(c) => {
+                let len = c.as_ref().map_or(0, Claim::len);
+                self.consumed = (self.consumed + amt).min(len);
+            }
+            ReaderKind::Stream { s, cur, .. } => {
+                let Some((f, off)) = cur.as_mut() else {
+                    return;
+                };
+                let amt = amt.min(f.len() - *off);
+                *off += amt;
+                self.consumed += amt;
+                if *off == f.len() {
+                    let (f, _) = cur.take().expect("checked above");
+                    ring.fragment_done(s, f);
+                }
+            }
+        }
+    }
+}
+
+impl std::io::Read for MessageReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        use std::io::BufRead;
+        let avail = self.fill_buf()?;
+        let n = avail.len().min(buf.len());
+        buf[..n].copy_from_slice(&avail[..n]);
+        self.consume(n);
+        Ok(n)
+    }
+}
+
+impl Drop for MessageReader<'_> {
+    /// Releases the message; a stream not read to the end is discarded.
+    fn drop(&mut self) {
+        if self.fork_gen != sys::fork_generation() {
+            return; // a forked child's copy: the parent's to release
+        }
+        let ring = self.rx.h.ring();
+        match &mut self.kind {
+            ReaderKind::Record(c) => {
+                if let Some(c) = c.take() {
+                    ring.release(c);
+                }
+            }
+            ReaderKind::Stream { s, cur, broken, .. } => {
+                let done = match cur.take() {
+                    Some((f, _)) => ring.fragment_done(s, f),
+                    None => self.consumed == self.len,
+                };
+                if !done && !*broken {
+                    ring.stream_discard(s);
+                }
+            }
+        }
+    }
+}
