@@ -69,7 +69,9 @@ pub use crate::queue::{
 #[doc(hidden)]
 pub mod __loom {
     pub use crate::layout::{Layout, WaitWord};
-    pub use crate::ring::{Allocation, Busy, Claim, LaneLease, Owner, Ring};
+    pub use crate::ring::{
+        Allocation, Busy, Claim, Fragment, LaneLease, Next, Owner, Ring, StreamRead, StreamStatus,
+    };
     pub use crate::sync::{Wake, crash};
 }
 

@@ -867,7 +867,13 @@ impl Ring {
         };
         let h = self.record(lane, offset);
         let s = h.state.load(Ordering::Acquire);
+        // A fragment of a large message is never claimed through the index,
+        // and its header keeps the ticket of whatever record was there
+        // before: it must never pass for the announced record (the loom
+        // model of a stream reader killed mid-claim caught the reaper
+        // freeing the restarted stream's first fragment).
         if (s >> 24) & 0xff == R_READY
+            && h.kind.load(Ordering::Relaxed) != KIND_FRAGMENT
             && announcement(h.ticket.load(Ordering::Relaxed), r) == announced
             && !self.index_refers_to(r)
             && !self.claimed_by_live_consumer(r)

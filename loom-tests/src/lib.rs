@@ -18,9 +18,19 @@ use shmq::__loom::{Busy, Layout, Owner, Ring};
 /// Runs `f` under loom (bounds from `LOOM_MAX_PREEMPTIONS` and friends) and
 /// prints how many interleavings it explored.
 pub fn check(name: &str, f: impl Fn() + Sync + Send + 'static) {
+    check_long(name, None, f)
+}
+
+/// [`check`] for a model whose threads spin (yielding) for a long time
+/// while another makes progress: allows up to `max_branches` branches in
+/// one execution instead of loom's default.
+pub fn check_long(name: &str, max_branches: Option<usize>, f: impl Fn() + Sync + Send + 'static) {
     let count = std::sync::Arc::new(AtomicUsize::new(0));
     let counter = std::sync::Arc::clone(&count);
-    let builder = loom::model::Builder::new();
+    let mut builder = loom::model::Builder::new();
+    if let Some(b) = max_branches {
+        builder.max_branches = b;
+    }
     let bound = builder.preemption_bound;
     builder.check(move || {
         counter.fetch_add(1, StdOrdering::Relaxed);
@@ -149,5 +159,130 @@ pub fn recv_spin(ring: &Ring, me: Owner) -> Vec<u8> {
             return v;
         }
         loom::thread::yield_now();
+    }
+}
+
+/// Writes `msg` as a stream (a large message) into lane 0, as
+/// `Sender::send` does for a message above `max_message`, yielding while
+/// the lane is full, until its reader has it all (`Done`). If the reader
+/// (or a claimer) is found dead, ends the stream and starts over, as
+/// `Sender::send` does.
+pub fn write_stream(ring: &Ring, me: Owner, msg: &[u8]) -> shmq::__loom::StreamStatus {
+    use shmq::__loom::StreamStatus;
+    let mut lease = loop {
+        if let Some(l) = ring.try_lease(0, me).expect("no corruption") {
+            break l;
+        }
+        loom::thread::yield_now();
+    };
+    let max = ring.layout().max_message as usize;
+    'restart: loop {
+        let head = loop {
+            if let Some(h) = ring
+                .stream_begin(&mut lease, msg.len() as u64)
+                .expect("no corruption")
+            {
+                break h;
+            }
+            loom::thread::yield_now();
+        };
+        while ring.publish(&lease, &head).expect("no corruption").is_err() {
+            loom::thread::yield_now();
+        }
+        for chunk in msg.chunks(max) {
+            let a = loop {
+                if let Some(a) = ring
+                    .stream_fragment(&mut lease, chunk.len() as u64)
+                    .expect("no corruption")
+                {
+                    break a;
+                }
+                match ring
+                    .stream_status(&lease, &head, true)
+                    .expect("no corruption")
+                {
+                    StreamStatus::Going => loom::thread::yield_now(),
+                    StreamStatus::ReaderDied => {
+                        ring.stream_end(&mut lease, &head).expect("no corruption");
+                        continue 'restart;
+                    }
+                    other => panic!("the stream ended ({other:?}) before it was written"),
+                }
+            };
+            ring.write_payload(&lease, &a, chunk);
+            ring.fragment_ready(&lease, a);
+        }
+        loop {
+            match ring
+                .stream_status(&lease, &head, true)
+                .expect("no corruption")
+            {
+                StreamStatus::Going => loom::thread::yield_now(),
+                StreamStatus::ReaderDied => {
+                    ring.stream_end(&mut lease, &head).expect("no corruption");
+                    continue 'restart;
+                }
+                done => {
+                    ring.stream_end(&mut lease, &head).expect("no corruption");
+                    ring.unlease(lease);
+                    return done;
+                }
+            }
+        }
+    }
+}
+
+/// What a stream reader got.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StreamRecv {
+    /// The whole message.
+    Whole(Vec<u8>),
+    /// Its writer died or gave up: the partial message was dropped.
+    Truncated,
+    /// No stream head was published before `stop`.
+    Nothing,
+}
+
+/// Claims the next message (a stream head) and reads the stream, as
+/// `Receiver::recv_into` does, yielding while waiting; gives up waiting
+/// once `stop` is set and the writer is dead or nothing was published.
+pub fn read_stream(ring: &Ring, me: Owner, stop: &loom::sync::atomic::AtomicBool) -> StreamRecv {
+    use loom::sync::atomic::Ordering;
+    use shmq::__loom::Next;
+    let c = loop {
+        if let Some(c) = ring.claim(me).expect("no corruption") {
+            break c;
+        }
+        if stop.load(Ordering::Acquire) && !ring.has_message() {
+            return StreamRecv::Nothing;
+        }
+        loom::thread::yield_now();
+    };
+    assert!(c.is_stream(), "only streams are sent in these models");
+    let Some(mut s) = ring.stream_attach(c, me).expect("no corruption") else {
+        // given up (its writer started over, or died): take the next
+        return read_stream(ring, me, stop);
+    };
+    let mut got = Vec::new();
+    loop {
+        match ring.stream_next(&mut s).expect("no corruption") {
+            Next::Fragment(f) => {
+                ring.read_fragment(&s, &f, &mut got);
+                if ring.fragment_done(&mut s, f) {
+                    return StreamRecv::Whole(got);
+                }
+            }
+            Next::Broken => {
+                ring.stream_lost(&s);
+                return StreamRecv::Truncated;
+            }
+            Next::Pending => {
+                if !ring.stream_writer_alive(&s) {
+                    ring.stream_lost(&s);
+                    return StreamRecv::Truncated;
+                }
+                loom::thread::yield_now();
+            }
+        }
     }
 }

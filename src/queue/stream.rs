@@ -266,6 +266,15 @@ impl Handle {
     /// The next fragment of the stream `s`, waiting for its writer.
     /// `Truncated` if the writer died or gave up.
     fn next_fragment(&self, s: &mut StreamRead, w: &mut ReadWait) -> Result<Fragment, Fail> {
+        let r = self.next_fragment_inner(s, w);
+        if matches!(r, Err(Fail::Truncated)) {
+            // never leave a live writer waiting for a reader that gave up
+            self.ring().stream_lost(s);
+        }
+        r
+    }
+
+    fn next_fragment_inner(&self, s: &mut StreamRead, w: &mut ReadWait) -> Result<Fragment, Fail> {
         let ring = self.ring();
         loop {
             match ring.stream_next(s)? {

@@ -45,6 +45,9 @@ const ABORTED: u64 = 4;
 /// The reader stopped reading (its `MessageReader` was dropped early): the
 /// message counts as delivered; the writer stops writing it.
 const DISCARDED: u64 = 8;
+/// The reader gave up on the stream (it found it broken and returned
+/// `Truncated`): the writer, if alive, sends the message again.
+const LOST: u64 = 16;
 
 /// A lane's `stream` word.
 pub(super) const fn word(id: u32, reader_bits: u64, flags: u64) -> u64 {
@@ -214,6 +217,9 @@ impl Ring {
         if w & DISCARDED != 0 {
             return Ok(StreamStatus::Discarded);
         }
+        if w & LOST != 0 {
+            return Ok(StreamStatus::ReaderDied);
+        }
         if w & CLAIMED != 0 {
             return Ok(if self.record_owner_alive(word_reader(w)) {
                 StreamStatus::Going
@@ -233,6 +239,14 @@ impl Ring {
             R_READY => !self.index_refers_to(r) && !self.claimed_by_live_consumer(r),
             _ => false,
         };
+        // A live claimer can pass through the window between our loads
+        // (READY seen, then its slot CAS, READING and cleared announcement):
+        // look again; what is left is a rare false alarm, which only makes
+        // the writer start over (its old head is never freed under a
+        // claimer, see `stream_end`).
+        let claimer_died = claimer_died
+            && h.state.load(Ordering::Acquire) == hs
+            && self.lane(lease.lane).stream.load(Ordering::Acquire) == w;
         Ok(if claimer_died {
             StreamStatus::ReaderDied
         } else {
@@ -269,10 +283,18 @@ impl Ring {
                 return Err(Corruption("a stream's records are inconsistent"));
             }
             let kind = h.kind.load(Ordering::Relaxed);
+            // A head is an orphan once no slot and no live claimer's
+            // announcement names it: a claimer marks it READING before it
+            // withdraws its announcement, so the CAS from READY below fails
+            // under any claimer that could still touch it (as in
+            // `free_if_abandoned`).
             let orphan = (s >> 24) & 0xff == R_READY
                 && s & 0xff_ffff == mine
                 && (kind == KIND_FRAGMENT
-                    || (f == head.pos && !self.index_refers_to(self.record_ref(lease.lane, f))));
+                    || (f == head.pos && {
+                        let r = self.record_ref(lease.lane, f);
+                        !self.index_refers_to(r) && !self.claimed_by_live_consumer(r)
+                    }));
             if orphan || ((s >> 24) & 0xff == R_WRITING && s & 0xff_ffff == mine) {
                 // ours and nobody reads it (a reader marks it READING by CAS
                 // first; whichever CAS wins decides)
@@ -287,6 +309,22 @@ impl Ring {
         }
         self.wake(&l.space, u32::MAX);
         self.reclaim(lease)
+    }
+
+    /// Lane `lane`'s stream word, end, frontier and the state words of its
+    /// first units, for loom models' diagnostics.
+    #[cfg(loom)]
+    pub fn debug_lane(&self, lane: u32) -> (u64, u64, u64, Vec<u64>) {
+        let l = self.lane(lane);
+        let states = (0..self.layout.lane_units())
+            .map(|u| self.record(lane, u).state.load(Ordering::Relaxed))
+            .collect();
+        (
+            l.stream.load(Ordering::Relaxed),
+            l.end.load(Ordering::Relaxed),
+            l.frontier.load(Ordering::Relaxed),
+            states,
+        )
     }
 
     // ------------------------------------------------------------ reader
@@ -375,24 +413,36 @@ impl Ring {
             if s.cursor >= end {
                 return Ok(Next::Pending);
             }
+            // The record at the cursor is the first one this reader has not
+            // taken. A fragment stays until the reader frees it; padding
+            // (which always runs to the end of its lap and never starts a
+            // lap) is free at once, so the writer may have reclaimed and
+            // reused it already: its header is then someone else's and its
+            // `units` must not be read. Either way the next record starts
+            // at the next lap.
+            let off = s.cursor & (lu - 1);
             if end - s.cursor > lu {
-                return Err(Corruption("a stream's reader fell behind its lane"));
+                if off == 0 {
+                    return Err(Corruption("a stream's reader fell behind its lane"));
+                }
+                s.cursor += lu - off;
+                continue;
             }
             let h = self.record(s.lane, s.cursor);
             // SYNC: Acquire pairs with the Release in `fragment_ready`.
             let st = h.state.load(Ordering::Acquire);
-            if st >> 32 != self.tag(s.cursor) {
-                return Err(Corruption("a stream fragment has the wrong lap tag"));
+            if st >> 32 != self.tag(s.cursor) || (st >> 24) & 0xff == R_PAD {
+                if off == 0 {
+                    return Err(Corruption("a stream fragment has the wrong lap tag"));
+                }
+                s.cursor += lu - off;
+                continue;
             }
             let units = u64::from(h.units.load(Ordering::Relaxed));
-            if units == 0 || units > lu - (s.cursor & (lu - 1)) {
+            if units == 0 || units > lu - off {
                 return Err(Corruption("a stream record has an impossible size"));
             }
             match (st >> 24) & 0xff {
-                R_PAD => {
-                    s.cursor += units;
-                    continue;
-                }
                 R_WRITING => return Ok(Next::Pending),
                 R_READY => {}
                 // freed by its writer giving up, or by recovery after the
@@ -494,6 +544,13 @@ impl Ring {
     /// writer stops writing and counts it delivered.
     pub fn stream_discard(&self, s: &StreamRead) {
         self.set_reader_flag(s, DISCARDED);
+    }
+
+    /// The reader found the stream broken and gives up (returning
+    /// `Truncated`): a writer that is still alive must not wait for it
+    /// forever, and sends the message again to another reader.
+    pub fn stream_lost(&self, s: &StreamRead) {
+        self.set_reader_flag(s, LOST);
     }
 
     fn set_reader_flag(&self, s: &StreamRead, flag: u64) {
