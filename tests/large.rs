@@ -514,3 +514,69 @@ fn a_reader_dropped_early_discards_and_an_unfinished_writer_truncates() {
     });
     assert_eq!(q.inspect().unwrap().bytes_in_use, 0, "space leaked");
 }
+
+fn slow_reader() {
+    use std::io::Read;
+    let q = Queue::open(&std::env::var("SHMQ_NAME").unwrap()).unwrap();
+    let mut rx = q.receiver().unwrap();
+    let mut r = rx.recv_reader().unwrap();
+    let mut part = vec![0; 10_000];
+    r.read_exact(&mut part).unwrap();
+    std::thread::sleep(Duration::from_secs(60)); // killed meanwhile
+    panic!("the parent should have killed this reader");
+}
+
+#[test]
+fn a_message_writer_whose_reader_is_killed_gets_connection_aborted() {
+    const TEST: &str = "a_message_writer_whose_reader_is_killed_gets_connection_aborted";
+    if child_role().is_some() {
+        return slow_reader();
+    }
+    let name = TempName::new("wabort");
+    let q = Queue::create(&name, Config::default().capacity_bytes(MIB)).unwrap();
+    let tx = q.sender().unwrap();
+    // another receiver stays attached: the queue is not disconnected, the
+    // writer's one reader died
+    let mut rx = q.receiver().unwrap();
+    let mut reader = spawn_role(TEST, "slow_reader", &[("SHMQ_NAME", name.0.clone())]);
+    let big = message(8, 0, 8 * q.capacity_bytes());
+    let killed_at = std::sync::Mutex::new(None);
+    let err = std::thread::scope(|s| {
+        s.spawn(|| {
+            // the reader attached and stopped reading: the lane fills
+            let start = Instant::now();
+            while q.inspect().unwrap().bytes_in_use < q.capacity_bytes() as u64 / 16 {
+                assert!(
+                    start.elapsed() < Duration::from_secs(30),
+                    "the reader never read"
+                );
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+            reader.kill().unwrap();
+            reader.wait().unwrap();
+            *killed_at.lock().unwrap() = Some(Instant::now());
+        });
+        let mut w = tx.send_writer(big.len()).unwrap();
+        let mut r = Ok(());
+        for chunk in big.chunks(64 << 10) {
+            r = w.write_all(chunk);
+            if r.is_err() {
+                break;
+            }
+        }
+        r.and_then(|()| w.finish()).unwrap_err()
+    });
+    let waited = killed_at.lock().unwrap().expect("killed").elapsed();
+    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionAborted, "{err}");
+    assert!(err.to_string().contains("not delivered"), "{err}");
+    assert!(
+        waited < Duration::from_millis(1500),
+        "noticed {waited:?} after the kill"
+    );
+    // the lane is recovered: a large message goes through whole
+    std::thread::scope(|s| {
+        s.spawn(|| tx.send_timeout(&big, Duration::from_secs(60)).unwrap());
+        assert!(*rx.recv_timeout(Duration::from_secs(60)).unwrap() == *big);
+    });
+}
