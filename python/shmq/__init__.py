@@ -1,0 +1,352 @@
+"""shmq: shared-memory queues between processes.
+
+``shmq.Queue`` is a drop-in for ``multiprocessing.Queue``: change the import,
+keep the code. Objects are pickled with protocol 5 and their out-of-band
+buffers (NumPy arrays, bytes-like objects) are copied once, straight into
+shared memory; ``bytes`` skip pickling altogether. Messages of any size go
+through the same queue (large ones are streamed while they are received).
+
+    >>> import shmq
+    >>> q = shmq.Queue()
+    >>> q.put({"step": 1})
+    >>> q.get()
+    {'step': 1}
+"""
+
+from __future__ import annotations
+
+import atexit
+import collections
+import os
+import pickle
+import queue as _queue
+import struct
+import threading
+import uuid
+import weakref
+from typing import Any, List, Optional
+
+from ._shmq import (
+    DisconnectedError,
+    NoSpaceError,
+    RawQueue,
+    ShmqError,
+    TruncatedError,
+    remove,
+)
+
+__all__ = [
+    "Queue",
+    "ShmqError",
+    "NoSpaceError",
+    "DisconnectedError",
+    "TruncatedError",
+    "remove",
+]
+
+Full = _queue.Full
+Empty = _queue.Empty
+
+# Message layout: one kind byte, then
+#   KIND_BYTES:  the bytes themselves;
+#   KIND_PICKLE: u32 number of out-of-band buffers n, n x u64 lengths, u64
+#                pickle length, the pickle, then the buffers, each padded
+#                to 64 bytes so that arrays viewed in place are aligned.
+_KIND_BYTES = b"\x00"
+_KIND_PICKLE = b"\x01"
+_ALIGN = 64
+
+_DEFAULT_CAPACITY = 64 << 20
+
+
+def _pad(n: int) -> int:
+    return (-n) % _ALIGN
+
+
+class _Feeder:
+    """Sends a queue's large messages from a background thread, in order.
+
+    A message larger than the queue's inline limit is streamed: its send
+    finishes only once a receiver has read it. Like ``multiprocessing.Queue``
+    (whose feeder thread writes to the pipe), ``put`` therefore hands such a
+    message to this thread and returns; later puts from the same process go
+    through the thread too until it is idle, so order is kept.
+    """
+
+    def __init__(self, raw: "RawQueue") -> None:
+        self._raw: Optional[RawQueue] = raw
+        self._items: "collections.deque[list]" = collections.deque()
+        self._cond = threading.Condition()
+        self._busy = False
+        self._thread: Optional[threading.Thread] = None
+        self._pid = os.getpid()
+        self.cancelled = False
+
+    def active(self) -> bool:
+        with self._cond:
+            return self._pid == os.getpid() and (self._busy or bool(self._items))
+
+    def submit(self, parts: list) -> None:
+        with self._cond:
+            if self._pid != os.getpid():  # inherited across fork: start afresh
+                self._items.clear()
+                self._busy = False
+                self._thread = None
+                self._pid = os.getpid()
+            self._items.append(parts)
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="shmq-feeder", daemon=True
+                )
+                self._thread.start()
+            self._cond.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._items:
+                    self._cond.wait()
+                parts = self._items.popleft()
+                self._busy = True
+            raw = self._raw
+            if raw is None:
+                return  # the interpreter is exiting
+            try:
+                raw.send_parts(parts, None)
+            except Exception as e:  # like multiprocessing's feeder: report, go on
+                import traceback
+
+                traceback.print_exception(type(e), e, e.__traceback__)
+            finally:
+                # no reference may outlive the send: at exit the region is
+                # let go by dropping every reference (see _detach_all)
+                raw = parts = None
+                with self._cond:
+                    self._busy = False
+                    self._cond.notify_all()
+
+    def join(self) -> None:
+        with self._cond:
+            if self._pid != os.getpid():
+                return
+            while self._items or self._busy:
+                self._cond.wait()
+
+
+_QUEUES: "weakref.WeakSet[Queue]" = weakref.WeakSet()
+
+
+@atexit.register
+def _detach_all() -> None:
+    # As multiprocessing does, a process that put items waits until they
+    # are sent before it exits, unless cancel_join_thread() was called.
+    # Then every queue lets go of its region, so that the last process out
+    # removes a private queue's name (interpreter shutdown does not always
+    # run destructors, and a daemon feeder thread would keep it alive).
+    for q in list(_QUEUES):
+        f = q._feeder
+        if f is not None and not f.cancelled:
+            f.join()
+        q._raw = None
+        if f is not None:
+            f._raw = None
+
+
+class Queue:
+    """A multi-producer multi-consumer queue between processes, in shared memory.
+
+    ``Queue(maxsize=0, *, capacity_bytes=None, name=None)``
+
+    * ``maxsize``: like ``multiprocessing.Queue``; ``0`` means as many
+      messages as fit. A positive ``maxsize`` bounds the index of waiting
+      messages, rounded up to a power of two (at least 2).
+    * ``capacity_bytes``: shared memory for waiting messages (default 64 MiB;
+      larger messages still go through, streamed).
+    * ``name``: open (or create) a named queue that unrelated processes can
+      open too. Without a name the queue is private: pass it to child
+      processes (``multiprocessing.Process(args=(q,))``), which works with
+      the fork, spawn and forkserver start methods. A private queue's memory
+      is freed when the last process using it is done.
+    """
+
+    def __init__(
+        self,
+        maxsize: int = 0,
+        *,
+        capacity_bytes: Optional[int] = None,
+        name: Optional[str] = None,
+    ) -> None:
+        if maxsize < 0:
+            raise ValueError("maxsize must be >= 0")
+        self._maxsize = maxsize
+        capacity = capacity_bytes or _DEFAULT_CAPACITY
+        slots = max(2, maxsize) if maxsize > 0 else None
+        if name is None:
+            name = "shmq-py-%d-%s" % (os.getpid(), uuid.uuid4().hex[:12])
+            raw = RawQueue.create(name, capacity, slots, "when_unused")
+        else:
+            try:
+                raw = RawQueue.create(name, capacity, slots, "when_unused_and_empty")
+            except FileExistsError:
+                raw = RawQueue.open(name)
+        self._raw: Optional[RawQueue] = raw
+        self._name = name
+        self._feeder: Optional[_Feeder] = None
+        _QUEUES.add(self)
+
+    # -- pickling: a child process attaches to the same region by name ----
+
+    def __reduce__(self):
+        return (_attach, (self._name, self._maxsize))
+
+    @property
+    def name(self) -> str:
+        """The queue's name in /dev/shm."""
+        return self._name
+
+    def _q(self) -> RawQueue:
+        raw = self._raw
+        if raw is None:
+            raise ValueError("Queue %r is closed" % self._name)
+        return raw
+
+    # -- put ---------------------------------------------------------------
+
+    def _parts(self, obj: Any) -> List[Any]:
+        if type(obj) is bytes:
+            return [_KIND_BYTES, obj]
+        buffers: List[pickle.PickleBuffer] = []
+        data = pickle.dumps(obj, protocol=5, buffer_callback=buffers.append)
+        raws = []
+        for b in buffers:
+            try:
+                raws.append(b.raw())
+            except BufferError:
+                # not contiguous: the one case that takes a copy first
+                raws.append(memoryview(bytes(b)))
+        head = struct.pack(
+            "<cI%dQQ" % len(raws), _KIND_PICKLE, len(raws), *[r.nbytes for r in raws], len(data)
+        )
+        parts: List[Any] = [head, data]
+        pad = _pad(len(head) + len(data))
+        for r in raws:
+            if pad:
+                parts.append(bytes(pad))
+            parts.append(r)
+            pad = _pad(r.nbytes)
+        return parts
+
+    def put(self, obj: Any, block: bool = True, timeout: Optional[float] = None) -> None:
+        """Put ``obj`` into the queue, as ``multiprocessing.Queue.put``.
+
+        Raises ``queue.Full`` if there is no room after ``timeout`` seconds
+        (or at once with ``block=False``). Unpicklable objects raise the
+        error pickling raises and leave the queue untouched.
+        """
+        q = self._q()
+        parts = self._parts(obj)
+        if not block:
+            timeout = 0.0
+        elif timeout is not None and timeout < 0:
+            raise ValueError("'timeout' must be a non-negative number")
+        feeder = self._feeder
+        size = sum(memoryview(p).nbytes for p in parts)
+        if size > q.max_message() or (feeder is not None and feeder.active()):
+            if feeder is None:
+                feeder = self._feeder = _Feeder(q)
+            feeder.submit(parts)
+            return
+        if not q.send_parts(parts, timeout):
+            raise Full
+
+    def put_nowait(self, obj: Any) -> None:
+        """``put(obj, False)``."""
+        self.put(obj, False)
+
+    # -- get ---------------------------------------------------------------
+
+    def get(self, block: bool = True, timeout: Optional[float] = None) -> Any:
+        """Remove and return an item, as ``multiprocessing.Queue.get``.
+
+        Raises ``queue.Empty`` if none arrives within ``timeout`` seconds (or
+        at once with ``block=False``).
+        """
+        q = self._q()
+        if not block:
+            timeout = 0.0
+        elif timeout is not None and timeout < 0:
+            raise ValueError("'timeout' must be a non-negative number")
+        msg = q.recv(timeout)
+        if msg is None:
+            raise Empty
+        return _decode(msg)
+
+    def get_nowait(self) -> Any:
+        """``get(False)``."""
+        return self.get(False)
+
+    # -- the rest of the multiprocessing.Queue API -------------------------
+
+    def qsize(self) -> int:
+        """Approximate number of items waiting."""
+        return self._q().qsize()
+
+    def empty(self) -> bool:
+        """Whether no item is waiting (a snapshot)."""
+        return self._q().empty()
+
+    def full(self) -> bool:
+        """Whether the queue holds ``maxsize`` items (never, for maxsize 0)."""
+        return self._maxsize > 0 and self.qsize() >= self._maxsize
+
+    def close(self) -> None:
+        """This process will put and get no more. Large messages still being
+        sent are sent (see ``join_thread``)."""
+        self._raw = None
+
+    def join_thread(self) -> None:
+        """Wait until the large messages this process put have been sent
+        (each to a receiver that read it). Small messages are in the queue
+        when ``put`` returns."""
+        if self._feeder is not None:
+            self._feeder.join()
+
+    def cancel_join_thread(self) -> None:
+        """Do not wait for unsent large messages when this process exits."""
+        if self._feeder is not None:
+            self._feeder.cancelled = True
+
+    def __repr__(self) -> str:
+        return "<shmq.Queue %r>" % self._name
+
+
+def _attach(name: str, maxsize: int) -> Queue:
+    q = Queue.__new__(Queue)
+    q._maxsize = maxsize
+    q._name = name
+    q._raw = RawQueue.open(name)
+    q._feeder = None
+    _QUEUES.add(q)
+    return q
+
+
+def _decode(msg: bytes) -> Any:
+    kind = msg[:1]
+    if kind == _KIND_BYTES:
+        return msg[1:]
+    if kind != _KIND_PICKLE:
+        raise ShmqError("not a message of shmq's Python Queue (kind %r)" % kind)
+    (n,) = struct.unpack_from("<I", msg, 1)
+    lens = struct.unpack_from("<%dQ" % n, msg, 5)
+    (plen,) = struct.unpack_from("<Q", msg, 5 + 8 * n)
+    at = 5 + 8 * n + 8
+    view = memoryview(msg)
+    data = view[at : at + plen]
+    at += plen
+    at += _pad(at)
+    bufs = []
+    for ln in lens:
+        bufs.append(view[at : at + ln])
+        at += ln
+        at += _pad(ln)
+    return pickle.loads(data, buffers=bufs)

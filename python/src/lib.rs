@@ -1,0 +1,316 @@
+//! `shmq._shmq`: the native half of the Python package. It wraps one
+//! `shmq::Queue` with a lazily made sender and receiver, moves messages made
+//! of several buffer-protocol parts, releases the GIL while it waits or
+//! copies, and wakes up every few milliseconds while blocked to run Python's
+//! signal handlers (so Ctrl-C interrupts a blocked call).
+//!
+//! Everything Python-facing (pickling, `queue.Full`/`queue.Empty`, the
+//! `multiprocessing.Queue` API) is in `shmq/__init__.py`.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use pyo3::buffer::PyBuffer;
+use pyo3::create_exception;
+use pyo3::exceptions::{PyOSError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::PyBytes;
+use shmq::{
+    Config, OpenError, Queue, Receiver, RecvTimeoutError, Removal, SendTimeoutError, Sender,
+};
+
+create_exception!(
+    _shmq,
+    ShmqError,
+    PyOSError,
+    "An error of the shared-memory queue."
+);
+create_exception!(
+    _shmq,
+    NoSpaceError,
+    ShmqError,
+    "/dev/shm has too little free space for the queue."
+);
+create_exception!(
+    _shmq,
+    DisconnectedError,
+    ShmqError,
+    "Every peer on the other side is gone (detached, exited or killed)."
+);
+create_exception!(
+    _shmq,
+    TruncatedError,
+    ShmqError,
+    "The sender of a large message died or gave up while it was received."
+);
+
+/// How often a blocked call comes back to run Python's signal handlers.
+const SIGNAL_SLICE: Duration = Duration::from_millis(20);
+
+fn open_error(e: OpenError) -> PyErr {
+    match e {
+        OpenError::NoSpace { .. } => NoSpaceError::new_err(e.to_string()),
+        OpenError::NotFound { .. } => pyo3::exceptions::PyFileNotFoundError::new_err(e.to_string()),
+        OpenError::AlreadyExists { .. } => {
+            pyo3::exceptions::PyFileExistsError::new_err(e.to_string())
+        }
+        OpenError::PermissionDenied { .. } => {
+            pyo3::exceptions::PyPermissionError::new_err(e.to_string())
+        }
+        OpenError::InvalidName { .. } | OpenError::InvalidConfig(_) => {
+            PyValueError::new_err(e.to_string())
+        }
+        other => ShmqError::new_err(other.to_string()),
+    }
+}
+
+fn removal(name: &str) -> PyResult<Removal> {
+    Ok(match name {
+        "when_unused_and_empty" => Removal::WhenUnusedAndEmpty,
+        "when_unused" => Removal::WhenUnused,
+        "never" => Removal::Never,
+        other => return Err(PyValueError::new_err(format!("unknown removal {other:?}"))),
+    })
+}
+
+/// One queue, as this process sees it.
+#[pyclass(module = "shmq._shmq", frozen)]
+struct RawQueue {
+    queue: Queue,
+    tx: Mutex<Option<Sender>>,
+    rx: Mutex<Option<Receiver>>,
+}
+
+impl RawQueue {
+    fn new(queue: Queue) -> Self {
+        Self {
+            queue,
+            tx: Mutex::new(None),
+            rx: Mutex::new(None),
+        }
+    }
+
+    fn sender(&self) -> PyResult<Sender> {
+        let mut tx = self.tx.lock().unwrap_or_else(|p| p.into_inner());
+        if tx.is_none() {
+            *tx = Some(self.queue.sender().map_err(open_error)?);
+        }
+        Ok(tx.as_ref().expect("just made").clone())
+    }
+
+    fn receiver(&self) -> PyResult<Receiver> {
+        let mut rx = self.rx.lock().unwrap_or_else(|p| p.into_inner());
+        if rx.is_none() {
+            *rx = Some(self.queue.receiver().map_err(open_error)?);
+        }
+        Ok(rx.as_ref().expect("just made").clone())
+    }
+}
+
+/// The deadline of a call: `None` blocks forever, `Some(0.0)` not at all.
+fn deadline(timeout: Option<f64>) -> PyResult<Option<Instant>> {
+    match timeout {
+        None => Ok(None),
+        Some(t) if t.is_nan() || t < 0.0 => Err(PyValueError::new_err(
+            "'timeout' must be a non-negative number",
+        )),
+        Some(t) => Ok(Some(Instant::now() + Duration::from_secs_f64(t.min(1e9)))),
+    }
+}
+
+/// The next wait: at most one signal slice, and not past the deadline.
+fn slice(deadline: Option<Instant>) -> Duration {
+    let left = deadline.map_or(SIGNAL_SLICE, |d| {
+        d.saturating_duration_since(Instant::now())
+    });
+    left.min(SIGNAL_SLICE)
+}
+
+#[pymethods]
+impl RawQueue {
+    /// Creates the queue `name`.
+    #[staticmethod]
+    #[pyo3(signature = (name, capacity_bytes, slots=None, removal_policy="when_unused_and_empty"))]
+    fn create(
+        name: &str,
+        capacity_bytes: usize,
+        slots: Option<usize>,
+        removal_policy: &str,
+    ) -> PyResult<Self> {
+        let mut cfg = Config::default()
+            .capacity_bytes(capacity_bytes)
+            .removal(removal(removal_policy)?);
+        if let Some(n) = slots {
+            cfg = cfg.slots(n);
+        }
+        Ok(Self::new(Queue::create(name, cfg).map_err(open_error)?))
+    }
+
+    /// Opens the existing queue `name`.
+    #[staticmethod]
+    fn open(name: &str) -> PyResult<Self> {
+        Ok(Self::new(Queue::open(name).map_err(open_error)?))
+    }
+
+    /// The queue's name.
+    #[getter]
+    fn name(&self) -> String {
+        self.queue.name().to_owned()
+    }
+
+    /// Messages waiting (a snapshot).
+    fn qsize(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Whether no message is waiting (a snapshot).
+    fn empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+
+    /// The largest message sent as one record; larger ones are streamed.
+    fn max_message(&self) -> usize {
+        self.queue.max_message()
+    }
+
+    /// Index slots: how many messages can wait at once.
+    fn slots(&self) -> usize {
+        self.queue.slots()
+    }
+
+    /// Sends the concatenation of `parts` (C-contiguous buffer-protocol
+    /// objects) as one message, copying each part once, straight into
+    /// shared memory, without the GIL. `timeout`: `None` blocks, `0` never
+    /// blocks. Returns `False` if there was no room in time.
+    #[pyo3(signature = (parts, timeout=None))]
+    fn send_parts(
+        &self,
+        py: Python<'_>,
+        parts: Vec<PyBuffer<u8>>,
+        timeout: Option<f64>,
+    ) -> PyResult<bool> {
+        let deadline = deadline(timeout)?;
+        let tx = self.sender()?;
+        let mut slices: Vec<&[u8]> = Vec::with_capacity(parts.len());
+        for p in &parts {
+            if !p.is_c_contiguous() {
+                return Err(PyValueError::new_err("a message part is not C-contiguous"));
+            }
+            // SAFETY: the PyBuffer keeps the exporter's memory alive and in
+            // place until it is dropped (after the copy below); it is
+            // C-contiguous with `len_bytes` bytes. Another Python thread may
+            // write to it meanwhile, which can only change what is sent.
+            slices.push(unsafe {
+                std::slice::from_raw_parts(p.buf_ptr() as *const u8, p.len_bytes())
+            });
+        }
+        let total: usize = slices.iter().map(|s| s.len()).sum();
+        if total > tx.max_message() {
+            // streamed: a receiver reads it while it is written
+            let r = py.allow_threads(|| -> std::io::Result<()> {
+                use std::io::Write;
+                let mut w = tx
+                    .send_writer(total)
+                    .map_err(|e| std::io::Error::other(e.to_string()))?;
+                for s in &slices {
+                    w.write_all(s)?;
+                }
+                w.finish()
+            });
+            return match r {
+                Ok(()) => Ok(true),
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+                    Err(DisconnectedError::new_err(e.to_string()))
+                }
+                Err(e) => Err(ShmqError::new_err(e.to_string())),
+            };
+        }
+        loop {
+            let wait = slice(deadline);
+            let r = py.allow_threads(|| match tx.reserve_timeout(total, wait) {
+                Ok(mut g) => {
+                    let mut at = 0;
+                    for s in &slices {
+                        g[at..at + s.len()].copy_from_slice(s);
+                        at += s.len();
+                    }
+                    g.commit().map_err(|e| e.to_string()).map(|()| true)
+                }
+                Err(SendTimeoutError::Timeout(_)) => Ok(false),
+                Err(e) => Err(e.to_string()),
+            });
+            match r {
+                Ok(true) => return Ok(true),
+                Ok(false) => {}
+                Err(msg) if msg.contains("receivers") => {
+                    return Err(DisconnectedError::new_err(msg));
+                }
+                Err(msg) => return Err(ShmqError::new_err(msg)),
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Ok(false);
+            }
+            py.check_signals()?;
+        }
+    }
+
+    /// Receives the next message as `bytes`; `None` if none arrived in
+    /// time. `timeout`: `None` blocks, `0` never blocks.
+    #[pyo3(signature = (timeout=None))]
+    fn recv<'py>(
+        &self,
+        py: Python<'py>,
+        timeout: Option<f64>,
+    ) -> PyResult<Option<Bound<'py, PyBytes>>> {
+        let deadline = deadline(timeout)?;
+        let rx = self.receiver()?;
+        let mut buf = Vec::new();
+        loop {
+            let wait = slice(deadline);
+            let r = py.allow_threads(|| rx.recv_into_timeout(&mut buf, wait));
+            match r {
+                Ok(_) => return Ok(Some(PyBytes::new(py, &buf))),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => {
+                    return Err(DisconnectedError::new_err(
+                        RecvTimeoutError::Disconnected.to_string(),
+                    ));
+                }
+                Err(RecvTimeoutError::Truncated) => {
+                    return Err(TruncatedError::new_err(
+                        RecvTimeoutError::Truncated.to_string(),
+                    ));
+                }
+                Err(e) => return Err(ShmqError::new_err(e.to_string())),
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Ok(None);
+            }
+            py.check_signals()?;
+        }
+    }
+
+    /// Drops this process's sender and receiver (they are made again on
+    /// the next use).
+    fn close(&self) {
+        self.tx.lock().unwrap_or_else(|p| p.into_inner()).take();
+        self.rx.lock().unwrap_or_else(|p| p.into_inner()).take();
+    }
+}
+
+/// Removes the queue `name` if no process uses it.
+#[pyfunction]
+fn remove(name: &str) -> PyResult<()> {
+    Queue::remove(name).map_err(open_error)
+}
+
+#[pymodule]
+fn _shmq(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<RawQueue>()?;
+    m.add_function(wrap_pyfunction!(remove, m)?)?;
+    m.add("ShmqError", m.py().get_type::<ShmqError>())?;
+    m.add("NoSpaceError", m.py().get_type::<NoSpaceError>())?;
+    m.add("DisconnectedError", m.py().get_type::<DisconnectedError>())?;
+    m.add("TruncatedError", m.py().get_type::<TruncatedError>())?;
+    Ok(())
+}

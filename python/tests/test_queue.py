@@ -1,0 +1,271 @@
+"""shmq.Queue against the multiprocessing.Queue contract, across processes."""
+
+import multiprocessing as mp
+import os
+import pickle
+import queue
+import signal
+import time
+
+import numpy as np
+import pytest
+
+import shmq
+
+
+# ---------------------------------------------------------------- one process
+
+
+def test_bytes_and_objects_round_trip_in_order():
+    q = shmq.Queue()
+    items = [b"", b"raw bytes", "text", 42, None, {"a": [1, 2.5, (3,)]}, b"x" * 100_000]
+    for it in items:
+        q.put(it)
+    assert q.qsize() == len(items)
+    assert [q.get() for _ in items] == items
+    assert q.empty()
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "int32", "float32", "float64", "complex128", "bool"])
+@pytest.mark.parametrize("shape", [(), (0,), (7,), (3, 5), (2, 3, 4)])
+def test_numpy_arrays_of_every_dtype_and_shape(dtype, shape):
+    q = shmq.Queue()
+    a = (np.arange(int(np.prod(shape))) % 7).astype(dtype).reshape(shape)
+    q.put(a)
+    b = q.get()
+    assert isinstance(b, np.ndarray)
+    assert b.dtype == a.dtype and b.shape == a.shape
+    np.testing.assert_array_equal(a, b)
+
+
+def test_non_contiguous_and_fortran_arrays():
+    q = shmq.Queue()
+    base = np.arange(60.0).reshape(6, 10)
+    for a in (base[::2, ::3], base.T, np.asfortranarray(base), base[:, 1]):
+        q.put(a)
+        np.testing.assert_array_equal(q.get(), a)
+
+
+def test_a_large_array_goes_through_a_small_queue():
+    q = shmq.Queue(capacity_bytes=1 << 20)
+    a = np.random.default_rng(1).random(4 << 20 // 8)  # 4 MiB through 1 MiB
+    q.put(a)
+    q.put("after")
+    np.testing.assert_array_equal(q.get(timeout=30), a)
+    assert q.get(timeout=30) == "after"
+
+
+def test_get_raises_empty_like_the_stdlib():
+    q = shmq.Queue()
+    with pytest.raises(queue.Empty):
+        q.get_nowait()
+    with pytest.raises(queue.Empty):
+        q.get(block=False)
+    t = time.monotonic()
+    with pytest.raises(queue.Empty):
+        q.get(timeout=0.2)
+    assert 0.15 < time.monotonic() - t < 2
+    assert shmq.Empty is queue.Empty and shmq.Full is queue.Full
+
+
+def test_put_raises_full_like_the_stdlib():
+    q = shmq.Queue(maxsize=2)
+    q.put(1)
+    q.put(2)
+    assert q.full()
+    with pytest.raises(queue.Full):
+        q.put_nowait(3)
+    with pytest.raises(queue.Full):
+        q.put(3, timeout=0.1)
+    assert q.get() == 1
+    q.put(3)
+    assert [q.get(), q.get()] == [2, 3]
+
+
+def test_bad_timeouts_and_closed_queues():
+    q = shmq.Queue()
+    with pytest.raises(ValueError):
+        q.put(1, timeout=-1)
+    with pytest.raises(ValueError):
+        q.get(timeout=-1)
+    q.close()
+    with pytest.raises(ValueError):
+        q.put(1)
+    q.join_thread()
+    q.cancel_join_thread()
+
+
+def test_an_unpicklable_object_raises_the_pickle_error_and_leaves_the_queue_intact():
+    q = shmq.Queue()
+    q.put("before")
+    with pytest.raises((pickle.PicklingError, AttributeError, TypeError)) as caught:
+        q.put(lambda: None)
+    with pytest.raises(type(caught.value)):
+        pickle.dumps(lambda: None, protocol=5)
+    q.put("after")
+    assert [q.get(), q.get()] == ["before", "after"]
+    assert q.empty()
+
+
+def test_a_named_queue_is_shared_and_its_errors_are_oserrors():
+    name = "shmq-pytest-named-%d" % os.getpid()
+    a = shmq.Queue(name=name)
+    b = shmq.Queue(name=name)
+    a.put({"hello": 1})
+    assert b.get(timeout=5) == {"hello": 1}
+    assert issubclass(shmq.NoSpaceError, OSError)
+    assert issubclass(shmq.DisconnectedError, OSError)
+
+
+# ---------------------------------------------------------------- processes
+
+
+def _producer(q, pid, n):
+    for seq in range(n):
+        q.put((pid, seq, np.full(16, seq, dtype=np.int64)))
+
+
+def _echo(q_in, q_out):
+    while True:
+        item = q_in.get()
+        if item is None:
+            return
+        q_out.put(item)
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn", "forkserver"])
+def test_a_queue_passed_to_a_child_works_with_every_start_method(method):
+    ctx = mp.get_context(method)
+    q_in, q_out = shmq.Queue(), shmq.Queue()
+    p = ctx.Process(target=_echo, args=(q_in, q_out))
+    p.start()
+    try:
+        msgs = [b"bytes", "str", np.arange(5), np.zeros((300, 300))]
+        for m in msgs:
+            q_in.put(m)
+        for m in msgs:
+            got = q_out.get(timeout=60)
+            if isinstance(m, np.ndarray):
+                np.testing.assert_array_equal(got, m)
+            else:
+                assert got == m
+        q_in.put(None)
+        p.join(60)
+        assert p.exitcode == 0
+    finally:
+        if p.is_alive():
+            p.kill()
+
+
+def _consumer(q, results, n):
+    got = []
+    for _ in range(n):
+        pid, seq, arr = q.get(timeout=60)
+        assert (arr == seq).all()
+        got.append((pid, seq))
+    results.put(got)
+
+
+def test_four_producers_two_consumers_every_item_once_in_order_per_producer():
+    ctx = mp.get_context("fork")
+    q, results = shmq.Queue(), shmq.Queue()
+    per = 500
+    producers = [ctx.Process(target=_producer, args=(q, i, per)) for i in range(4)]
+    consumers = [ctx.Process(target=_consumer, args=(q, results, 2 * per)) for _ in range(2)]
+    for p in producers + consumers:
+        p.start()
+    try:
+        seen = [results.get(timeout=120) for _ in consumers]
+        for p in producers + consumers:
+            p.join(60)
+            assert p.exitcode == 0
+    finally:
+        for p in producers + consumers:
+            if p.is_alive():
+                p.kill()
+    all_items = sorted(x for got in seen for x in got)
+    assert all_items == sorted((i, s) for i in range(4) for s in range(per))
+    for got in seen:  # FIFO per producer, as each consumer saw it
+        for i in range(4):
+            seqs = [s for pid, s in got if pid == i]
+            assert seqs == sorted(seqs)
+
+
+def _blocked_getter(q, ready):
+    ready.put("ready")
+    try:
+        q.get()
+    except KeyboardInterrupt:
+        os._exit(42)
+    os._exit(1)
+
+
+def test_ctrl_c_interrupts_a_blocked_get():
+    ctx = mp.get_context("spawn")
+    q, ready = shmq.Queue(), shmq.Queue()
+    p = ctx.Process(target=_blocked_getter, args=(q, ready))
+    p.start()
+    try:
+        assert ready.get(timeout=60) == "ready"
+        time.sleep(0.2)  # let it block in get()
+        t = time.monotonic()
+        os.kill(p.pid, signal.SIGINT)
+        p.join(5)
+        assert p.exitcode == 42
+        assert time.monotonic() - t < 1.0
+    finally:
+        if p.is_alive():
+            p.kill()
+
+
+def _put_then_hang(q):
+    q.put("hello")
+    time.sleep(600)
+
+
+def test_a_killed_peer_turns_a_blocked_get_into_an_error():
+    ctx = mp.get_context("fork")
+    q = shmq.Queue()
+    p = ctx.Process(target=_put_then_hang, args=(q,))
+    p.start()
+    try:
+        assert q.get(timeout=60) == "hello"
+        p.kill()
+        p.join(10)
+        t = time.monotonic()
+        with pytest.raises(shmq.DisconnectedError):
+            q.get(timeout=30)  # the only sender is gone: no hang
+        assert time.monotonic() - t < 2.0
+    finally:
+        if p.is_alive():
+            p.kill()
+
+
+def test_the_readme_python_example_runs(tmp_path):
+    import re
+    import subprocess
+    import sys
+
+    readme = open(os.path.join(os.path.dirname(__file__), "..", "..", "README.md")).read()
+    code = re.search(r"```python\n(.*?)```", readme, re.S).group(1)
+    script = tmp_path / "example.py"
+    script.write_text(code)
+    r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+
+
+def test_a_private_queue_leaves_nothing_in_dev_shm_when_its_processes_exit():
+    import subprocess
+    import sys
+
+    code = (
+        "import shmq, numpy as np\n"
+        "q = shmq.Queue(capacity_bytes=1 << 20)\n"
+        "q.put(np.zeros(1 << 20)); q.get(timeout=30)\n"  # through the feeder thread
+        "left = shmq.Queue(); left.put('never read')\n"
+        "print(q.name, left.name)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    for name in r.stdout.split():
+        assert not os.path.exists("/dev/shm/" + name), name + " was left behind"
