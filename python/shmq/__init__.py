@@ -37,6 +37,9 @@ from ._shmq import (
 
 __all__ = [
     "Queue",
+    "create_shared_memory_pair",
+    "SharedMemorySender",
+    "SharedMemoryReceiver",
     "ShmqError",
     "NoSpaceError",
     "DisconnectedError",
@@ -350,3 +353,67 @@ def _decode(msg: bytes) -> Any:
         at += ln
         at += _pad(ln)
     return pickle.loads(data, buffers=bufs)
+
+
+# ------------------------------------------------- py-sharedmemory's API
+
+
+class SharedMemorySender:
+    """The sending end of :func:`create_shared_memory_pair`, with
+    py-sharedmemory's API: ``put``, ``put_nowait``, ``wait_for_all_ack``."""
+
+    def __init__(self, q: Queue) -> None:
+        self._q = q
+
+    def put(self, data: Any, block: bool = True, timeout: Optional[float] = None) -> None:
+        """Send ``data`` (any picklable object; arrays and bytes are copied
+        once, into shared memory). Raises ``queue.Full`` as ``Queue.put``."""
+        self._q.put(data, block, timeout)
+
+    def put_nowait(self, data: Any) -> None:
+        """``put(data, False)``."""
+        self._q.put(data, False)
+
+    def wait_for_all_ack(self, timeout: Optional[float] = None) -> bool:
+        """Wait until the receiver has taken every message sent so far.
+        Returns ``False`` if ``timeout`` seconds passed first."""
+        import time
+
+        self._q.join_thread()
+        end = None if timeout is None else time.monotonic() + timeout
+        while not self._q.empty():
+            if end is not None and time.monotonic() >= end:
+                return False
+            time.sleep(0.001)
+        return True
+
+    def __reduce__(self):
+        return (SharedMemorySender, (self._q,))
+
+
+class SharedMemoryReceiver:
+    """The receiving end of :func:`create_shared_memory_pair`: ``get``,
+    ``get_nowait``."""
+
+    def __init__(self, q: Queue) -> None:
+        self._q = q
+
+    def get(self, block: bool = True, timeout: Optional[float] = None) -> Any:
+        """Receive the next object. Raises ``queue.Empty`` as ``Queue.get``."""
+        return self._q.get(block, timeout)
+
+    def get_nowait(self) -> Any:
+        """``get(False)``."""
+        return self._q.get(False)
+
+    def __reduce__(self):
+        return (SharedMemoryReceiver, (self._q,))
+
+
+def create_shared_memory_pair(capacity: int = 0, *, capacity_bytes: Optional[int] = None):
+    """``(SharedMemorySender, SharedMemoryReceiver)`` over one queue, as
+    py-sharedmemory's ``create_shared_memory_pair``: ``capacity`` bounds the
+    number of messages in flight (0: as many as fit); ``capacity_bytes`` the
+    shared memory they use (default 64 MiB; larger messages still pass)."""
+    q = Queue(capacity, capacity_bytes=capacity_bytes)
+    return SharedMemorySender(q), SharedMemoryReceiver(q)
