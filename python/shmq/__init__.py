@@ -84,6 +84,12 @@ class _Feeder:
         self._thread: Optional[threading.Thread] = None
         self._pid = os.getpid()
         self.cancelled = False
+        # A multiprocessing child started by fork ends with os._exit, which
+        # skips atexit: flush through multiprocessing's own exit hooks, as
+        # multiprocessing.Queue does for its feeder.
+        import multiprocessing.util
+
+        multiprocessing.util.Finalize(None, _flush, args=(weakref.ref(self),), exitpriority=10)
 
     def active(self) -> bool:
         with self._cond:
@@ -136,7 +142,14 @@ class _Feeder:
                 self._cond.wait()
 
 
+def _flush(ref: "weakref.ref[_Feeder]") -> None:
+    f = ref()
+    if f is not None and not f.cancelled:
+        f.join()
+
+
 _QUEUES: "weakref.WeakSet[Queue]" = weakref.WeakSet()
+_RAWS: "weakref.WeakSet[RawQueue]" = weakref.WeakSet()
 
 
 @atexit.register
@@ -150,9 +163,8 @@ def _detach_all() -> None:
         f = q._feeder
         if f is not None and not f.cancelled:
             f.join()
-        q._raw = None
-        if f is not None:
-            f._raw = None
+    for raw in list(_RAWS):
+        raw.detach()
 
 
 class Queue:
@@ -196,6 +208,7 @@ class Queue:
         self._name = name
         self._feeder: Optional[_Feeder] = None
         _QUEUES.add(self)
+        _RAWS.add(raw)
 
     # -- pickling: a child process attaches to the same region by name ----
 
@@ -330,6 +343,7 @@ def _attach(name: str, maxsize: int) -> Queue:
     q._raw = RawQueue.open(name)
     q._feeder = None
     _QUEUES.add(q)
+    _RAWS.add(q._raw)
     return q
 
 

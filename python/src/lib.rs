@@ -74,9 +74,12 @@ fn removal(name: &str) -> PyResult<Removal> {
 }
 
 /// One queue, as this process sees it.
-#[pyclass(module = "shmq._shmq", frozen)]
+#[pyclass(module = "shmq._shmq", frozen, weakref)]
 struct RawQueue {
-    queue: Queue,
+    /// `None` once detached (`detach`): the region is let go even if
+    /// Python keeps this object alive (a traceback, a cycle at exit).
+    queue: Mutex<Option<Queue>>,
+    name: String,
     tx: Mutex<Option<Sender>>,
     rx: Mutex<Option<Receiver>>,
 }
@@ -84,16 +87,25 @@ struct RawQueue {
 impl RawQueue {
     fn new(queue: Queue) -> Self {
         Self {
-            queue,
+            name: queue.name().to_owned(),
+            queue: Mutex::new(Some(queue)),
             tx: Mutex::new(None),
             rx: Mutex::new(None),
         }
     }
 
+    fn queue(&self) -> PyResult<Queue> {
+        self.queue
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .ok_or_else(|| PyValueError::new_err(format!("queue {:?} is closed", self.name)))
+    }
+
     fn sender(&self) -> PyResult<Sender> {
         let mut tx = self.tx.lock().unwrap_or_else(|p| p.into_inner());
         if tx.is_none() {
-            *tx = Some(self.queue.sender().map_err(open_error)?);
+            *tx = Some(self.queue()?.sender().map_err(open_error)?);
         }
         Ok(tx.as_ref().expect("just made").clone())
     }
@@ -101,7 +113,7 @@ impl RawQueue {
     fn receiver(&self) -> PyResult<Receiver> {
         let mut rx = self.rx.lock().unwrap_or_else(|p| p.into_inner());
         if rx.is_none() {
-            *rx = Some(self.queue.receiver().map_err(open_error)?);
+            *rx = Some(self.queue()?.receiver().map_err(open_error)?);
         }
         Ok(rx.as_ref().expect("just made").clone())
     }
@@ -155,27 +167,27 @@ impl RawQueue {
     /// The queue's name.
     #[getter]
     fn name(&self) -> String {
-        self.queue.name().to_owned()
+        self.name.clone()
     }
 
     /// Messages waiting (a snapshot).
-    fn qsize(&self) -> usize {
-        self.queue.len()
+    fn qsize(&self) -> PyResult<usize> {
+        Ok(self.queue()?.len())
     }
 
     /// Whether no message is waiting (a snapshot).
-    fn empty(&self) -> bool {
-        self.queue.is_empty()
+    fn empty(&self) -> PyResult<bool> {
+        Ok(self.queue()?.is_empty())
     }
 
     /// The largest message sent as one record; larger ones are streamed.
-    fn max_message(&self) -> usize {
-        self.queue.max_message()
+    fn max_message(&self) -> PyResult<usize> {
+        Ok(self.queue()?.max_message())
     }
 
     /// Index slots: how many messages can wait at once.
-    fn slots(&self) -> usize {
-        self.queue.slots()
+    fn slots(&self) -> PyResult<usize> {
+        Ok(self.queue()?.slots())
     }
 
     /// Sends the concatenation of `parts` (C-contiguous buffer-protocol
@@ -295,6 +307,14 @@ impl RawQueue {
     fn close(&self) {
         self.tx.lock().unwrap_or_else(|p| p.into_inner()).take();
         self.rx.lock().unwrap_or_else(|p| p.into_inner()).take();
+    }
+
+    /// Lets go of the region for good: this process stops using the
+    /// queue, and if it was the last, the name is removed (as its removal
+    /// policy says). Every later call raises `ValueError`.
+    fn detach(&self) {
+        self.close();
+        self.queue.lock().unwrap_or_else(|p| p.into_inner()).take();
     }
 }
 

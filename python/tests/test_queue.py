@@ -269,3 +269,59 @@ def test_a_private_queue_leaves_nothing_in_dev_shm_when_its_processes_exit():
     assert r.returncode == 0, r.stderr
     for name in r.stdout.split():
         assert not os.path.exists("/dev/shm/" + name), name + " was left behind"
+
+
+def test_a_512_mib_array_through_the_default_queue():
+    q = shmq.Queue()
+    a = np.arange(64 << 20, dtype=np.float64)  # 512 MiB
+    a[::4096] = -1.0
+    q.put(a)
+    b = q.get(timeout=120)
+    assert b.shape == a.shape and b.dtype == a.dtype
+    assert np.array_equal(a, b)
+    del a, b
+
+
+def test_a_dev_shm_too_small_raises_an_oserror_that_says_what_to_do(tmp_path):
+    import shutil
+    import subprocess
+    import sys
+
+    if shutil.which("unshare") is None:
+        pytest.fail("this test needs unshare (util-linux)")
+    mnt = tmp_path / "shm"
+    mnt.mkdir()
+    code = (
+        "import shmq\n"
+        "try:\n"
+        "    shmq.Queue(capacity_bytes=64 << 20)\n"
+        "except shmq.NoSpaceError as e:\n"
+        "    assert isinstance(e, OSError)\n"
+        "    assert '--shm-size' in str(e) and 'needs' in str(e), str(e)\n"
+        "    print('no space:', e)\n"
+        "else:\n"
+        "    raise SystemExit('created a 64 MiB queue in a 16 MiB /dev/shm')\n"
+    )
+    # a 16 MiB tmpfs in a private mount namespace, as SHMQ_DIR
+    script = 'mount -t tmpfs -o size=16m tmpfs "$1" && SHMQ_DIR="$1" exec "$2" -c "$3"'
+    args = ["sh", "-c", script, "sh", str(mnt), sys.executable, code]
+    flags = ["-m"] if os.geteuid() == 0 else ["-r", "-m"]
+    r = subprocess.run(["unshare", *flags, *args], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "no space" in r.stdout
+
+
+@pytest.mark.parametrize("transport", ["shmq", "mp"])
+def test_the_replay_buffer_example_runs(transport):
+    import subprocess
+    import sys
+
+    example = os.path.join(os.path.dirname(__file__), "..", "..", "examples", "python", "replay_buffer.py")
+    r = subprocess.run(
+        [sys.executable, example, "--transport", transport, "--seconds", "0.5", "--obs", "16,16"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 0, r.stderr
+    assert transport + ": 2 actors" in r.stdout and "transitions/s" in r.stdout, r.stdout
