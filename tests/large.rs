@@ -183,11 +183,13 @@ fn two_producers_two_consumers_mix_small_and_256_mib_messages_through_a_16_mib_a
             spawn_role(TEST, &format!("producer{p}"), &env),
         ));
     }
-    drop(q); // the children hold it
     for (what, k) in &mut kids {
         let st = wait_or_kill(k, Duration::from_secs(240), what);
         assert!(st.success(), "{what} failed: {st}");
     }
+    // held until the children are done: dropped before they opened it, the
+    // empty queue's name would go with it (the last one out removes it)
+    drop(q);
     let mut seen = vec![vec![0u32; schedule(max, cap).len()]; PRODUCERS as usize];
     for out in &outs {
         let log = std::fs::read(out).unwrap();

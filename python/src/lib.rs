@@ -14,7 +14,6 @@ use pyo3::buffer::PyBuffer;
 use pyo3::create_exception;
 use pyo3::exceptions::{PyOSError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::PyBytes;
 use shmq::{
     Config, OpenError, Queue, Receiver, RecvTimeoutError, Removal, SendTimeoutError, Sender,
 };
@@ -267,31 +266,28 @@ impl RawQueue {
     }
 
     /// Receives the next message as `bytes`; `None` if none arrived in
-    /// time. `timeout`: `None` blocks, `0` never blocks.
+    /// time. `timeout`: `None` blocks, `0` never blocks. The message is
+    /// copied once, from shared memory straight into the new `bytes`
+    /// object, without the GIL.
     #[pyo3(signature = (timeout=None))]
-    fn recv<'py>(
-        &self,
-        py: Python<'py>,
-        timeout: Option<f64>,
-    ) -> PyResult<Option<Bound<'py, PyBytes>>> {
+    fn recv(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Option<PyObject>> {
         let deadline = deadline(timeout)?;
-        let rx = self.receiver()?;
-        let mut buf = Vec::new();
+        let mut rx = self.receiver()?;
         loop {
             let wait = slice(deadline);
-            let r = py.allow_threads(|| rx.recv_into_timeout(&mut buf, wait));
+            let r = py.allow_threads(|| match rx.recv_reader_timeout(wait) {
+                Ok(reader) => Ok(Some(reader)),
+                Err(RecvTimeoutError::Timeout) => Ok(None),
+                Err(e) => Err(e),
+            });
             match r {
-                Ok(_) => return Ok(Some(PyBytes::new(py, &buf))),
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => {
-                    return Err(DisconnectedError::new_err(
-                        RecvTimeoutError::Disconnected.to_string(),
-                    ));
+                Ok(Some(mut reader)) => return read_into_bytes(py, &mut reader).map(Some),
+                Ok(None) => {}
+                Err(e @ RecvTimeoutError::Disconnected) => {
+                    return Err(DisconnectedError::new_err(e.to_string()));
                 }
-                Err(RecvTimeoutError::Truncated) => {
-                    return Err(TruncatedError::new_err(
-                        RecvTimeoutError::Truncated.to_string(),
-                    ));
+                Err(e @ RecvTimeoutError::Truncated) => {
+                    return Err(TruncatedError::new_err(e.to_string()));
                 }
                 Err(e) => return Err(ShmqError::new_err(e.to_string())),
             }
@@ -315,6 +311,37 @@ impl RawQueue {
     fn detach(&self) {
         self.close();
         self.queue.lock().unwrap_or_else(|p| p.into_inner()).take();
+    }
+}
+
+/// Reads a whole message into a new `bytes` object: allocated with the GIL,
+/// filled without it (no other code can see the object until it is
+/// returned).
+fn read_into_bytes(py: Python<'_>, reader: &mut shmq::MessageReader<'_>) -> PyResult<PyObject> {
+    use std::io::Read;
+    let len = reader.len();
+    let len_c = pyo3::ffi::Py_ssize_t::try_from(len)
+        .map_err(|_| PyValueError::new_err("message too large for a bytes object"))?;
+    // SAFETY: a NULL source asks CPython for an uninitialised bytes object
+    // of `len` bytes; we hold the GIL.
+    let raw = unsafe { pyo3::ffi::PyBytes_FromStringAndSize(std::ptr::null(), len_c) };
+    // SAFETY: `raw` is a new reference or NULL with an exception set.
+    let obj: PyObject = unsafe { Bound::from_owned_ptr_or_err(py, raw)? }.unbind();
+    // SAFETY: `raw` is a live bytes object of `len` bytes that only we
+    // hold; its buffer stays in place while `obj` is alive.
+    let dst = unsafe { pyo3::ffi::PyBytes_AsString(raw) } as usize;
+    let filled = py.allow_threads(|| {
+        // SAFETY: see above: `len` writable bytes at `dst`, untouched by
+        // anyone else until we return the object.
+        let buf = unsafe { std::slice::from_raw_parts_mut(dst as *mut u8, len) };
+        reader.read_exact(buf)
+    });
+    match filled {
+        Ok(()) => Ok(obj),
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Err(TruncatedError::new_err(
+            RecvTimeoutError::Truncated.to_string(),
+        )),
+        Err(e) => Err(ShmqError::new_err(e.to_string())),
     }
 }
 

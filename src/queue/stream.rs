@@ -667,3 +667,9 @@ impl Drop for MessageReader<'_> {
         }
     }
 }
+
+// SAFETY: a `MessageReader` owns its claim or its stream position
+// exclusively (nobody else reads or frees those records until it does), and
+// borrows its `Receiver` mutably; moving it to another thread is as safe as
+// moving a `Message`.
+unsafe impl Send for MessageReader<'_> {}
