@@ -193,13 +193,10 @@ impl Inspection {
             });
         }
         let lanes: Vec<LaneInfo> = (0..layout.lane_count)
-            .map(|i| {
-                let (owner, _, _) = ring.lane_snapshot(i);
-                LaneInfo {
-                    index: i,
-                    leased: owner != 0,
-                    bytes_in_use: ring.lane_live_units(i) * UNIT,
-                }
+            .map(|i| LaneInfo {
+                index: i,
+                leased: ring.lane_leased(i),
+                bytes_in_use: ring.lane_live_units(i) * UNIT,
             })
             .collect();
         let cfg = &h.config;

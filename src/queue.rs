@@ -336,12 +336,18 @@ fn live_entries(ring: &Ring, probe: &ShmFile) -> u32 {
         .count() as u32
 }
 
+/// Marks the region removed: an opener that takes the lifecycle lock after
+/// this (or that looks without it) does not attach to a nameless region.
+fn mark_removed(ring: &Ring) {
+    // SYNC: Release pairs with the Acquire load in `open`, under the
+    // lifecycle lock.
+    ring.header().roles.removed.store(1, Ordering::Release);
+}
+
 /// Marks the region removed and removes its name if the name still refers
 /// to it. The caller holds the lifecycle lock (through `probe`).
 fn mark_removed_and_unlink(ring: &Ring, probe: &ShmFile, bare: &str) -> Result<(), OpenError> {
-    // SYNC: Release, under the lifecycle lock: an opener that takes the
-    // lock after us sees it and does not attach to a nameless region.
-    ring.header().roles.removed.store(1, Ordering::Release);
+    mark_removed(ring);
     if sys::same_file_at_name(probe, bare).unwrap_or(false) {
         match sys::unlink(bare) {
             Ok(()) | Err(OpenError::NotFound { .. }) => {}
@@ -689,7 +695,7 @@ impl Queue {
                 .unwrap_or(false);
             // Marked even without the lock: an opener then retries and
             // finds the name gone, which is what was asked for.
-            ring.header().roles.removed.store(1, Ordering::Release);
+            mark_removed(&ring);
             let r = sys::unlink(bare);
             if locked {
                 let _ = file.unlock_byte(LIFECYCLE_LOCK_BYTE);

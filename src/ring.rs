@@ -1307,16 +1307,10 @@ impl Ring {
             .count()
     }
 
-    /// Lane `lane`'s lease word, write end and reclaim frontier (units), for
-    /// inspection.
+    /// Whether some participant holds `lane`'s lease, for inspection.
     #[cfg(not(loom))]
-    pub(crate) fn lane_snapshot(&self, lane: u32) -> (u64, u64, u64) {
-        let l = self.lane(lane);
-        (
-            l.owner.load(Ordering::Acquire),
-            l.end.load(Ordering::Acquire),
-            l.frontier.load(Ordering::Acquire),
-        )
+    pub(crate) fn lane_leased(&self, lane: u32) -> bool {
+        self.lane(lane).owner.load(Ordering::Acquire) != 0
     }
 
     /// Units of `lane` held by records that are not free yet (waiting,

@@ -476,31 +476,6 @@ fn a_docker_sized_dev_shm_gives_no_space_with_the_figures() {
         Queue::unlink(&name).unwrap();
         return;
     }
-    // Docker's 64 MB /dev/shm, reproduced in a private mount namespace
-    // without touching the host's: as root directly, otherwise inside an
-    // unprivileged user namespace (`-r`), where mounting a tmpfs is allowed.
-    let exe = std::env::current_exe().unwrap();
-    let script = format!(
-        "mount -t tmpfs -o size=64m tmpfs /dev/shm && exec {} {TEST} --exact --nocapture --test-threads=1",
-        exe.display()
-    );
-    // SAFETY: getuid has no preconditions.
-    let root = unsafe { libc::getuid() } == 0;
-    let mut args = vec!["-m", "--propagation", "private"];
-    if !root {
-        args.insert(0, "-r");
-    }
-    args.extend(["sh", "-c", &script]);
-    let st = std::process::Command::new("unshare")
-        .args(&args)
-        .env(common::ROLE_VAR, "docker")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .status();
-    match st {
-        Ok(st) => assert!(st.success(), "the child in a 64 MiB /dev/shm failed: {st}"),
-        Err(e) => panic!(
-            "this test needs unshare (util-linux) and either root or unprivileged user namespaces: {e}"
-        ),
-    }
+    // Docker's 64 MB /dev/shm, reproduced without touching the host's
+    common::run_in_mount_namespace(TEST, "docker", "mount -t tmpfs -o size=64m tmpfs /dev/shm");
 }

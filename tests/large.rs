@@ -343,10 +343,18 @@ fn a_writer_killed_mid_transfer_gives_its_reader_truncated_and_leaks_nothing() {
         };
         assert!(got == big);
     });
-    for _ in 0..8 {
-        tx.send(&[1; 100]).unwrap();
-        rx.recv().unwrap();
+    // Nothing is lost for good: a dead writer's leftovers in a lane are
+    // recovered when a sender needs that lane. Filling the queue makes the
+    // sender take every lane over (dead participants reaped first), and
+    // once everything is drained no record holds space.
+    assert!(!rx.is_disconnected());
+    let m = vec![1u8; q.max_message()];
+    let mut sent = 0;
+    while tx.try_send(&m).is_ok() {
+        sent += 1;
     }
+    assert!(sent > 0);
+    while rx.try_recv().is_ok() {}
     assert_eq!(q.inspect().unwrap().bytes_in_use, 0, "space leaked");
 }
 
@@ -373,7 +381,14 @@ fn a_reader_killed_mid_transfer_makes_the_writer_send_it_again_whole() {
     std::thread::scope(|s| {
         let sender = s.spawn(|| {
             for seq in 0..30u64 {
-                tx.send(&message(7, seq, 40 * MIB)).unwrap();
+                let m = message(7, seq, 40 * MIB);
+                // Between a kill and its replacement's registration there
+                // may be no receiver at all: that is Disconnected, by
+                // design; the message was not delivered: send it again.
+                while let Err(e) = tx.send(&m) {
+                    assert!(e.is_disconnected(), "{e}");
+                    std::thread::sleep(Duration::from_millis(1));
+                }
             }
         });
         let deadline = Instant::now() + Duration::from_secs(120);
@@ -424,7 +439,6 @@ fn a_reader_killed_mid_transfer_makes_the_writer_send_it_again_whole() {
     // a fresh receiver finds the queue empty and clean
     let mut rx = q.receiver().unwrap();
     assert!(matches!(rx.try_recv(), Err(TryRecvError::Empty)));
-    let _ = std::io::stderr().flush();
 }
 
 #[test]

@@ -296,28 +296,6 @@ fn a_machine_without_dev_shm_gets_no_shm_dir() {
         }
         return;
     }
-    let exe = std::env::current_exe().unwrap();
-    let script = format!(
-        "mount -t tmpfs -o size=1m tmpfs /dev && exec {} {TEST} --exact --nocapture --test-threads=1",
-        exe.display()
-    );
-    // SAFETY: getuid has no preconditions.
-    let root = unsafe { libc::getuid() } == 0;
-    let mut args = vec!["-m", "--propagation", "private"];
-    if !root {
-        args.insert(0, "-r");
-    }
-    args.extend(["sh", "-c", &script]);
-    let st = std::process::Command::new("unshare")
-        .args(&args)
-        .env(common::ROLE_VAR, "nodir")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .status();
-    match st {
-        Ok(st) => assert!(st.success(), "the child without /dev/shm failed: {st}"),
-        Err(e) => panic!(
-            "this test needs unshare (util-linux) and either root or unprivileged user namespaces: {e}"
-        ),
-    }
+    // an empty /dev: no /dev/shm
+    common::run_in_mount_namespace(TEST, "nodir", "mount -t tmpfs -o size=1m tmpfs /dev");
 }

@@ -42,20 +42,16 @@ pub fn removal_name(r: Removal) -> &'static str {
     }
 }
 
+/// `inspect --json` without the per-entry and per-lane tables.
 pub fn entry_json(e: &Entry) -> Value {
     match &e.info {
-        Ok(i) => json!({
-            "name": e.name,
-            "state": e.state(),
-            "file_bytes": i.file_bytes,
-            "capacity_bytes": i.capacity_bytes,
-            "messages": i.messages,
-            "bytes_in_use": i.bytes_in_use,
-            "live_senders": i.live_senders,
-            "live_receivers": i.live_receivers,
-            "live_processes": i.live_processes,
-            "dead_entries": i.dead_entries,
-        }),
+        Ok(i) => {
+            let mut v = inspection_json(i);
+            let fields = v.as_object_mut().expect("an object");
+            fields.remove("participants");
+            fields.remove("lanes");
+            v
+        }
         Err(err) => json!({
             "name": e.name,
             "state": e.state(),

@@ -2,7 +2,8 @@
 //!
 //! Every process here runs with `SHMQ_DIR` set to a private directory, so
 //! `gc` and `ls` see this test's files only. Queues are made by holder
-//! processes: this test binary re-executed with `CLI_TEST_ROLE` set.
+//! processes: this test binary re-executed, running only the test that
+//! spawns them, with `CLI_TEST_ROLE` set.
 
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -73,7 +74,7 @@ fn listed(dir: &Dir, name: &str) -> Value {
 /// it is `idle`, waits to be killed.
 fn spawn_holder(dir: &Dir, role: &str, name: &str) -> Child {
     Command::new(std::env::current_exe().unwrap())
-        .args(["holder", "--exact", "--nocapture", "--test-threads=1"])
+        .args([MANAGE, "--exact", "--nocapture", "--test-threads=1"])
         .env(ROLE, role)
         .env("SHMQ_DIR", &dir.0)
         .env("HOLDER_QUEUE", name)
@@ -83,15 +84,12 @@ fn spawn_holder(dir: &Dir, role: &str, name: &str) -> Child {
         .unwrap()
 }
 
-/// The holder's body (a no-op when run as a normal test).
-#[test]
-fn holder() {
-    let Ok(role) = std::env::var(ROLE) else {
-        return;
-    };
+/// The holder's body: creates the queue and, unless `idle`, waits to be
+/// killed.
+fn holder(role: &str) {
     let name = std::env::var("HOLDER_QUEUE").unwrap();
     let small = Config::default().capacity_bytes(1 << 16);
-    match role.as_str() {
+    match role {
         "live" => {
             let q = Queue::create(&name, small).unwrap();
             let tx = q.sender().unwrap();
@@ -130,10 +128,12 @@ impl Drop for Killed {
     }
 }
 
+const MANAGE: &str = "ls_inspect_rm_and_gc_on_live_idle_stale_and_foreign_files";
+
 #[test]
 fn ls_inspect_rm_and_gc_on_live_idle_stale_and_foreign_files() {
-    if std::env::var(ROLE).is_ok() {
-        return;
+    if let Ok(role) = std::env::var(ROLE) {
+        return holder(&role); // a holder process, re-executed below
     }
     let dir = Dir::new("manage");
     assert!(ok(&dir, &["ls"]).contains("no queues"));
@@ -249,9 +249,6 @@ fn ls_inspect_rm_and_gc_on_live_idle_stale_and_foreign_files() {
 
 #[test]
 fn bench_runs_two_processes_and_leaves_nothing_behind() {
-    if std::env::var(ROLE).is_ok() {
-        return;
-    }
     let dir = Dir::new("bench");
     let r = json(
         &dir,
@@ -294,9 +291,6 @@ fn bench_runs_two_processes_and_leaves_nothing_behind() {
 
 #[test]
 fn usage_errors_exit_2_and_help_names_every_command() {
-    if std::env::var(ROLE).is_ok() {
-        return;
-    }
     let dir = Dir::new("usage");
     assert_eq!(shmq(&dir, &["rm"]).status.code(), Some(2));
     assert_eq!(shmq(&dir, &["frobnicate"]).status.code(), Some(2));

@@ -286,3 +286,35 @@ pub fn read_stream(ring: &Ring, me: Owner, stop: &loom::sync::atomic::AtomicBool
         }
     }
 }
+
+/// Keeps injected crashes (`Crashed` panics) out of the test output; other
+/// panics still print.
+pub fn quiet_crashes() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if info
+                .payload()
+                .downcast_ref::<shmq::__loom::crash::Crashed>()
+                .is_none()
+            {
+                default(info);
+            }
+        }));
+    });
+}
+
+/// Runs `f` on the calling (loom) thread with a crash armed at its step
+/// `k`: `Err(step)` if it crashed there. Any other panic goes on unwinding.
+pub fn dying<T>(k: u32, f: impl FnOnce() -> T) -> Result<T, &'static str> {
+    use shmq::__loom::crash::{self, Crashed};
+    use std::panic::{AssertUnwindSafe, catch_unwind};
+    crash::arm(k);
+    let out = catch_unwind(AssertUnwindSafe(f)).map_err(|e| match e.downcast::<Crashed>() {
+        Ok(c) => c.0,
+        Err(other) => std::panic::resume_unwind(other),
+    });
+    crash::arm(u32::MAX);
+    out
+}

@@ -8,14 +8,10 @@
 
 #![cfg(loom)]
 
-use std::panic::{AssertUnwindSafe, catch_unwind};
-
 use loom::sync::Arc;
 use loom::thread;
+use loom_tests::{Sent, check, dying, owner, payload, quiet_crashes, ring, try_recv, try_send};
 use shmq::__loom::Ring;
-use shmq::__loom::crash::{self, Crashed};
-
-use loom_tests::{Sent, check, owner, payload, ring, try_recv, try_send};
 
 /// One lane of 4 units: two 2-unit messages fill it, so the survivors'
 /// second message needs the space the crashed participant left behind.
@@ -23,29 +19,6 @@ const LANE: u64 = 256;
 /// Crash points in one `try_send` / one `try_recv` (see `src/ring.rs`).
 const SEND_STEPS: u32 = 6;
 const RECV_STEPS: u32 = 6;
-
-fn quiet_crashes() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        let default = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            if info.payload().downcast_ref::<Crashed>().is_none() {
-                default(info);
-            }
-        }));
-    });
-}
-
-/// Runs `f` with a crash armed at step `k`: `Err(step)` if it crashed.
-fn dying<T>(k: u32, f: impl FnOnce() -> T) -> Result<T, &'static str> {
-    crash::arm(k);
-    let out = catch_unwind(AssertUnwindSafe(f)).map_err(|e| match e.downcast::<Crashed>() {
-        Ok(c) => c.0,
-        Err(other) => std::panic::resume_unwind(other),
-    });
-    crash::arm(u32::MAX);
-    out
-}
 
 /// What the reaper does once the participant's liveness lock is gone.
 fn reap(r: &Ring, index: u32) {

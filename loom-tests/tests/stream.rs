@@ -5,17 +5,14 @@
 
 #![cfg(loom)]
 
-use std::panic::{AssertUnwindSafe, catch_unwind};
-
 use loom::sync::Arc;
 use loom::sync::atomic::{AtomicBool, Ordering};
 use loom::thread;
-use shmq::__loom::crash::{self, Crashed};
 use shmq::__loom::{Ring, StreamStatus};
 
 use loom_tests::{
-    Sent, StreamRecv, check, check_long, owner, payload, read_stream, ring, try_recv, try_send,
-    write_stream,
+    Sent, StreamRecv, check, check_long, dying, owner, payload, quiet_crashes, read_stream, ring,
+    try_recv, try_send, write_stream,
 };
 
 /// One lane of 4 units (256 B): fragments are at most 32 B (2 units).
@@ -41,18 +38,6 @@ fn a_stream_wraps_its_lane_and_arrives_whole() {
     });
 }
 
-fn quiet_crashes() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        let default = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            if info.payload().downcast_ref::<Crashed>().is_none() {
-                default(info);
-            }
-        }));
-    });
-}
-
 /// Crash points on the writer's path for the 40-byte message below.
 const WRITER_STEPS: u32 = 11;
 
@@ -68,16 +53,12 @@ fn a_stream_writer_killed_after_any_step_never_delivers_a_partial_message() {
                 let (r, stop) = (Arc::clone(&r), Arc::clone(&stop));
                 thread::spawn(move || read_stream(&r, owner(1), &stop))
             };
-            crash::arm(k);
-            let out = catch_unwind(AssertUnwindSafe(|| write_stream(&r, owner(0), &msg)));
-            crash::arm(u32::MAX);
-            let crashed = match out {
+            let crashed = match dying(k, || write_stream(&r, owner(0), &msg)) {
                 Ok(status) => {
                     assert_eq!(status, StreamStatus::Done);
                     false
                 }
-                Err(e) => {
-                    assert!(e.downcast_ref::<Crashed>().is_some(), "a real panic");
+                Err(_) => {
                     // its liveness lock is gone: the reaper retires it
                     assert!(
                         r.reap_participant(0, Ring::alive_word(owner(0), 1))
@@ -158,13 +139,7 @@ fn a_stream_reader_killed_after_any_step_makes_the_writer_send_it_again_whole() 
                 let first = {
                     let (r, written) = (Arc::clone(&r), Arc::clone(&written));
                     thread::spawn(move || {
-                        crash::arm(k);
-                        let out =
-                            catch_unwind(AssertUnwindSafe(|| read_stream(&r, owner(1), &written)));
-                        crash::arm(u32::MAX);
-                        out.map_err(|e| {
-                            assert!(e.downcast_ref::<Crashed>().is_some(), "a real panic")
-                        })
+                        dying(k, || read_stream(&r, owner(1), &written)).map_err(drop)
                     })
                 };
                 let first = first.join().unwrap();

@@ -228,9 +228,10 @@ class Queue:
 
     # -- put ---------------------------------------------------------------
 
-    def _parts(self, obj: Any) -> List[Any]:
+    def _parts(self, obj: Any) -> "tuple[List[Any], int]":
+        """The message's parts, and their total length."""
         if type(obj) is bytes:
-            return [_KIND_BYTES, obj]
+            return [_KIND_BYTES, obj], 1 + len(obj)
         buffers: List[pickle.PickleBuffer] = []
         data = pickle.dumps(obj, protocol=5, buffer_callback=buffers.append)
         raws = []
@@ -244,13 +245,15 @@ class Queue:
             "<cI%dQQ" % len(raws), _KIND_PICKLE, len(raws), *[r.nbytes for r in raws], len(data)
         )
         parts: List[Any] = [head, data]
-        pad = _pad(len(head) + len(data))
+        size = len(head) + len(data)
+        pad = _pad(size)
         for r in raws:
             if pad:
                 parts.append(bytes(pad))
             parts.append(r)
+            size += pad + r.nbytes
             pad = _pad(r.nbytes)
-        return parts
+        return parts, size
 
     def put(self, obj: Any, block: bool = True, timeout: Optional[float] = None) -> None:
         """Put ``obj`` into the queue, as ``multiprocessing.Queue.put``.
@@ -260,13 +263,12 @@ class Queue:
         error pickling raises and leave the queue untouched.
         """
         q = self._q()
-        parts = self._parts(obj)
+        parts, size = self._parts(obj)
         if not block:
             timeout = 0.0
         elif timeout is not None and timeout < 0:
             raise ValueError("'timeout' must be a non-negative number")
         feeder = self._feeder
-        size = sum(memoryview(p).nbytes for p in parts)
         if size > q.max_message() or (feeder is not None and feeder.active()):
             if feeder is None:
                 feeder = self._feeder = _Feeder(q)

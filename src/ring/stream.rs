@@ -311,22 +311,6 @@ impl Ring {
         self.reclaim(lease)
     }
 
-    /// Lane `lane`'s stream word, end, frontier and the state words of its
-    /// first units, for loom models' diagnostics.
-    #[cfg(loom)]
-    pub fn debug_lane(&self, lane: u32) -> (u64, u64, u64, Vec<u64>) {
-        let l = self.lane(lane);
-        let states = (0..self.layout.lane_units())
-            .map(|u| self.record(lane, u).state.load(Ordering::Relaxed))
-            .collect();
-        (
-            l.stream.load(Ordering::Relaxed),
-            l.end.load(Ordering::Relaxed),
-            l.frontier.load(Ordering::Relaxed),
-            states,
-        )
-    }
-
     // ------------------------------------------------------------ reader
 
     /// Attaches the consumer `me` to the stream whose head it claimed, and

@@ -58,6 +58,38 @@ pub fn spawn_role(test: &str, role: &str, env: &[(&str, String)]) -> Child {
     cmd.spawn().expect("spawn child test process")
 }
 
+/// Re-executes this test binary running only `test` with `role`, inside a
+/// private mount namespace where the shell command `mount` ran first (to
+/// shape `/dev/shm` without touching the host's): as root directly,
+/// otherwise inside an unprivileged user namespace (`unshare -r`), where
+/// mounting a tmpfs is allowed. Panics unless the child succeeds.
+pub fn run_in_mount_namespace(test: &str, role: &str, mount: &str) {
+    let exe = std::env::current_exe().expect("current exe");
+    let script = format!(
+        "{mount} && exec {} {test} --exact --nocapture --test-threads=1",
+        exe.display()
+    );
+    // SAFETY: getuid has no preconditions.
+    let root = unsafe { libc::getuid() } == 0;
+    let mut args = vec!["-m", "--propagation", "private"];
+    if !root {
+        args.insert(0, "-r");
+    }
+    args.extend(["sh", "-c", &script]);
+    let st = Command::new("unshare")
+        .args(&args)
+        .env(ROLE_VAR, role)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .status();
+    match st {
+        Ok(st) => assert!(st.success(), "the child after `{mount}` failed: {st}"),
+        Err(e) => panic!(
+            "this test needs unshare (util-linux) and either root or unprivileged user namespaces: {e}"
+        ),
+    }
+}
+
 /// Waits for `child` for at most `limit`; kills it and panics on timeout.
 pub fn wait_or_kill(child: &mut Child, limit: Duration, what: &str) -> ExitStatus {
     let start = Instant::now();
