@@ -1,6 +1,7 @@
 //! The public API: [`Queue`], [`Sender`], [`Receiver`], [`WriteGrant`],
 //! [`Message`], blocking with a [`WaitStrategy`], and disconnect.
 
+use std::borrow::Borrow;
 use std::fmt;
 use std::mem::ManuallyDrop;
 use std::ops::{Deref, DerefMut};
@@ -213,6 +214,9 @@ impl Config {
     }
 }
 
+/// Where [`Shared::id`]s come from.
+static NEXT_SHARED_ID: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 /// Messages (borrowed records) held by this thread: `(queue, lane, pos)`.
 /// Lets a sender see that the space it would wait for is pinned by the
 /// calling thread itself. Fixed size, so tracking never allocates; when full,
@@ -239,6 +243,7 @@ static_assertions::assert_impl_all!(Sender: Send, Sync, Clone);
 static_assertions::assert_impl_all!(Receiver: Send, Sync, Clone);
 static_assertions::assert_impl_all!(WriteGrant<'static>: Send);
 static_assertions::assert_impl_all!(Message<'static>: Send);
+static_assertions::assert_impl_all!(OwnedMessage: Send, Sync);
 
 /// What a process holds of one mapped queue.
 #[derive(Debug)]
@@ -250,6 +255,9 @@ struct Shared {
     _map: Mapping,
     /// Monotonic nanoseconds of the last liveness scan in this process.
     last_reap: AtomicU64,
+    /// Unique in this process for its lifetime (an address could be
+    /// reused): this queue's key in the table of held messages.
+    id: usize,
     /// The region's removal policy (a `REMOVE_*` value, validated).
     removal: u32,
     /// This process's `ROLE_ATTACH` entry, taken by `create`/`open` and
@@ -425,7 +433,7 @@ impl Shared {
 
     /// This queue's identity in the thread-local table of held messages.
     fn key(&self) -> usize {
-        self as *const Self as usize
+        self.id
     }
 
     /// Whether every lane's space is held up by a message that the calling
@@ -786,6 +794,7 @@ impl Queue {
                 ring,
                 _map: map,
                 last_reap: AtomicU64::new(0),
+                id: NEXT_SHARED_ID.fetch_add(1, Ordering::Relaxed),
                 removal,
                 attachment: Some(attachment),
             }),
@@ -1663,7 +1672,7 @@ impl Receiver {
     pub fn recv(&mut self) -> Result<Message<'_>, RecvError> {
         let mut buf = Vec::new();
         let got = self.h.receive(None, &mut buf).map_err(recv_error)?;
-        Ok(Message::from_received(self, (got, buf)))
+        Ok(Message(Lent::new(self, (got, buf))))
     }
 
     /// Receives a message if one is ready; never blocks.
@@ -1676,7 +1685,7 @@ impl Receiver {
             .h
             .receive(Some(Duration::ZERO), &mut buf)
             .map_err(try_recv_error)?;
-        Ok(Message::from_received(self, (got, buf)))
+        Ok(Message(Lent::new(self, (got, buf))))
     }
 
     /// Receives a message, waiting at most `timeout`.
@@ -1689,7 +1698,42 @@ impl Receiver {
             .h
             .receive(deadline_after(timeout), &mut buf)
             .map_err(recv_timeout_error)?;
-        Ok(Message::from_received(self, (got, buf)))
+        Ok(Message(Lent::new(self, (got, buf))))
+    }
+
+    /// Receives the next message in place, like [`recv`](Self::recv), as
+    /// an [`OwnedMessage`]: it borrows nothing, so a receiver can hold many
+    /// at once and hand them to other threads. Each pins its space in the
+    /// queue until dropped (senders wait for room meanwhile).
+    ///
+    /// # Errors
+    /// As [`Receiver::recv`].
+    pub fn recv_owned(&self) -> Result<OwnedMessage, RecvError> {
+        self.receive_owned(None).map_err(recv_error)
+    }
+
+    /// [`recv_owned`](Self::recv_owned) if a message is ready; never blocks.
+    ///
+    /// # Errors
+    /// As [`Receiver::try_recv`].
+    pub fn try_recv_owned(&self) -> Result<OwnedMessage, TryRecvError> {
+        self.receive_owned(Some(Duration::ZERO))
+            .map_err(try_recv_error)
+    }
+
+    /// [`recv_owned`](Self::recv_owned), waiting at most `timeout`.
+    ///
+    /// # Errors
+    /// As [`Receiver::recv_timeout`].
+    pub fn recv_owned_timeout(&self, timeout: Duration) -> Result<OwnedMessage, RecvTimeoutError> {
+        self.receive_owned(deadline_after(timeout))
+            .map_err(recv_timeout_error)
+    }
+
+    fn receive_owned(&self, deadline: Option<Duration>) -> Result<OwnedMessage, Fail> {
+        let mut buf = Vec::new();
+        let got = self.h.receive(deadline, &mut buf)?;
+        Ok(OwnedMessage(Lent::new(self.clone(), (got, buf))))
     }
 
     fn copy_out(&self, got: (Received, &mut Vec<u8>)) -> usize {
@@ -1827,46 +1871,90 @@ impl Iterator for TryIter<'_> {
 
 /// A received message, read in place in shared memory. Its space is
 /// released when it is dropped. It borrows its [`Receiver`] mutably: one
-/// outstanding message per receiver; copy it (`to_vec()`) to keep it.
-pub struct Message<'a> {
-    rx: &'a mut Receiver,
+/// outstanding message per receiver; copy it (`to_vec()`) to keep it, or
+/// use [`Receiver::recv_owned`] to hold several.
+pub struct Message<'a>(Lent<&'a mut Receiver>);
+
+/// A received message, read in place in shared memory, that borrows
+/// nothing: from [`Receiver::recv_owned`]. Its space is released when it is
+/// dropped. It keeps its receiver attached (a clone) until then, so that
+/// no one takes the message for a dead reader's and frees it under you.
+pub struct OwnedMessage(Lent<Receiver>);
+
+/// What a [`Message`] or [`OwnedMessage`] holds: a claimed record, or a
+/// large message received whole into memory of its own, and the receiver
+/// it came through.
+struct Lent<R: Borrow<Receiver>> {
+    rx: R,
     claim: Option<Claim>,
-    /// A large message (above `max_message`), received whole into memory
-    /// of its own: nothing in the queue is held.
+    /// A large message (above `max_message`): nothing in the queue is held.
     owned: Vec<u8>,
     /// A message copied into a forked child is the parent's to release.
     fork_gen: u64,
 }
 
-impl<'a> Message<'a> {
-    fn from_received(rx: &'a mut Receiver, got: (Received, Vec<u8>)) -> Self {
-        match got {
-            (Received::Record(c), _) => Self::new(rx, c),
-            (Received::Stream(_), owned) => Self {
-                rx,
-                claim: None,
-                owned,
-                fork_gen: sys::fork_generation(),
-            },
-        }
-    }
-
-    fn new(rx: &'a mut Receiver, c: Claim) -> Self {
-        let (lane, pos) = c.location();
-        let entry = Some((rx.h.shared.key(), lane, pos));
-        held_update(|h| {
-            if let Some(free) = h.iter_mut().find(|e| e.is_none()) {
-                *free = entry;
+impl<R: Borrow<Receiver>> Lent<R> {
+    fn new(rx: R, got: (Received, Vec<u8>)) -> Self {
+        let (claim, owned) = match got {
+            (Received::Record(c), _) => {
+                let (lane, pos) = c.location();
+                let entry = Some((rx.borrow().h.shared.key(), lane, pos));
+                held_update(|h| {
+                    if let Some(free) = h.iter_mut().find(|e| e.is_none()) {
+                        *free = entry;
+                    }
+                });
+                (Some(c), Vec::new())
             }
-        });
+            (Received::Stream(_), owned) => (None, owned),
+        };
         Self {
             rx,
-            claim: Some(c),
-            owned: Vec::new(),
+            claim,
+            owned,
             fork_gen: sys::fork_generation(),
         }
     }
+
+    fn bytes(&self) -> &[u8] {
+        let Some(claim) = self.claim.as_ref() else {
+            return &self.owned;
+        };
+        let (p, len) = claim.payload();
+        // SAFETY: the claim gives exclusive access to the payload until it is
+        // released in `drop`; no one else writes it meanwhile, and the
+        // receiver (`rx`) keeps the region mapped.
+        unsafe { std::slice::from_raw_parts(p.as_ptr(), len) }
+    }
 }
+
+impl<R: Borrow<Receiver>> Drop for Lent<R> {
+    fn drop(&mut self) {
+        if let Some(c) = self.claim.take()
+            && self.fork_gen == sys::fork_generation()
+        {
+            let h = &self.rx.borrow().h;
+            let (lane, pos) = c.location();
+            // Only the thread that received it has it in its table; dropped
+            // elsewhere, the stale entry never matches again (positions only
+            // grow, and keys are never reused).
+            let entry = Some((h.shared.key(), lane, pos));
+            held_update(|t| {
+                if let Some(e) = t.iter_mut().find(|e| **e == entry) {
+                    *e = None;
+                }
+            });
+            h.ring().release(c);
+        }
+    }
+}
+
+// SAFETY: a `Lent` owns its claim exclusively; reading it from another
+// thread is as safe as reading a `&[u8]`, and `R` says whether its receiver
+// reference may move.
+unsafe impl<R: Borrow<Receiver> + Send> Send for Lent<R> {}
+// SAFETY: `&Lent` only gives `&[u8]`.
+unsafe impl<R: Borrow<Receiver> + Sync> Sync for Lent<R> {}
 
 impl fmt::Debug for Message<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -1874,38 +1962,24 @@ impl fmt::Debug for Message<'_> {
     }
 }
 
+impl fmt::Debug for OwnedMessage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OwnedMessage")
+            .field("len", &self.len())
+            .finish()
+    }
+}
+
 impl Deref for Message<'_> {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
-        let Some(claim) = self.claim.as_ref() else {
-            return &self.owned;
-        };
-        let (p, len) = claim.payload();
-        // SAFETY: the claim gives exclusive access to the payload until it is
-        // released in `drop`; no one else writes it meanwhile.
-        unsafe { std::slice::from_raw_parts(p.as_ptr(), len) }
+        self.0.bytes()
     }
 }
 
-impl Drop for Message<'_> {
-    fn drop(&mut self) {
-        if let Some(c) = self.claim.take()
-            && self.fork_gen == sys::fork_generation()
-        {
-            let (lane, pos) = c.location();
-            let entry = Some((self.rx.h.shared.key(), lane, pos));
-            held_update(|h| {
-                if let Some(e) = h.iter_mut().find(|e| **e == entry) {
-                    *e = None;
-                }
-            });
-            self.rx.h.ring().release(c);
-        }
+impl Deref for OwnedMessage {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        self.0.bytes()
     }
 }
-
-// SAFETY: a `Message` owns its claim exclusively; reading it from another
-// thread is as safe as reading a `&[u8]`.
-unsafe impl Send for Message<'_> {}
-// SAFETY: `&Message` only gives `&[u8]`.
-unsafe impl Sync for Message<'_> {}

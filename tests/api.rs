@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use common::TempName;
 use shmq::{
-    Config, OpenError, Queue, RecvError, RecvTimeoutError, SendTimeoutError, TryRecvError,
-    TrySendError, WaitStrategy,
+    Config, OpenError, OwnedMessage, Queue, RecvError, RecvTimeoutError, SendTimeoutError,
+    TryRecvError, TrySendError, WaitStrategy,
 };
 
 fn small(name: &str) -> Queue {
@@ -608,6 +608,68 @@ fn a_count_left_high_by_a_killed_process_does_not_hide_a_disconnect() {
         start.elapsed()
     );
     assert!(tx.is_disconnected());
+}
+
+#[test]
+fn owned_messages_are_held_many_at_once_and_pin_their_space_until_dropped() {
+    let name = TempName::new("owned");
+    let q = Queue::create(&name, Config::default().capacity_bytes(1 << 14).lanes(1)).unwrap();
+    let tx = q.sender().unwrap();
+    let rx = q.receiver().unwrap();
+    let size = q.max_message() / 3;
+    let mut sent = 0u8;
+    while tx.try_send(&vec![sent; size]).is_ok() {
+        sent += 1;
+    }
+    assert!(sent >= 3, "{sent}");
+    let held: Vec<OwnedMessage> = (0..sent).map(|_| rx.try_recv_owned().unwrap()).collect();
+    assert!(rx.try_recv_owned().unwrap_err().is_empty());
+    // every message's space is pinned while it is held
+    assert!(tx.try_send(&vec![0; size]).unwrap_err().is_full());
+    // the queue and the receiver may go: held messages keep them attached
+    drop((q, rx));
+    for (i, m) in held.iter().enumerate() {
+        assert_eq!(m.len(), size);
+        assert!(m.iter().all(|&b| usize::from(b) == i), "message {i}");
+    }
+    // dropped on another thread, newest first: the space comes back
+    std::thread::spawn(move || {
+        for m in held.into_iter().rev() {
+            drop(m);
+        }
+    })
+    .join()
+    .unwrap();
+    let q = Queue::open(&name).unwrap();
+    let rx = q.receiver().unwrap();
+    for round in 0..3 * u32::from(sent) {
+        tx.send(&round.to_le_bytes()).unwrap();
+        let m = rx.recv_owned_timeout(Duration::from_secs(5)).unwrap();
+        assert_eq!(&m[..], round.to_le_bytes());
+    }
+}
+
+#[test]
+fn a_message_above_max_message_can_be_received_owned() {
+    let name = TempName::new("ownedbig");
+    let q = Queue::create(&name, Config::default().capacity_bytes(1 << 16)).unwrap();
+    let tx = q.sender().unwrap();
+    let rx = q.receiver().unwrap();
+    let big: Vec<u8> = (0..5 * q.capacity_bytes())
+        .map(|i| (i % 251) as u8)
+        .collect();
+    let expect = big.clone();
+    let h = std::thread::spawn(move || tx.send(&big).unwrap());
+    let m = rx.recv_owned().unwrap();
+    h.join().unwrap();
+    assert_eq!(m.len(), expect.len());
+    assert!(*m == *expect);
+    // nothing of it stays in the queue, and its sender is gone
+    drop(q);
+    assert!(matches!(
+        rx.try_recv_owned(),
+        Err(TryRecvError::Disconnected)
+    ));
 }
 
 #[test]

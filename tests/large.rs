@@ -531,6 +531,46 @@ fn a_reader_dropped_early_discards_and_an_unfinished_writer_truncates() {
     assert_eq!(q.inspect().unwrap().bytes_in_use, 0, "space leaked");
 }
 
+#[test]
+fn a_read_timeout_lets_a_reader_look_away_from_a_paused_writer_and_go_on() {
+    use std::io::Read;
+    let name = TempName::new("readto");
+    let q = Queue::create(&name, Config::default().capacity_bytes(MIB)).unwrap();
+    let tx = q.sender().unwrap();
+    let mut rx = q.receiver().unwrap();
+    let big = message(5, 0, 3 * q.capacity_bytes());
+    let timeout = Duration::from_millis(20);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let mut w = tx.send_writer(big.len()).unwrap();
+            w.write_all(&big[..big.len() / 2]).unwrap();
+            std::thread::sleep(Duration::from_millis(300)); // a pause
+            w.write_all(&big[big.len() / 2..]).unwrap();
+            w.finish().unwrap();
+        });
+        let mut r = rx.recv_reader_timeout(Duration::from_secs(60)).unwrap();
+        r.set_timeout(Some(timeout));
+        let mut got = vec![0; big.len()];
+        let (mut at, mut timeouts) = (0, 0);
+        while at < got.len() {
+            let t = Instant::now();
+            match r.read(&mut got[at..]) {
+                Ok(n) => at += n,
+                Err(e) => {
+                    // the reader gave up waiting, and lost nothing by it
+                    assert_eq!(e.kind(), std::io::ErrorKind::TimedOut, "{e}");
+                    assert!(t.elapsed() >= timeout, "{:?}", t.elapsed());
+                    timeouts += 1;
+                }
+            }
+        }
+        assert!(timeouts >= 1, "the pause went unnoticed");
+        assert_eq!(r.remaining(), 0);
+        assert!(got == big, "the message changed");
+    });
+    assert_eq!(q.inspect().unwrap().bytes_in_use, 0, "space leaked");
+}
+
 fn slow_reader() {
     use std::io::Read;
     let q = Queue::open(&std::env::var("SHMQ_NAME").unwrap()).unwrap();

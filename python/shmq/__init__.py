@@ -57,6 +57,7 @@ Empty = _queue.Empty
 #                to 64 bytes so that arrays viewed in place are aligned.
 _KIND_BYTES = b"\x00"
 _KIND_PICKLE = b"\x01"
+_BYTES, _PICKLE = _KIND_BYTES[0], _KIND_PICKLE[0]
 _ALIGN = 64
 
 _DEFAULT_CAPACITY = 64 << 20
@@ -283,21 +284,44 @@ class Queue:
 
     # -- get ---------------------------------------------------------------
 
-    def get(self, block: bool = True, timeout: Optional[float] = None) -> Any:
+    def get(
+        self, block: bool = True, timeout: Optional[float] = None, *, copy: bool = True
+    ) -> Any:
         """Remove and return an item, as ``multiprocessing.Queue.get``.
 
         Raises ``queue.Empty`` if none arrives within ``timeout`` seconds (or
         at once with ``block=False``).
+
+        ``copy=False`` reads the message in place in shared memory instead of
+        copying it out: NumPy arrays (and other out-of-band pickle buffers)
+        come back as read-only views of the queue's memory, and a ``bytes``
+        message as a read-only ``memoryview``. The message's space stays
+        taken until every such view is garbage-collected, so senders wait
+        for room meanwhile: keep them short-lived, or copy what you keep.
+        Objects pickled in-band (ints, dicts, lists...) are built as usual.
         """
         q = self._q()
         if not block:
             timeout = 0.0
         elif timeout is not None and timeout < 0:
             raise ValueError("'timeout' must be a non-negative number")
-        msg = q.recv(timeout)
-        if msg is None:
+        if copy:
+            got = q.recv(timeout)
+            if got is None:
+                raise Empty
+            kind, body = got
+            if kind == _BYTES:
+                return body
+            return _decode(kind, memoryview(body), 1)
+        view = q.recv_view(timeout)
+        if view is None:
             raise Empty
-        return _decode(msg)
+        mv = memoryview(view)
+        if len(mv) == 0:
+            raise ShmqError("an empty message: not one of shmq's Python queue")
+        if mv[0] == _BYTES:
+            return mv[1:]
+        return _decode(mv[0], mv, 0)
 
     def get_nowait(self) -> Any:
         """``get(False)``."""
@@ -349,23 +373,22 @@ def _attach(name: str, maxsize: int) -> Queue:
     return q
 
 
-def _decode(msg: bytes) -> Any:
-    kind = msg[:1]
-    if kind == _KIND_BYTES:
-        return msg[1:]
-    if kind != _KIND_PICKLE:
+def _decode(kind: int, view: memoryview, base: int) -> Any:
+    """Unpickles a ``KIND_PICKLE`` message. ``view`` holds the message from
+    its byte ``base`` on (0: the whole message; 1: all but the kind byte);
+    the out-of-band buffers are views of it, not copies."""
+    if kind != _PICKLE:
         raise ShmqError("not a message of shmq's Python Queue (kind %r)" % kind)
-    (n,) = struct.unpack_from("<I", msg, 1)
-    lens = struct.unpack_from("<%dQ" % n, msg, 5)
-    (plen,) = struct.unpack_from("<Q", msg, 5 + 8 * n)
-    at = 5 + 8 * n + 8
-    view = memoryview(msg)
-    data = view[at : at + plen]
+    (n,) = struct.unpack_from("<I", view, 1 - base)
+    lens = struct.unpack_from("<%dQ" % n, view, 5 - base)
+    (plen,) = struct.unpack_from("<Q", view, 5 + 8 * n - base)
+    at = 5 + 8 * n + 8  # offsets within the whole message (for padding)
+    data = view[at - base : at - base + plen]
     at += plen
     at += _pad(at)
     bufs = []
     for ln in lens:
-        bufs.append(view[at : at + ln])
+        bufs.append(view[at - base : at - base + ln])
         at += ln
         at += _pad(ln)
     return pickle.loads(data, buffers=bufs)

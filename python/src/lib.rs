@@ -15,7 +15,8 @@ use pyo3::create_exception;
 use pyo3::exceptions::{PyOSError, PyValueError};
 use pyo3::prelude::*;
 use shmq::{
-    Config, OpenError, Queue, Receiver, RecvTimeoutError, Removal, SendTimeoutError, Sender,
+    Config, OpenError, OwnedMessage, Queue, Receiver, RecvTimeoutError, Removal, SendTimeoutError,
+    Sender,
 };
 
 create_exception!(
@@ -137,6 +138,88 @@ fn slice(deadline: Option<Instant>) -> Duration {
     left.min(SIGNAL_SLICE)
 }
 
+/// Calls `attempt` without the GIL, one signal slice at a time, until it
+/// gives a value or the deadline passes (`None`), running Python's signal
+/// handlers between slices (a `KeyboardInterrupt` ends the wait).
+fn block_on<T: Send, E: Send>(
+    py: Python<'_>,
+    deadline: Option<Instant>,
+    mut attempt: impl FnMut(Duration) -> Result<Option<T>, E> + Send,
+    error: impl Fn(E) -> PyErr,
+) -> PyResult<Option<T>> {
+    loop {
+        let wait = slice(deadline);
+        match py.allow_threads(|| attempt(wait)) {
+            Ok(Some(v)) => return Ok(Some(v)),
+            Ok(None) => {}
+            Err(e) => return Err(error(e)),
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return Ok(None);
+        }
+        py.check_signals()?;
+    }
+}
+
+fn recv_error(e: RecvTimeoutError) -> PyErr {
+    match e {
+        RecvTimeoutError::Disconnected => DisconnectedError::new_err(e.to_string()),
+        RecvTimeoutError::Truncated => TruncatedError::new_err(e.to_string()),
+        e => ShmqError::new_err(e.to_string()),
+    }
+}
+
+/// A received message read in place in shared memory, exported through the
+/// buffer protocol (read-only). Its space in the queue is released when
+/// this object and every view of it (memoryviews, NumPy arrays) are gone.
+#[pyclass(module = "shmq._shmq", frozen)]
+struct MessageView {
+    msg: OwnedMessage,
+}
+
+#[pymethods]
+impl MessageView {
+    fn __len__(&self) -> usize {
+        self.msg.len()
+    }
+
+    /// # Safety
+    /// Called by CPython with a valid `Py_buffer` to fill.
+    unsafe fn __getbuffer__(
+        slf: Bound<'_, Self>,
+        view: *mut pyo3::ffi::Py_buffer,
+        flags: std::os::raw::c_int,
+    ) -> PyResult<()> {
+        let bytes: &[u8] = &slf.get().msg;
+        let len = pyo3::ffi::Py_ssize_t::try_from(bytes.len())
+            .map_err(|_| PyValueError::new_err("message too large for a buffer"))?;
+        // SAFETY: `view` is CPython's to fill; the bytes stay in place and
+        // unchanged while `slf` lives (the message is claimed, and no one
+        // writes a claimed record), and the view holds a reference to
+        // `slf` (FillInfo takes one). Read-only: a request for a writable
+        // buffer fails with BufferError.
+        let r = unsafe {
+            pyo3::ffi::PyBuffer_FillInfo(
+                view,
+                slf.as_ptr(),
+                bytes.as_ptr() as *mut std::os::raw::c_void,
+                len,
+                1,
+                flags,
+            )
+        };
+        if r == -1 {
+            return Err(PyErr::fetch(slf.py()));
+        }
+        Ok(())
+    }
+
+    /// # Safety
+    /// Nothing to release: the view's reference to `self` is dropped by
+    /// CPython.
+    unsafe fn __releasebuffer__(&self, _view: *mut pyo3::ffi::Py_buffer) {}
+}
+
 #[pymethods]
 impl RawQueue {
     /// Creates the queue `name`.
@@ -236,43 +319,42 @@ impl RawQueue {
                 Err(e) => Err(ShmqError::new_err(e.to_string())),
             };
         }
-        loop {
-            let wait = slice(deadline);
-            let r = py.allow_threads(|| match tx.reserve_timeout(total, wait) {
+        let sent = block_on(
+            py,
+            deadline,
+            |wait| match tx.reserve_timeout(total, wait) {
                 Ok(mut g) => {
                     let mut at = 0;
                     for s in &slices {
                         g[at..at + s.len()].copy_from_slice(s);
                         at += s.len();
                     }
-                    g.commit().map_err(|e| e.to_string()).map(|()| true)
+                    g.commit().map(Some).map_err(|e| e.to_string())
                 }
-                Err(SendTimeoutError::Timeout(_)) => Ok(false),
+                Err(SendTimeoutError::Timeout(_)) => Ok(None),
                 Err(e) => Err(e.to_string()),
-            });
-            match r {
-                Ok(true) => return Ok(true),
-                Ok(false) => {}
-                Err(msg) if msg.contains("receivers") => {
-                    return Err(DisconnectedError::new_err(msg));
+            },
+            |msg| {
+                if msg.contains("receivers") {
+                    DisconnectedError::new_err(msg)
+                } else {
+                    ShmqError::new_err(msg)
                 }
-                Err(msg) => return Err(ShmqError::new_err(msg)),
-            }
-            if deadline.is_some_and(|d| Instant::now() >= d) {
-                return Ok(false);
-            }
-            py.check_signals()?;
-        }
+            },
+        )?;
+        Ok(sent.is_some())
     }
 
-    /// Receives the next message as `bytes`; `None` if none arrived in
-    /// time. `timeout`: `None` blocks, `0` never blocks. The message is
-    /// copied once, from shared memory straight into the new `bytes`
-    /// object, without the GIL.
+    /// Receives the next message: its first byte, and the rest as
+    /// `bytes`; `None` if none arrived in time. `timeout`: `None` blocks,
+    /// `0` never blocks. The message is copied once, from shared memory
+    /// straight into the new `bytes` object, without the GIL.
     #[pyo3(signature = (timeout=None))]
-    fn recv(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Option<PyObject>> {
+    fn recv(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Option<(u8, PyObject)>> {
         let deadline = deadline(timeout)?;
         let mut rx = self.receiver()?;
+        // Not `block_on`: the reader borrows `rx`, which a closure called
+        // repeatedly could not lend out.
         loop {
             let wait = slice(deadline);
             let r = py.allow_threads(|| match rx.recv_reader_timeout(wait) {
@@ -281,21 +363,37 @@ impl RawQueue {
                 Err(e) => Err(e),
             });
             match r {
-                Ok(Some(mut reader)) => return read_into_bytes(py, &mut reader).map(Some),
+                Ok(Some(mut reader)) => return read_message(py, &mut reader).map(Some),
                 Ok(None) => {}
-                Err(e @ RecvTimeoutError::Disconnected) => {
-                    return Err(DisconnectedError::new_err(e.to_string()));
-                }
-                Err(e @ RecvTimeoutError::Truncated) => {
-                    return Err(TruncatedError::new_err(e.to_string()));
-                }
-                Err(e) => return Err(ShmqError::new_err(e.to_string())),
+                Err(e) => return Err(recv_error(e)),
             }
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 return Ok(None);
             }
             py.check_signals()?;
         }
+    }
+
+    /// Receives the next message in place, as a read-only buffer
+    /// ([`MessageView`]) over shared memory; `None` if none arrived in
+    /// time. Its space is held until the view and everything made from it
+    /// are gone. (A message above `max_message` is streamed into memory of
+    /// its own first.)
+    #[pyo3(signature = (timeout=None))]
+    fn recv_view(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Option<MessageView>> {
+        let deadline = deadline(timeout)?;
+        let rx = self.receiver()?;
+        let msg = block_on(
+            py,
+            deadline,
+            |wait| match rx.recv_owned_timeout(wait) {
+                Ok(m) => Ok(Some(m)),
+                Err(RecvTimeoutError::Timeout) => Ok(None),
+                Err(e) => Err(e),
+            },
+            recv_error,
+        )?;
+        Ok(msg.map(|msg| MessageView { msg }))
     }
 
     /// Drops this process's sender and receiver (they are made again on
@@ -314,35 +412,84 @@ impl RawQueue {
     }
 }
 
-/// Reads a whole message into a new `bytes` object: allocated with the GIL,
-/// filled without it (no other code can see the object until it is
-/// returned).
-fn read_into_bytes(py: Python<'_>, reader: &mut shmq::MessageReader<'_>) -> PyResult<PyObject> {
+/// How much of a large message is read between two looks at Python's
+/// signal handlers (a few milliseconds of copying).
+const READ_CHUNK: usize = 16 << 20;
+
+/// Reads a whole message: its first byte, and the rest into a new `bytes`
+/// (or `bytearray`) object, allocated with the GIL and filled without it (no other code can
+/// see the object until it is returned). A large message is read in chunks
+/// with Python's signal handlers run between them: a `KeyboardInterrupt`
+/// drops the rest of the message (its sender counts it delivered).
+fn read_message(py: Python<'_>, reader: &mut shmq::MessageReader<'_>) -> PyResult<(u8, PyObject)> {
     use std::io::Read;
-    let len = reader.len();
+    let read_error = |e: std::io::Error| {
+        if e.kind() == std::io::ErrorKind::UnexpectedEof {
+            TruncatedError::new_err(RecvTimeoutError::Truncated.to_string())
+        } else {
+            ShmqError::new_err(e.to_string())
+        }
+    };
+    let Some(len) = reader.len().checked_sub(1) else {
+        return Err(ShmqError::new_err(
+            "an empty message: not one of shmq's Python queue",
+        ));
+    };
+    let mut kind = [0u8];
+    py.allow_threads(|| reader.read_exact(&mut kind))
+        .map_err(read_error)?;
     let len_c = pyo3::ffi::Py_ssize_t::try_from(len)
         .map_err(|_| PyValueError::new_err("message too large for a bytes object"))?;
-    // SAFETY: a NULL source asks CPython for an uninitialised bytes object
-    // of `len` bytes; we hold the GIL.
-    let raw = unsafe { pyo3::ffi::PyBytes_FromStringAndSize(std::ptr::null(), len_c) };
+    // `bytes` messages (kind 0) come back as `bytes`; pickles are read into
+    // a `bytearray`, so that the arrays unpickled from it are writable, as
+    // multiprocessing's are.
+    let raw = if kind[0] == 0 {
+        // SAFETY: a NULL source asks CPython for an uninitialised bytes
+        // object of `len` bytes; we hold the GIL.
+        unsafe { pyo3::ffi::PyBytes_FromStringAndSize(std::ptr::null(), len_c) }
+    } else {
+        // SAFETY: as above, for a bytearray.
+        unsafe { pyo3::ffi::PyByteArray_FromStringAndSize(std::ptr::null(), len_c) }
+    };
     // SAFETY: `raw` is a new reference or NULL with an exception set.
     let obj: PyObject = unsafe { Bound::from_owned_ptr_or_err(py, raw)? }.unbind();
-    // SAFETY: `raw` is a live bytes object of `len` bytes that only we
-    // hold; its buffer stays in place while `obj` is alive.
-    let dst = unsafe { pyo3::ffi::PyBytes_AsString(raw) } as usize;
-    let filled = py.allow_threads(|| {
-        // SAFETY: see above: `len` writable bytes at `dst`, untouched by
-        // anyone else until we return the object.
-        let buf = unsafe { std::slice::from_raw_parts_mut(dst as *mut u8, len) };
-        reader.read_exact(buf)
-    });
-    match filled {
-        Ok(()) => Ok(obj),
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Err(TruncatedError::new_err(
-            RecvTimeoutError::Truncated.to_string(),
-        )),
-        Err(e) => Err(ShmqError::new_err(e.to_string())),
+    // SAFETY: `raw` is a live bytes or bytearray object of `len` bytes that
+    // only we hold; its buffer stays in place while `obj` is alive and
+    // unresized.
+    let dst = unsafe {
+        if kind[0] == 0 {
+            pyo3::ffi::PyBytes_AsString(raw)
+        } else {
+            pyo3::ffi::PyByteArray_AsString(raw)
+        }
+    } as usize;
+    // Between reads that wait for the sender, and every chunk, Python's
+    // signal handlers run (a stalled sender cannot hold off Ctrl-C).
+    reader.set_timeout(Some(SIGNAL_SLICE));
+    let mut at = 0;
+    while at < len {
+        let end = len.min(at + READ_CHUNK);
+        let r = py.allow_threads(|| {
+            // SAFETY: see above: `len` writable bytes at `dst`, untouched
+            // by anyone else until we return the object; `end <= len`.
+            let buf = unsafe { std::slice::from_raw_parts_mut((dst + at) as *mut u8, end - at) };
+            let mut n = 0;
+            while n < buf.len() {
+                match reader.read(&mut buf[n..]) {
+                    Ok(0) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+                    Ok(k) => n += k,
+                    Err(e) if e.kind() == std::io::ErrorKind::TimedOut => break,
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(n)
+        });
+        at += r.map_err(read_error)?;
+        if at < len {
+            py.check_signals()?;
+        }
     }
+    Ok((kind[0], obj))
 }
 
 /// Removes the queue `name` if no process uses it.
@@ -354,6 +501,7 @@ fn remove(name: &str) -> PyResult<()> {
 #[pymodule]
 fn _shmq(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<RawQueue>()?;
+    m.add_class::<MessageView>()?;
     m.add_function(wrap_pyfunction!(remove, m)?)?;
     m.add("ShmqError", m.py().get_type::<ShmqError>())?;
     m.add("NoSpaceError", m.py().get_type::<NoSpaceError>())?;

@@ -55,6 +55,58 @@ def test_a_large_array_goes_through_a_small_queue():
     assert q.get(timeout=30) == "after"
 
 
+def test_arrays_from_get_are_writable_like_multiprocessings():
+    q = shmq.Queue()
+    q.put({"obs": np.zeros(4), "raw": b"ab"})
+    got = q.get()
+    got["obs"] += 1  # an owned copy, as multiprocessing.Queue returns
+    assert got["obs"].tolist() == [1.0] * 4 and got["raw"] == b"ab"
+
+
+def test_get_copy_false_views_shared_memory_until_garbage_collected():
+    q = shmq.Queue(capacity_bytes=1 << 20)
+    a = np.arange(1000, dtype=np.float64)  # 8 kB: one record (no streaming)
+    assert a.nbytes < q._q().max_message()
+    q.put({"a": a, "step": 7})
+    q.put(b"raw bytes")
+    got = q.get(copy=False)
+    assert got["step"] == 7
+    np.testing.assert_array_equal(got["a"], a)
+    assert not got["a"].flags.writeable  # the queue's memory: read-only
+    with pytest.raises(ValueError):
+        got["a"][0] = 1.0
+    raw = q.get(copy=False)
+    assert isinstance(raw, memoryview) and raw.readonly and raw == b"raw bytes"
+    # the views pin their space: fill the queue to see it, then let them go
+    held = []
+    for _ in range(100_000):
+        try:
+            q.put(a, timeout=0)
+        except queue.Full:
+            break
+        held.append(q.get(copy=False))
+    else:
+        pytest.fail("the queue never filled")
+    assert len(held) >= 3
+    for h in held:
+        np.testing.assert_array_equal(h, a)
+    del held, got, raw
+    for _ in range(200):  # all the space came back
+        q.put(a, timeout=5)
+        np.testing.assert_array_equal(q.get(copy=False, timeout=5), a)
+
+
+def test_get_copy_false_of_a_streamed_message_and_of_plain_objects():
+    q = shmq.Queue(capacity_bytes=1 << 20)
+    big = np.random.default_rng(2).random(3 << 20 // 8)  # above the inline limit
+    q.put(big)
+    q.put([1, "two", None])
+    np.testing.assert_array_equal(q.get(copy=False, timeout=30), big)
+    assert q.get(copy=False, timeout=30) == [1, "two", None]
+    with pytest.raises(queue.Empty):
+        q.get(copy=False, timeout=0.01)
+
+
 def test_get_raises_empty_like_the_stdlib():
     q = shmq.Queue()
     with pytest.raises(queue.Empty):
@@ -216,6 +268,57 @@ def test_ctrl_c_interrupts_a_blocked_get():
     finally:
         if p.is_alive():
             p.kill()
+
+
+def _large_getter(q, ready):
+    ready.put("ready")
+    try:
+        q.get()  # a message far larger than the queue: streamed
+    except KeyboardInterrupt:
+        os._exit(42)
+    os._exit(1)
+
+
+def _large_put(q, n):
+    q.put(np.zeros(n, dtype=np.uint8))  # untouched zero pages: cheap to send
+
+
+def _rss_bytes(pid):
+    with open("/proc/%d/statm" % pid) as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def test_ctrl_c_interrupts_a_get_in_the_middle_of_a_large_message():
+    ctx = mp.get_context("spawn")
+    q, ready = shmq.Queue(capacity_bytes=1 << 20), shmq.Queue()
+    getter = ctx.Process(target=_large_getter, args=(q, ready))
+    getter.start()
+    writer = None
+    try:
+        assert ready.get(timeout=60) == "ready"
+        base = _rss_bytes(getter.pid)
+        writer = ctx.Process(target=_large_put, args=(q, 2 << 30))
+        writer.start()
+        # the getter's memory grows as the 2 GiB message comes in: once it
+        # has 64 MiB of it, stop the sender mid-message
+        deadline = time.monotonic() + 60
+        while _rss_bytes(getter.pid) < base + (64 << 20):
+            assert time.monotonic() < deadline, "the transfer never started"
+            time.sleep(0.001)
+        os.kill(writer.pid, signal.SIGSTOP)
+        time.sleep(0.1)
+        assert getter.is_alive()  # inside the message, waiting for the rest
+        t = time.monotonic()
+        os.kill(getter.pid, signal.SIGINT)
+        getter.join(5)
+        assert getter.exitcode == 42
+        assert time.monotonic() - t < 1.0
+    finally:
+        for p in (getter, writer):
+            if p is not None and p.is_alive():
+                os.kill(p.pid, signal.SIGCONT)
+                p.kill()
+                p.join(10)
 
 
 def _put_then_hang(q):

@@ -286,6 +286,9 @@ impl Handle {
                 Next::Pending => {}
             }
             let now = sync::now();
+            if w.deadline.is_some_and(|d| now >= d) {
+                return Err(Fail::Timeout); // the stream stays as it is
+            }
             if now.saturating_sub(w.checked) >= LIVENESS_PERIOD {
                 w.checked = now;
                 self.shared.reap(false);
@@ -298,11 +301,12 @@ impl Handle {
             {
                 continue;
             }
-            let r = self.wait_once(&w.backoff, None, ring.lane_word(s.lane()), || {
+            let r = self.wait_once(&w.backoff, w.deadline, ring.lane_word(s.lane()), || {
                 ring.stream_reader_may_go(s)
             });
             match r {
-                Ok(()) => {}
+                // a timeout is checked at the top of the loop
+                Ok(()) | Err(Fail::Timeout) => {}
                 // every sender gone: ours with them
                 Err(Fail::Disconnected) => {
                     if !ring.stream_writer_alive(s) {
@@ -320,6 +324,10 @@ struct ReadWait {
     backoff: Backoff,
     /// When the writer's liveness was last checked.
     checked: Duration,
+    /// How long one read may wait for the writer
+    /// ([`MessageReader::set_timeout`]), and when the current wait ends.
+    timeout: Option<Duration>,
+    deadline: Option<Duration>,
 }
 
 impl ReadWait {
@@ -327,6 +335,8 @@ impl ReadWait {
         Self {
             backoff: Backoff::new(),
             checked: sync::now(),
+            timeout: None,
+            deadline: None,
         }
     }
 }
@@ -564,6 +574,41 @@ impl<'a> MessageReader<'a> {
     pub fn remaining(&self) -> usize {
         self.len - self.consumed
     }
+
+    /// Bounds how long one read (or `fill_buf`) waits for the sender to
+    /// write more of the message: after `timeout` it fails with
+    /// [`std::io::ErrorKind::TimedOut`], and the reader stays usable (read
+    /// again to go on). `None`, the default, waits as long as the sender
+    /// lives. A message that fits in one record never waits.
+    ///
+    /// ```
+    /// # use shmq::{Config, Queue};
+    /// # use std::time::Duration;
+    /// # let name = format!("doc-rt-{}", std::process::id());
+    /// # let q = Queue::create(&name, Config::default().capacity_bytes(1 << 16))?;
+    /// # let tx = q.sender()?;
+    /// let mut rx = q.receiver()?;
+    /// # tx.send(b"small")?;
+    /// let mut reader = rx.recv_reader()?;
+    /// reader.set_timeout(Some(Duration::from_millis(20)));
+    /// let mut buf = Vec::new();
+    /// loop {
+    ///     match std::io::Read::read_to_end(&mut reader, &mut buf) {
+    ///         Ok(_) => break,
+    ///         // a chance to notice a cancellation between waits
+    ///         Err(e) if e.kind() == std::io::ErrorKind::TimedOut => continue,
+    ///         Err(e) => return Err(e.into()),
+    ///     }
+    /// }
+    /// assert_eq!(buf, b"small");
+    /// # drop(reader); Queue::unlink(&name)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn set_timeout(&mut self, timeout: Option<Duration>) {
+        if let ReaderKind::Stream { wait, .. } = &mut self.kind {
+            wait.timeout = timeout;
+        }
+    }
 }
 
 impl std::io::BufRead for MessageReader<'_> {
@@ -590,8 +635,11 @@ impl std::io::BufRead for MessageReader<'_> {
                     return Err(io_error(Fail::Truncated));
                 }
                 if cur.is_none() {
+                    wait.deadline = wait.timeout.map(|t| sync::now().saturating_add(t));
                     match h.next_fragment(s, wait) {
                         Ok(f) => *cur = Some((f, 0)),
+                        // nothing lost: the next read waits again
+                        Err(Fail::Timeout) => return Err(io_error(Fail::Timeout)),
                         Err(e) => {
                             *broken = true;
                             return Err(io_error(e));
