@@ -22,6 +22,7 @@ import pickle
 import queue as _queue
 import struct
 import threading
+import time
 import uuid
 import weakref
 from typing import Any, List, Optional
@@ -174,8 +175,11 @@ class Queue:
     ``Queue(maxsize=0, *, capacity_bytes=None, name=None)``
 
     * ``maxsize``: like ``multiprocessing.Queue``; ``0`` means as many
-      messages as fit. A positive ``maxsize`` bounds the index of waiting
-      messages, rounded up to a power of two (at least 2).
+      messages as fit. With a positive ``maxsize``, ``put`` waits (or raises
+      ``queue.Full``) while ``maxsize`` messages are waiting. The bound is
+      exact for one producer; producers putting at the same instant may
+      pass it by up to their number minus one, never beyond the index size
+      (``maxsize`` rounded up to a power of two).
     * ``capacity_bytes``: shared memory for waiting messages (default 64 MiB;
       larger messages still go through, streamed).
     * ``name``: open (or create) a named queue that unrelated processes can
@@ -269,6 +273,8 @@ class Queue:
             timeout = 0.0
         elif timeout is not None and timeout < 0:
             raise ValueError("'timeout' must be a non-negative number")
+        if self._maxsize > 0 and not self._below_maxsize(q, timeout):
+            raise Full
         feeder = self._feeder
         if size > q.max_message() or (feeder is not None and feeder.active()):
             if feeder is None:
@@ -277,6 +283,20 @@ class Queue:
             return
         if not q.send_parts(parts, timeout):
             raise Full
+
+    def _below_maxsize(self, q: RawQueue, timeout: Optional[float]) -> bool:
+        """Waits until fewer than ``maxsize`` messages wait (at most
+        ``timeout`` seconds; polling, as the index itself has room)."""
+        if q.qsize() < self._maxsize:
+            return True
+        end = None if timeout is None else time.monotonic() + timeout
+        delay = 50e-6
+        while q.qsize() >= self._maxsize:
+            if end is not None and time.monotonic() >= end:
+                return False
+            time.sleep(delay)
+            delay = min(2 * delay, 1e-3)
+        return True
 
     def put_nowait(self, obj: Any) -> None:
         """``put(obj, False)``."""
@@ -416,8 +436,6 @@ class SharedMemorySender:
     def wait_for_all_ack(self, timeout: Optional[float] = None) -> bool:
         """Wait until the receiver has taken every message sent so far.
         Returns ``False`` if ``timeout`` seconds passed first."""
-        import time
-
         self._q.join_thread()
         end = None if timeout is None else time.monotonic() + timeout
         while not self._q.empty():

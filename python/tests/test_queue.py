@@ -134,6 +134,23 @@ def test_put_raises_full_like_the_stdlib():
     assert [q.get(), q.get()] == [2, 3]
 
 
+@pytest.mark.parametrize("maxsize", [1, 3, 5])
+def test_maxsize_is_exact_for_one_producer(maxsize):
+    q = shmq.Queue(maxsize=maxsize)  # not a power of two: the index is larger
+    for i in range(maxsize):
+        q.put(i, timeout=0)
+    assert q.full() and q.qsize() == maxsize
+    with pytest.raises(queue.Full):
+        q.put_nowait("over")
+    t = time.monotonic()
+    with pytest.raises(queue.Full):
+        q.put("over", timeout=0.1)
+    assert 0.1 <= time.monotonic() - t < 2.0
+    assert q.get() == 0 and not q.full()
+    q.put_nowait(maxsize)
+    assert [q.get() for _ in range(maxsize)] == list(range(1, maxsize + 1))
+
+
 def test_bad_timeouts_and_closed_queues():
     q = shmq.Queue()
     with pytest.raises(ValueError):
