@@ -269,6 +269,16 @@ def _blocked_getter(q, ready):
     os._exit(1)
 
 
+def _interrupt(p):
+    """Ctrl-C (SIGINT) to `p`, blocked in a get: it must raise
+    KeyboardInterrupt there (exit 42) within a second."""
+    t = time.monotonic()
+    os.kill(p.pid, signal.SIGINT)
+    p.join(5)
+    assert p.exitcode == 42
+    assert time.monotonic() - t < 1.0
+
+
 def test_ctrl_c_interrupts_a_blocked_get():
     ctx = mp.get_context("spawn")
     q, ready = shmq.Queue(), shmq.Queue()
@@ -277,23 +287,10 @@ def test_ctrl_c_interrupts_a_blocked_get():
     try:
         assert ready.get(timeout=60) == "ready"
         time.sleep(0.2)  # let it block in get()
-        t = time.monotonic()
-        os.kill(p.pid, signal.SIGINT)
-        p.join(5)
-        assert p.exitcode == 42
-        assert time.monotonic() - t < 1.0
+        _interrupt(p)
     finally:
         if p.is_alive():
             p.kill()
-
-
-def _large_getter(q, ready):
-    ready.put("ready")
-    try:
-        q.get()  # a message far larger than the queue: streamed
-    except KeyboardInterrupt:
-        os._exit(42)
-    os._exit(1)
 
 
 def _large_put(q, n):
@@ -308,7 +305,7 @@ def _rss_bytes(pid):
 def test_ctrl_c_interrupts_a_get_in_the_middle_of_a_large_message():
     ctx = mp.get_context("spawn")
     q, ready = shmq.Queue(capacity_bytes=1 << 20), shmq.Queue()
-    getter = ctx.Process(target=_large_getter, args=(q, ready))
+    getter = ctx.Process(target=_blocked_getter, args=(q, ready))
     getter.start()
     writer = None
     try:
@@ -325,11 +322,7 @@ def test_ctrl_c_interrupts_a_get_in_the_middle_of_a_large_message():
         os.kill(writer.pid, signal.SIGSTOP)
         time.sleep(0.1)
         assert getter.is_alive()  # inside the message, waiting for the rest
-        t = time.monotonic()
-        os.kill(getter.pid, signal.SIGINT)
-        getter.join(5)
-        assert getter.exitcode == 42
-        assert time.monotonic() - t < 1.0
+        _interrupt(getter)
     finally:
         for p in (getter, writer):
             if p is not None and p.is_alive():
