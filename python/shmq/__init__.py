@@ -210,6 +210,7 @@ class Queue:
             except FileExistsError:
                 raw = RawQueue.open(name)
         self._raw: Optional[RawQueue] = raw
+        self._max_message = raw.max_message()  # fixed for the queue's life
         self._name = name
         self._feeder: Optional[_Feeder] = None
         _QUEUES.add(self)
@@ -276,7 +277,7 @@ class Queue:
         if self._maxsize > 0 and not self._below_maxsize(q, timeout):
             raise Full
         feeder = self._feeder
-        if size > q.max_message() or (feeder is not None and feeder.active()):
+        if size > self._max_message or (feeder is not None and feeder.active()):
             if feeder is None:
                 feeder = self._feeder = _Feeder(q)
             feeder.submit(parts)
@@ -387,6 +388,7 @@ def _attach(name: str, maxsize: int) -> Queue:
     q._maxsize = maxsize
     q._name = name
     q._raw = RawQueue.open(name)
+    q._max_message = q._raw.max_message()
     q._feeder = None
     _QUEUES.add(q)
     _RAWS.add(q._raw)
