@@ -9,8 +9,6 @@ use std::ptr::NonNull;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crossbeam_utils::Backoff;
-
 use crate::error::{
     Corruption, OpenError, RecvError, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError,
     TrySendError,
@@ -24,7 +22,9 @@ use crate::ring::{Allocation, Busy, Claim, LaneLease, Owner, Ring};
 use crate::sync::{self, AtomicU32, AtomicU64, Ordering, Wake};
 use crate::sys::{self, LockFile, Mapping, ShmFile};
 
+mod spin;
 mod stream;
+use spin::Spin;
 pub use stream::{MessageReader, MessageWriter};
 
 /// A parked waiter wakes at least this often to check that its peers are
@@ -102,7 +102,10 @@ pub enum WaitStrategy {
     /// Sleep on the futex at once: no CPU while waiting, a wake-up costs
     /// a system call on both sides (~25 µs on a VM).
     Park,
-    /// Spin briefly with backoff, then sleep on the futex (the default).
+    /// Keep checking for up to 100 µs per blocking call (with growing
+    /// pauses and an occasional yield), then sleep on the futex (the
+    /// default). A peer that answers within the budget is caught without a
+    /// wake-up; on a one-CPU machine it sleeps at once.
     #[default]
     SpinThenPark,
 }
@@ -1068,7 +1071,7 @@ impl Handle {
     /// an exact check (a table scan after reaping dead processes).
     fn wait_once(
         &self,
-        backoff: &Backoff,
+        spin: &Spin,
         deadline: Option<Duration>,
         word: &crate::layout::WaitWord,
         ready: impl FnMut() -> bool,
@@ -1099,10 +1102,7 @@ impl Handle {
                     Ok(())
                 };
             }
-            WaitStrategy::SpinThenPark if !backoff.is_completed() => {
-                backoff.snooze();
-                return Ok(());
-            }
+            WaitStrategy::SpinThenPark if spin.snooze(now) => return Ok(()),
             WaitStrategy::SpinThenPark | WaitStrategy::Park => {}
         }
         let slice = now + LIVENESS_PERIOD;
@@ -1145,7 +1145,7 @@ impl Handle {
         let ring = self.ring();
         let owner = self.owner()?;
         let lanes = ring.layout().lane_count;
-        let backoff = Backoff::new();
+        let spin = Spin::new();
         loop {
             if self.shared.receivers_gone() {
                 return Err(Fail::Disconnected);
@@ -1177,7 +1177,7 @@ impl Handle {
                 return Err(Fail::WouldDeadlock);
             }
             let shared = &self.shared;
-            self.wait_once(&backoff, deadline, ring.space_word(), || {
+            self.wait_once(&spin, deadline, ring.space_word(), || {
                 ring.some_lane_may_fit(need) || shared.receivers_gone()
             })?;
         }
@@ -1186,13 +1186,13 @@ impl Handle {
     /// Waits until the index has a free slot for the next ticket.
     fn wait_for_index_room(&self, deadline: Option<Duration>) -> Result<(), Fail> {
         let ring = self.ring();
-        let backoff = Backoff::new();
+        let spin = Spin::new();
         while !ring.index_has_room() {
             if self.shared.receivers_gone() {
                 return Err(Fail::Disconnected);
             }
             let shared = &self.shared;
-            self.wait_once(&backoff, deadline, ring.space_word(), || {
+            self.wait_once(&spin, deadline, ring.space_word(), || {
                 ring.index_has_room() || shared.receivers_gone()
             })?;
         }
@@ -1208,7 +1208,7 @@ impl Handle {
         deadline: Option<Duration>,
     ) -> Result<(), Fail> {
         let ring = self.ring();
-        let backoff = Backoff::new();
+        let spin = Spin::new();
         loop {
             match ring.publish(lease, a)? {
                 Ok(()) => return Ok(()),
@@ -1218,7 +1218,7 @@ impl Handle {
                 return Err(Fail::Disconnected);
             }
             let shared = &self.shared;
-            self.wait_once(&backoff, deadline, ring.space_word(), || {
+            self.wait_once(&spin, deadline, ring.space_word(), || {
                 ring.index_has_room() || shared.receivers_gone()
             })?;
         }
@@ -1260,7 +1260,7 @@ impl Handle {
     fn claim(&self, deadline: Option<Duration>) -> Result<Claim, Fail> {
         let ring = self.ring();
         let owner = self.owner()?;
-        let backoff = Backoff::new();
+        let spin = Spin::new();
         loop {
             if let Some(c) = ring.claim(owner)? {
                 // Pass the baton: more messages and more sleepers.
@@ -1279,7 +1279,7 @@ impl Handle {
                 };
             }
             let shared = &self.shared;
-            let r = self.wait_once(&backoff, deadline, ring.data_word(), || {
+            let r = self.wait_once(&spin, deadline, ring.data_word(), || {
                 ring.has_message() || shared.senders_gone()
             });
             match r {

@@ -138,49 +138,6 @@ fn slice(deadline: Option<Instant>) -> Duration {
     left.min(SIGNAL_SLICE)
 }
 
-/// How long a blocking receive watches the queue before it goes to sleep.
-/// A futex wake-up costs ~25 µs on a VM; a peer that answers within this
-/// (a ping-pong, a consumer keeping up with its producer) is seen at once,
-/// and a producer finds no sleeper to wake (no system call). Only with two
-/// or more CPUs: on one, spinning would delay the peer it waits for.
-const RECV_SPIN: Duration = Duration::from_micros(100);
-
-/// Spins (without the GIL) while `rx`'s queue is empty, for at most
-/// [`RECV_SPIN`].
-fn spin_while_empty(py: Python<'_>, rx: &Receiver, timeout: Option<f64>) {
-    static CPUS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    let cpus = *CPUS.get_or_init(online_cpus);
-    if cpus < 2 || timeout == Some(0.0) || !rx.is_empty() {
-        return;
-    }
-    py.allow_threads(|| {
-        let end = Instant::now() + RECV_SPIN;
-        while rx.is_empty() && Instant::now() < end {
-            std::hint::spin_loop();
-        }
-    });
-}
-
-/// CPUs online in the machine: not this process's affinity mask, which is
-/// one CPU when processes are pinned apart (exactly when spinning pays).
-fn online_cpus() -> usize {
-    // the kernel's list, e.g. "0-1" or "0,2-5"
-    let count = |list: &str| -> Option<usize> {
-        let mut n = 0;
-        for part in list.trim().split(',') {
-            n += match part.split_once('-') {
-                Some((a, b)) => b.parse::<usize>().ok()? + 1 - a.parse::<usize>().ok()?,
-                None => part.parse::<usize>().map(|_| 1).ok()?,
-            };
-        }
-        Some(n)
-    };
-    std::fs::read_to_string("/sys/devices/system/cpu/online")
-        .ok()
-        .and_then(|l| count(&l))
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
-}
-
 /// Calls `attempt` without the GIL, one signal slice at a time, until it
 /// gives a value or the deadline passes (`None`), running Python's signal
 /// handlers between slices (a `KeyboardInterrupt` ends the wait).
@@ -396,7 +353,6 @@ impl RawQueue {
     fn recv(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Option<(u8, PyObject)>> {
         let deadline = deadline(timeout)?;
         let mut rx = self.receiver()?;
-        spin_while_empty(py, &rx, timeout);
         // Not `block_on`: the reader borrows `rx`, which a closure called
         // repeatedly could not lend out.
         loop {
@@ -427,7 +383,6 @@ impl RawQueue {
     fn recv_view(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Option<MessageView>> {
         let deadline = deadline(timeout)?;
         let rx = self.receiver()?;
-        spin_while_empty(py, &rx, timeout);
         let msg = block_on(
             py,
             deadline,

@@ -3,9 +3,7 @@
 
 use std::time::Duration;
 
-use crossbeam_utils::Backoff;
-
-use super::{Fail, Handle, LIVENESS_PERIOD, Receiver, Sender, WriteGrant};
+use super::{Fail, Handle, LIVENESS_PERIOD, Receiver, Sender, Spin, WriteGrant};
 use crate::error::{RecvError, SendError};
 use crate::ring::{
     Allocation, Claim, Fragment, LaneLease, MAX_STREAM_LEN, Next, Ring, StreamRead, StreamStatus,
@@ -63,7 +61,7 @@ pub(super) struct StreamSend<'h> {
     /// Bytes allocated to fragments so far.
     allocated: u64,
     deadline: Option<Duration>,
-    backoff: Backoff,
+    spin: Spin,
     /// When the last thorough check (reap, index scan) ran.
     checked: Duration,
 }
@@ -104,7 +102,7 @@ impl<'h> StreamSend<'h> {
             cur: None,
             allocated: 0,
             deadline,
-            backoff: Backoff::new(),
+            spin: Spin::new(),
             checked: sync::now(),
         })
     }
@@ -135,7 +133,7 @@ impl<'h> StreamSend<'h> {
                     Some(a) => {
                         self.cur = Some((a, 0));
                         self.allocated += n;
-                        self.backoff.reset();
+                        self.spin.reset();
                     }
                     None => {
                         if let Some(o) = self.wait(Some(n))? {
@@ -198,7 +196,7 @@ impl<'h> StreamSend<'h> {
             return Ok(None);
         }
         self.h
-            .wait_once(&self.backoff, self.deadline, ring.lane_word(lane), || {
+            .wait_once(&self.spin, self.deadline, ring.lane_word(lane), || {
                 ring.stream_writer_may_go(lease, &head, len) || shared.receivers_gone()
             })?;
         Ok(None)
@@ -279,7 +277,7 @@ impl Handle {
         loop {
             match ring.stream_next(s)? {
                 Next::Fragment(f) => {
-                    w.backoff.reset();
+                    w.spin.reset();
                     return Ok(f);
                 }
                 Next::Broken => return Err(Fail::Truncated),
@@ -301,7 +299,7 @@ impl Handle {
             {
                 continue;
             }
-            let r = self.wait_once(&w.backoff, w.deadline, ring.lane_word(s.lane()), || {
+            let r = self.wait_once(&w.spin, w.deadline, ring.lane_word(s.lane()), || {
                 ring.stream_reader_may_go(s)
             });
             match r {
@@ -321,7 +319,7 @@ impl Handle {
 
 /// A stream reader's waiting state.
 struct ReadWait {
-    backoff: Backoff,
+    spin: Spin,
     /// When the writer's liveness was last checked.
     checked: Duration,
     /// How long one read may wait for the writer
@@ -333,7 +331,7 @@ struct ReadWait {
 impl ReadWait {
     fn new() -> Self {
         Self {
-            backoff: Backoff::new(),
+            spin: Spin::new(),
             checked: sync::now(),
             timeout: None,
             deadline: None,

@@ -426,6 +426,30 @@ impl Drop for Mapping {
     }
 }
 
+/// CPUs online in the machine: the kernel's list, not this process's
+/// affinity mask, which is one CPU when processes are pinned apart (exactly
+/// when spinning pays).
+pub(crate) fn online_cpus() -> usize {
+    // e.g. "0-1" or "0,2-5"
+    let count = |list: &str| -> Option<usize> {
+        let mut n = 0usize;
+        for part in list.trim().split(',') {
+            n += match part.split_once('-') {
+                Some((a, b)) => {
+                    let (a, b) = (a.parse::<usize>().ok()?, b.parse::<usize>().ok()?);
+                    b.checked_sub(a)? + 1
+                }
+                None => part.parse::<usize>().map(|_| 1).ok()?,
+            };
+        }
+        Some(n)
+    };
+    std::fs::read_to_string("/sys/devices/system/cpu/online")
+        .ok()
+        .and_then(|l| count(&l))
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
 /// The current `CLOCK_MONOTONIC` time (the clock of futex deadlines).
 pub(crate) fn monotonic_now() -> Duration {
     let ts = rustix::time::clock_gettime(ClockId::Monotonic);

@@ -1,0 +1,91 @@
+//! The spinning phase of [`WaitStrategy::SpinThenPark`](super::WaitStrategy):
+//! how long a blocking call keeps checking before it sleeps on the futex.
+//!
+//! A futex wake-up costs ~25 µs on the VMs this runs on, so a waiter that
+//! sleeps as soon as a short exponential backoff ends (crossbeam's
+//! `Backoff`, a few µs) pays a wake-up on every ping-pong. A waiter that
+//! keeps checking for [`SPIN_BUDGET`] instead catches the answer of a peer
+//! that is running on another core, and still sleeps when nothing comes.
+//! The budget is time, not a count, so it means the same on any CPU.
+
+use std::cell::Cell;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use crate::sys;
+
+/// How long one blocking operation spins before it sleeps, when the
+/// machine has a second CPU for its peer to run on. About four futex
+/// wake-ups of these VMs: the whole round trip of a peer that answers at
+/// once fits in it, and a waiter that gets nothing wastes at most this much
+/// CPU per sleep.
+pub(super) const SPIN_BUDGET: Duration = Duration::from_micros(100);
+
+/// One pause round is this many `spin_loop` hints at most (a few hundred
+/// ns): the condition is re-checked between rounds.
+const MAX_ROUND_SHIFT: u32 = 3;
+
+/// After the rounds have reached their longest, every this-many-th round
+/// yields the CPU, so a peer that shares this core (more runnable threads
+/// than CPUs) can run.
+const YIELD_EVERY: u32 = 16;
+
+/// The spin state of one blocking operation: created when the operation
+/// starts, it lets the caller spin until [`SPIN_BUDGET`] has passed since
+/// its first wait, then says to park.
+#[derive(Debug)]
+pub(super) struct Spin {
+    /// When the first wait of this operation began.
+    start: Cell<Option<Duration>>,
+    /// Rounds done so far.
+    round: Cell<u32>,
+}
+
+impl Spin {
+    pub(super) fn new() -> Self {
+        Self {
+            start: Cell::new(None),
+            round: Cell::new(0),
+        }
+    }
+
+    /// Starts the budget over (a stream that made progress).
+    pub(super) fn reset(&self) {
+        self.start.set(None);
+        self.round.set(0);
+    }
+
+    /// Spins one round if the budget allows (then the caller re-checks its
+    /// condition); `false` when the budget is spent and the caller should
+    /// park. `now` is the caller's clock reading.
+    pub(super) fn snooze(&self, now: Duration) -> bool {
+        let start = self.start.get().unwrap_or(now);
+        self.start.set(Some(start));
+        if now.saturating_sub(start) >= budget() {
+            return false;
+        }
+        let round = self.round.get();
+        self.round.set(round.saturating_add(1));
+        for _ in 0..1u32 << round.min(MAX_ROUND_SHIFT) {
+            std::hint::spin_loop();
+        }
+        if round > MAX_ROUND_SHIFT && round.is_multiple_of(YIELD_EVERY) {
+            std::thread::yield_now();
+        }
+        true
+    }
+}
+
+/// [`SPIN_BUDGET`] on a machine with two CPUs or more, none on one CPU:
+/// there the peer cannot run while this thread spins, so spinning only
+/// delays it.
+fn budget() -> Duration {
+    static BUDGET: OnceLock<Duration> = OnceLock::new();
+    *BUDGET.get_or_init(|| {
+        if sys::online_cpus() >= 2 {
+            SPIN_BUDGET
+        } else {
+            Duration::ZERO
+        }
+    })
+}
