@@ -25,10 +25,14 @@ pub(super) const SPIN_BUDGET: Duration = Duration::from_micros(100);
 /// ns): the condition is re-checked between rounds.
 const MAX_ROUND_SHIFT: u32 = 3;
 
-/// After the rounds have reached their longest, every this-many-th round
-/// yields the CPU, so a peer that shares this core (more runnable threads
-/// than CPUs) can run.
+/// Once a wait has lasted [`YIELD_AFTER`], every this-many-th round yields
+/// the CPU, so a peer that shares this core (more runnable threads than
+/// CPUs) can run.
 const YIELD_EVERY: u32 = 16;
+
+/// A wait shorter than this makes no system call at all: a peer that runs
+/// on its own core and answers within it is caught by spinning alone.
+const YIELD_AFTER: Duration = Duration::from_micros(20);
 
 /// The spin state of one blocking operation: created when the operation
 /// starts, it lets the caller spin until [`SPIN_BUDGET`] has passed since
@@ -61,7 +65,8 @@ impl Spin {
     pub(super) fn snooze(&self, now: Duration) -> bool {
         let start = self.start.get().unwrap_or(now);
         self.start.set(Some(start));
-        if now.saturating_sub(start) >= budget() {
+        let spent = now.saturating_sub(start);
+        if spent >= budget() {
             return false;
         }
         let round = self.round.get();
@@ -69,7 +74,7 @@ impl Spin {
         for _ in 0..1u32 << round.min(MAX_ROUND_SHIFT) {
             std::hint::spin_loop();
         }
-        if round > MAX_ROUND_SHIFT && round.is_multiple_of(YIELD_EVERY) {
+        if spent >= YIELD_AFTER && round.is_multiple_of(YIELD_EVERY) {
             std::thread::yield_now();
         }
         true
