@@ -411,6 +411,27 @@ impl Mapping {
         Ok(Self { ptr, len })
     }
 
+    /// Maps every page of the mapping now (`MADV_POPULATE_WRITE`, Linux
+    /// 5.14+), so that the first pass of messages through the arena takes
+    /// no page fault in this process. Best effort: an older kernel, or a
+    /// page that cannot be mapped, leaves the rest to ordinary faults.
+    /// Only the first `len` bytes (the validated layout's size): a file
+    /// larger than its layout is not populated beyond it.
+    pub(crate) fn prefault(&self, len: usize) {
+        // SAFETY: the range starts at this live mapping and is clamped to
+        // its length; populating maps the file's pages (allocated by the
+        // creator's fallocate; a hole in a foreign file is allocated as a
+        // zero page, or the call fails with an error, never a signal) and
+        // changes no byte of them.
+        let _ = unsafe {
+            rustix::mm::madvise(
+                self.ptr.as_ptr().cast::<c_void>(),
+                len.min(self.len),
+                rustix::mm::Advice::LinuxPopulateWrite,
+            )
+        };
+    }
+
     /// The base address of the mapping.
     pub(crate) fn as_ptr(&self) -> *mut u8 {
         self.ptr.as_ptr()
