@@ -46,8 +46,7 @@ pub fn root_dir(run_id: &str) -> String {
 }
 
 /// Subscriber buffer for a size: 64 messages (as crossbeam's bounded(64)),
-/// fewer for large ones so at most 128 MiB wait (shmq's sender writes into
-/// one 128 MiB lane of its 1 GiB arena at 16 MiB).
+/// fewer for large ones so at most 128 MiB wait.
 pub fn buffer_for(size: usize) -> usize {
     ((128usize << 20) / size).clamp(2, 64)
 }

@@ -453,12 +453,14 @@ pub fn write_md(dir: &Path, r: &Results, m: &Meta, iox_note: &str) -> Res<()> {
          its own), the largest over the runs; shared memory a process touched counts.\n\n\
          Transports and their settings:\n\n\
          * **shmq** (this repository, by path): one queue per direction, \
-         `Config::default().capacity_bytes(max(64 MiB, 64 × size))`, so with the default 8 \
-         lanes `max_message` (capacity ÷ 64) holds every size as one record (16 MiB: a 1 GiB \
-         arena). `WaitStrategy::SpinThenPark` (the default: checks for up to 100 µs, then sleeps \
+         `Config::default()` as a user gets it: a 64 MiB arena in 8 lanes, `max_message` 1 MiB. \
+         Up to 1 MiB a message is one record, written in place (`reserve` → `WriteGrant`); \
+         16 MiB is streamed through the sender's lane in 256 KiB fragments (`send_writer`, \
+         written from a chunk the sender fills; `finish` returns when the receiver has it all). \
+         `WaitStrategy::SpinThenPark` (the default: checks for up to 100 µs, then sleeps \
          on the futex) or `WaitStrategy::Park` (sleeps at once). Copy-out is \
          `Receiver::recv_into(&mut Vec<u8>)`; zero-copy is `Receiver::recv()`, the `Message` \
-         read in place.\n\
+         read in place (16 MiB: `recv_reader`, each fragment read in place with `fill_buf`).\n\
          * **iceoryx2 {}** publish-subscribe, `[u8]` payload, lossless: \
          `enable_safe_overflow(false)`, `BackpressureStrategy::RetryUntilDelivered`, history 0, \
          one publisher and one subscriber, `initial_max_slice_len` = size with a static \

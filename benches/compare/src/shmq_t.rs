@@ -1,22 +1,27 @@
-//! shmq between two processes: the sender reserves space in the arena and
-//! writes every byte in place (`Sender::reserve` → `WriteGrant` →
-//! `commit`); the receiver copies out (`recv_into`, a reused `Vec`) or reads
-//! in place (`recv`, a `Message` that derefs to the shared bytes).
+//! shmq between two processes, on queues made with `Config::default()` (a
+//! 64 MiB arena, `max_message` 1 MiB), as a user gets them. Up to
+//! `max_message` the sender reserves space in the arena and writes every
+//! byte in place (`Sender::reserve` → `WriteGrant` → `commit`); the receiver
+//! copies out (`recv_into`, a reused `Vec`) or reads in place (`recv`, a
+//! `Message` that derefs to the shared bytes). Larger messages (16 MiB) are
+//! streamed through the sender's lane in fragments: the sender writes them
+//! with `send_writer` from a chunk it fills, the receiver copies out with
+//! `recv_into` or reads each fragment in place (`recv_reader` +
+//! `BufRead::fill_buf`).
+
+use std::io::{BufRead, Write};
 
 use shmq::{Config, Queue, WaitStrategy};
 
 use crate::cells::{Cell, CellOut, Metric};
 use crate::common::{
-    Peer, Res, RxEnd, STOP, TxEnd, check_copy, check_in_place, echo, fill, is_stop, oneway_receive,
-    oneway_send, peer_done, peer_ready, pingpong,
+    Peer, Res, RxEnd, STOP, TxEnd, check_copy, check_in_place, echo, expected_sum, fill, is_stop,
+    oneway_receive, oneway_send, pattern, peer_done, peer_ready, pingpong, sum_words,
 };
 
-/// The arena for a size: at least 64 MiB, and 64 × the size, so that with
-/// the default 8 lanes `max_message` (capacity / 64) holds the message as
-/// one record.
-pub fn capacity_for(size: usize) -> usize {
-    (64usize << 20).max(64 * size)
-}
+/// The chunk a streamed message is written from (the stream's fragment
+/// size).
+const CHUNK: usize = 256 << 10;
 
 /// How a shmq cell runs: receive mode and wait strategy.
 #[derive(Debug, Clone, Copy)]
@@ -27,25 +32,53 @@ pub struct Mode {
     pub wait: WaitStrategy,
 }
 
-struct Tx(shmq::Sender);
+struct Tx {
+    tx: shmq::Sender,
+    /// What a streamed message is written from.
+    chunk: Vec<u8>,
+}
+
+impl Tx {
+    fn new(tx: shmq::Sender) -> Self {
+        Self {
+            tx,
+            chunk: Vec::new(),
+        }
+    }
+}
 
 impl TxEnd for Tx {
     #[inline]
     fn send(&mut self, size: usize, seq: u64) -> Res<()> {
-        let mut grant = self.0.reserve(size)?;
-        fill(&mut grant, seq);
-        grant.commit()?;
+        if size <= self.tx.max_message() {
+            let mut grant = self.tx.reserve(size)?;
+            fill(&mut grant, seq);
+            grant.commit()?;
+            return Ok(());
+        }
+        self.chunk.resize(CHUNK.min(size), 0);
+        fill(&mut self.chunk, seq);
+        let mut w = self.tx.send_writer(size).map_err(|e| e.without_message())?;
+        let mut left = size;
+        while left > 0 {
+            let n = left.min(self.chunk.len());
+            w.write_all(&self.chunk[..n])?;
+            left -= n;
+        }
+        w.finish()?; // returns once the receiver has it all
         Ok(())
     }
 
     fn stop(&mut self) -> Res<()> {
-        self.0.send(&STOP).map_err(|e| e.without_message())?;
+        self.tx.send(&STOP).map_err(|e| e.without_message())?;
         Ok(())
     }
 }
 
 struct Rx {
     rx: shmq::Receiver,
+    /// The queue's `max_message`: larger messages are streamed.
+    max: usize,
     zero_copy: bool,
     buf: Vec<u8>,
 }
@@ -53,6 +86,9 @@ struct Rx {
 impl RxEnd for Rx {
     #[inline]
     fn recv(&mut self, size: usize, seq: u64) -> Res<bool> {
+        if self.zero_copy && size > self.max {
+            return recv_stream_in_place(&mut self.rx, size, seq);
+        }
         if self.zero_copy {
             let msg = self.rx.recv()?;
             if is_stop(&msg, size) {
@@ -70,6 +106,38 @@ impl RxEnd for Rx {
     }
 }
 
+/// Zero-copy receive of a streamed message: each fragment read in place
+/// (`fill_buf`), summed as `check_in_place` does for a whole message.
+fn recv_stream_in_place(rx: &mut shmq::Receiver, size: usize, seq: u64) -> Res<bool> {
+    let mut r = rx.recv_reader()?;
+    if r.len() != size {
+        let mut small = Vec::new();
+        std::io::Read::read_to_end(&mut r, &mut small)?;
+        if is_stop(&small, size) {
+            return Ok(false);
+        }
+        return check_in_place(&small, size, seq).map(|()| true);
+    }
+    let (mut sum, mut expected, mut first, mut last) = (0u64, 0u64, None, 0u8);
+    loop {
+        let part = r.fill_buf()?;
+        if part.is_empty() {
+            break;
+        }
+        first.get_or_insert(part[0]);
+        last = part[part.len() - 1];
+        sum = sum.wrapping_add(sum_words(part));
+        expected = expected.wrapping_add(expected_sum(part.len(), seq));
+        let n = part.len();
+        r.consume(n);
+    }
+    let p = pattern(seq);
+    if first != Some(p) || last != p || sum != expected {
+        return Err(format!("payload mismatch in streamed message {seq} of {size} bytes").into());
+    }
+    Ok(true)
+}
+
 fn names(cell: &Cell) -> [String; 2] {
     [
         format!("shmq-compare-{}-a", cell.tag),
@@ -82,20 +150,11 @@ pub fn queue_names(cell: &Cell) -> [String; 2] {
     names(cell)
 }
 
-fn create(name: &str, cell: &Cell, mode: Mode) -> Res<Queue> {
-    let cfg = Config::default()
-        .capacity_bytes(capacity_for(cell.size))
-        .wait_strategy(mode.wait);
-    let q = Queue::create(name, cfg)?;
-    if q.max_message() < cell.size {
-        return Err(format!(
-            "max_message {} < message size {}: the arena is too small",
-            q.max_message(),
-            cell.size
-        )
-        .into());
-    }
-    Ok(q)
+fn create(name: &str, mode: Mode) -> Res<Queue> {
+    Ok(Queue::create(
+        name,
+        Config::default().wait_strategy(mode.wait),
+    )?)
 }
 
 fn open(name: &str, mode: Mode) -> Res<Queue> {
@@ -109,11 +168,12 @@ pub fn main_side(cell: &Cell, mode: Mode) -> Res<CellOut> {
     let [a, b] = names(cell);
     // The queues live until the peer is done: the last process out removes
     // the name, so they must outlive the peer's `open`.
-    let qa = create(&a, cell, mode)?;
+    let qa = create(&a, mode)?;
     match cell.metric {
         Metric::OneWay => {
             let mut rx = Rx {
                 rx: qa.receiver()?,
+                max: qa.max_message(),
                 zero_copy: mode.zero_copy,
                 buf: Vec::with_capacity(cell.size),
             };
@@ -125,10 +185,11 @@ pub fn main_side(cell: &Cell, mode: Mode) -> Res<CellOut> {
             CellOut::oneway(cell, r, sent, Some(rss))
         }
         Metric::RoundTrip => {
-            let qb = create(&b, cell, mode)?;
-            let mut tx = Tx(qa.sender()?);
+            let qb = create(&b, mode)?;
+            let mut tx = Tx::new(qa.sender()?);
             let mut rx = Rx {
                 rx: qb.receiver()?,
+                max: qb.max_message(),
                 zero_copy: mode.zero_copy,
                 buf: Vec::with_capacity(cell.size),
             };
@@ -149,7 +210,7 @@ pub fn peer_side(cell: &Cell, mode: Mode) -> Res<()> {
     let qa = open(&a, mode)?;
     match cell.metric {
         Metric::OneWay => {
-            let mut tx = Tx(qa.sender()?);
+            let mut tx = Tx::new(qa.sender()?);
             peer_ready();
             let sent = oneway_send(&mut tx, cell.size, cell.secs, cell.min)?;
             drop(tx);
@@ -159,10 +220,11 @@ pub fn peer_side(cell: &Cell, mode: Mode) -> Res<()> {
             let qb = open(&b, mode)?;
             let mut rx = Rx {
                 rx: qa.receiver()?,
+                max: qa.max_message(),
                 zero_copy: mode.zero_copy,
                 buf: Vec::with_capacity(cell.size),
             };
-            let mut tx = Tx(qb.sender()?);
+            let mut tx = Tx::new(qb.sender()?);
             peer_ready();
             let n = echo(&mut tx, &mut rx, cell.size)?;
             peer_done(n);
