@@ -357,9 +357,19 @@ fn meta(o: &Opts, secs: f64) -> Meta {
     let repo = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
     let commit = match sh("git", &["-C", repo, "rev-parse", "--short", "HEAD"]) {
         Some(c) => {
+            // this program's own output (docs/compare*) does not count
             let dirty = sh(
                 "git",
-                &["-C", repo, "status", "--porcelain", "--untracked-files=no"],
+                &[
+                    "-C",
+                    repo,
+                    "status",
+                    "--porcelain",
+                    "--untracked-files=no",
+                    "--",
+                    ".",
+                    ":(exclude)docs/compare*",
+                ],
             )
             .is_some_and(|s| !s.is_empty());
             if dirty {
