@@ -94,3 +94,29 @@ fn budget() -> Duration {
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spins_until_the_budget_has_passed_since_the_first_wait_then_parks() {
+        let t0 = Duration::from_secs(1000);
+        let spin = Spin::new();
+        if budget().is_zero() {
+            // one CPU: park at once
+            assert!(!spin.snooze(t0));
+            return;
+        }
+        assert!(spin.snooze(t0), "the first wait spins");
+        assert!(spin.snooze(t0 + SPIN_BUDGET / 2), "within the budget");
+        assert!(!spin.snooze(t0 + SPIN_BUDGET), "the budget is spent");
+        // the budget counts from the first wait, not from the last round
+        assert!(!spin.snooze(t0 + SPIN_BUDGET + Duration::from_micros(1)));
+        spin.reset();
+        assert!(
+            spin.snooze(t0 + 10 * SPIN_BUDGET),
+            "a reset starts a new budget"
+        );
+    }
+}
