@@ -81,6 +81,29 @@ impl Spin {
     }
 }
 
+/// Spins on `ready` (checking the clock every 64 looks) until it holds or
+/// `limit` has passed; returns whether it held. For a waiter whose
+/// condition is a cheap read-only look (a stream waiting for its peer's
+/// next fragment), where retrying the whole operation each round would
+/// cost more. No spinning at all on a one-CPU machine, as for [`Spin`].
+pub(super) fn spin_on(limit: Duration, mut ready: impl FnMut() -> bool) -> bool {
+    if budget().is_zero() {
+        return ready();
+    }
+    let start = sys::monotonic_now();
+    loop {
+        for _ in 0..64 {
+            if ready() {
+                return true;
+            }
+            std::hint::spin_loop();
+        }
+        if sys::monotonic_now().saturating_sub(start) > limit {
+            return false;
+        }
+    }
+}
+
 /// [`SPIN_BUDGET`] on a machine with two CPUs or more, none on one CPU:
 /// there the peer cannot run while this thread spins, so spinning only
 /// delays it.

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use super::{Fail, Handle, LIVENESS_PERIOD, Receiver, Sender, Spin, WriteGrant};
+use super::{Fail, Handle, LIVENESS_PERIOD, Receiver, Sender, Spin, WriteGrant, spin};
 use crate::error::{RecvError, SendError};
 use crate::ring::{
     Allocation, Claim, Fragment, LaneLease, MAX_STREAM_LEN, Next, Ring, StreamRead, StreamStatus,
@@ -12,7 +12,8 @@ use crate::sync;
 use crate::sys;
 
 /// How long a stream's writer or reader spins on its peer before parking
-/// (unless the wait strategy is `Park`): the peer is copying a fragment,
+/// (unless the wait strategy is `Park`, or the machine has one CPU): the
+/// peer is copying a fragment,
 /// which takes about this long at memory speed, and a futex wake-up costs
 /// more than that on a VM.
 const STREAM_SPIN: Duration = Duration::from_micros(300);
@@ -21,23 +22,6 @@ const STREAM_SPIN: Duration = Duration::from_micros(300);
 /// a cache while the writer fills the next one (measured: 256 KiB beat 64
 /// KiB, 128 KiB and 1 MiB at 256 MiB messages; docs/benchmarks.md).
 const FRAGMENT: u64 = 256 << 10;
-
-/// Spins (checking the clock every 64 rounds) until `ready` or `budget`
-/// passes. Returns whether `ready` held.
-fn spin_until(budget: Duration, mut ready: impl FnMut() -> bool) -> bool {
-    let start = sync::now();
-    loop {
-        for _ in 0..64 {
-            if ready() {
-                return true;
-            }
-            std::hint::spin_loop();
-        }
-        if sync::now().saturating_sub(start) > budget {
-            return false;
-        }
-    }
-}
 
 /// How a stream's writer finished with it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -192,7 +176,7 @@ impl<'h> StreamSend<'h> {
         let shared = &self.h.shared;
         let lane = lease.lane;
         let ready = || ring.stream_writer_may_go(lease, &head, len) || shared.receivers_gone();
-        if self.h.wait != super::WaitStrategy::Park && spin_until(STREAM_SPIN, ready) {
+        if self.h.wait != super::WaitStrategy::Park && spin::spin_on(STREAM_SPIN, ready) {
             return Ok(None);
         }
         self.h
@@ -295,7 +279,7 @@ impl Handle {
                 }
             }
             if self.wait != super::WaitStrategy::Park
-                && spin_until(STREAM_SPIN, || ring.stream_reader_may_go(s))
+                && spin::spin_on(STREAM_SPIN, || ring.stream_reader_may_go(s))
             {
                 continue;
             }
