@@ -333,7 +333,7 @@ class Queue:
             kind, body = got
             if kind == _BYTES:
                 return body
-            return _decode(kind, memoryview(body), 1)
+            return _decode(kind, memoryview(body))
         view = q.recv_view(timeout)
         if view is None:
             raise Empty
@@ -342,7 +342,7 @@ class Queue:
             raise ShmqError("an empty message: not one of shmq's Python queue")
         if mv[0] == _BYTES:
             return mv[1:]
-        return _decode(mv[0], mv, 0)
+        return _decode(mv[0], mv)
 
     def get_nowait(self) -> Any:
         """``get(False)``."""
@@ -395,22 +395,22 @@ def _attach(name: str, maxsize: int) -> Queue:
     return q
 
 
-def _decode(kind: int, view: memoryview, base: int) -> Any:
-    """Unpickles a ``KIND_PICKLE`` message. ``view`` holds the message from
-    its byte ``base`` on (0: the whole message; 1: all but the kind byte);
-    the out-of-band buffers are views of it, not copies."""
+def _decode(kind: int, view: memoryview) -> Any:
+    """Unpickles a ``KIND_PICKLE`` message: ``view`` is the whole message,
+    kind byte included (its out-of-band buffers are padded to 64 bytes from
+    its start); the buffers are views of it, not copies."""
     if kind != _PICKLE:
         raise ShmqError("not a message of shmq's Python Queue (kind %r)" % kind)
-    (n,) = struct.unpack_from("<I", view, 1 - base)
-    lens = struct.unpack_from("<%dQ" % n, view, 5 - base)
-    (plen,) = struct.unpack_from("<Q", view, 5 + 8 * n - base)
-    at = 5 + 8 * n + 8  # offsets within the whole message (for padding)
-    data = view[at - base : at - base + plen]
+    (n,) = struct.unpack_from("<I", view, 1)
+    lens = struct.unpack_from("<%dQ" % n, view, 5)
+    (plen,) = struct.unpack_from("<Q", view, 5 + 8 * n)
+    at = 5 + 8 * n + 8
+    data = view[at : at + plen]
     at += plen
     at += _pad(at)
     bufs = []
     for ln in lens:
-        bufs.append(view[at - base : at - base + ln])
+        bufs.append(view[at : at + ln])
         at += ln
         at += _pad(ln)
     return pickle.loads(data, buffers=bufs)

@@ -345,10 +345,12 @@ impl RawQueue {
         Ok(sent.is_some())
     }
 
-    /// Receives the next message: its first byte, and the rest as
-    /// `bytes`; `None` if none arrived in time. `timeout`: `None` blocks,
-    /// `0` never blocks. The message is copied once, from shared memory
-    /// straight into the new `bytes` object, without the GIL.
+    /// Receives the next message: its kind (first byte), and a `bytes`
+    /// of the rest (kind 0) or a `bytearray` of the whole message (a
+    /// pickle, see `read_message`); `None` if none arrived in time.
+    /// `timeout`: `None` blocks, `0` never blocks. The message is copied
+    /// once, from shared memory straight into the new object, without the
+    /// GIL.
     #[pyo3(signature = (timeout=None))]
     fn recv(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Option<(u8, PyObject)>> {
         let deadline = deadline(timeout)?;
@@ -437,13 +439,19 @@ fn advise_huge_pages(addr: usize, len: usize) {
     }
 }
 
-/// Reads a whole message: its first byte, and the rest into a new `bytes`
-/// (or `bytearray`) object, allocated with the GIL and filled without it (no other code can
-/// see the object until it is returned). A large message is read in chunks
-/// with Python's signal handlers run between them: a `KeyboardInterrupt`
-/// drops the rest of the message (its sender counts it delivered).
+/// Reads a whole message: its kind (first byte), and a new object. A
+/// `bytes` message (kind 0) comes back as `bytes` without its kind byte; a
+/// pickle comes back whole, kind byte included, as a `bytearray`, so that
+/// the arrays unpickled from it are writable (as multiprocessing's are)
+/// and aligned: their buffers are padded to 64 bytes from the message's
+/// start, which is where the allocation starts. The object is allocated
+/// with the GIL and filled without it (no other code can see it until it
+/// is returned). Every wait for the sender, and every chunk of a large
+/// message, ends with Python's signal handlers run: a stalled sender
+/// cannot hold off Ctrl-C, and a `KeyboardInterrupt` drops the rest of the
+/// message (its sender counts it delivered).
 fn read_message(py: Python<'_>, reader: &mut shmq::MessageReader<'_>) -> PyResult<(u8, PyObject)> {
-    use std::io::Read;
+    use std::io::{BufRead, Read};
     let read_error = |e: std::io::Error| {
         if e.kind() == std::io::ErrorKind::UnexpectedEof {
             TruncatedError::new_err(RecvTimeoutError::Truncated.to_string())
@@ -451,20 +459,30 @@ fn read_message(py: Python<'_>, reader: &mut shmq::MessageReader<'_>) -> PyResul
             ShmqError::new_err(e.to_string())
         }
     };
-    let Some(len) = reader.len().checked_sub(1) else {
+    if reader.is_empty() {
         return Err(ShmqError::new_err(
             "an empty message: not one of shmq's Python queue",
         ));
+    }
+    reader.set_timeout(Some(SIGNAL_SLICE));
+    // the kind byte, looked at without consuming it (a streamed message's
+    // first fragment may still be on its way)
+    let kind = loop {
+        let r = py.allow_threads(|| reader.fill_buf().map(|b| b.first().copied()));
+        match r {
+            Ok(Some(k)) => break k,
+            Ok(None) => return Err(read_error(std::io::ErrorKind::UnexpectedEof.into())),
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => py.check_signals()?,
+            Err(e) => return Err(read_error(e)),
+        }
     };
-    let mut kind = [0u8];
-    py.allow_threads(|| reader.read_exact(&mut kind))
-        .map_err(read_error)?;
+    if kind == 0 {
+        reader.consume(1);
+    }
+    let len = reader.remaining();
     let len_c = pyo3::ffi::Py_ssize_t::try_from(len)
         .map_err(|_| PyValueError::new_err("message too large for a bytes object"))?;
-    // `bytes` messages (kind 0) come back as `bytes`; pickles are read into
-    // a `bytearray`, so that the arrays unpickled from it are writable, as
-    // multiprocessing's are.
-    let raw = if kind[0] == 0 {
+    let raw = if kind == 0 {
         // SAFETY: a NULL source asks CPython for an uninitialised bytes
         // object of `len` bytes; we hold the GIL.
         unsafe { pyo3::ffi::PyBytes_FromStringAndSize(std::ptr::null(), len_c) }
@@ -475,18 +493,16 @@ fn read_message(py: Python<'_>, reader: &mut shmq::MessageReader<'_>) -> PyResul
     // SAFETY: `raw` is a new reference or NULL with an exception set.
     let obj: PyObject = unsafe { Bound::from_owned_ptr_or_err(py, raw)? }.unbind();
     // SAFETY: `raw` is a live bytes or bytearray object of `len` bytes that
-    // only we hold; its buffer stays in place while `obj` is alive and
-    // unresized.
+    // only we hold (an empty `bytes` may be CPython's shared one, but
+    // nothing is written then); its buffer stays in place while `obj` is
+    // alive and unresized.
     let dst = unsafe {
-        if kind[0] == 0 {
+        if kind == 0 {
             pyo3::ffi::PyBytes_AsString(raw)
         } else {
             pyo3::ffi::PyByteArray_AsString(raw)
         }
     } as usize;
-    // Between reads that wait for the sender, and every chunk, Python's
-    // signal handlers run (a stalled sender cannot hold off Ctrl-C).
-    reader.set_timeout(Some(SIGNAL_SLICE));
     advise_huge_pages(dst, len);
     let mut at = 0;
     while at < len {
@@ -511,7 +527,7 @@ fn read_message(py: Python<'_>, reader: &mut shmq::MessageReader<'_>) -> PyResul
             py.check_signals()?;
         }
     }
-    Ok((kind[0], obj))
+    Ok((kind, obj))
 }
 
 /// Removes the queue `name` if no process uses it.

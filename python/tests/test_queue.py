@@ -61,6 +61,19 @@ def test_arrays_from_get_are_writable_like_multiprocessings():
     got = q.get()
     got["obs"] += 1  # an owned copy, as multiprocessing.Queue returns
     assert got["obs"].tolist() == [1.0] * 4 and got["raw"] == b"ab"
+    assert got["obs"].flags.aligned
+
+
+def test_arrays_from_get_are_aligned_both_ways():
+    q = shmq.Queue()
+    for dtype in (np.float64, np.int32, np.complex128):
+        a = np.arange(100, dtype=dtype)
+        q.put((b"x" * 3, a))  # an in-band prefix of odd length first
+        q.put((b"x" * 3, a))
+        for got in (q.get(), q.get(copy=False)):
+            np.testing.assert_array_equal(got[1], a)
+            assert got[1].flags.aligned, dtype
+            assert got[1].ctypes.data % 16 == 0, got[1].ctypes.data
 
 
 def test_get_copy_false_views_shared_memory_until_garbage_collected():
@@ -98,7 +111,8 @@ def test_get_copy_false_views_shared_memory_until_garbage_collected():
 
 def test_get_copy_false_of_a_streamed_message_and_of_plain_objects():
     q = shmq.Queue(capacity_bytes=1 << 20)
-    big = np.random.default_rng(2).random(3 << 20 // 8)  # above the inline limit
+    big = np.random.default_rng(2).random((3 << 20) // 8)
+    assert big.nbytes > q._q().max_message()  # streamed
     q.put(big)
     q.put([1, "two", None])
     np.testing.assert_array_equal(q.get(copy=False, timeout=30), big)
