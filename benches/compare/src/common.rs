@@ -18,6 +18,11 @@ pub type Res<T> = Result<T, Box<dyn Error>>;
 /// of one byte (every measured size is at least 8 bytes).
 pub const STOP: [u8; 1] = [0xff];
 
+/// A message above this size is written from one chunk of this size that
+/// the sender fills, written again and again (shmq's stream fragment size):
+/// the same work for every transport that takes a message in pieces.
+pub const CHUNK: usize = 256 << 10;
+
 /// Pins the calling thread to `cpu`.
 pub fn pin(cpu: usize) {
     // SAFETY: cpu_set_t is a plain bit set for which all-zeroes is valid.
@@ -42,13 +47,18 @@ pub fn online_cpus() -> usize {
     if n < 1 { 1 } else { n as usize }
 }
 
-/// Peak resident set of this process (`getrusage(RUSAGE_SELF).ru_maxrss`), KiB.
+/// Peak resident set of this process, KiB: `VmHWM` of /proc/self/status.
+/// Not `getrusage`'s `ru_maxrss`, which Linux carries over from the parent
+/// across `exec`, so a peer would report at least its spawner's peak.
 pub fn max_rss_kib() -> u64 {
-    // SAFETY: rusage is a plain C struct for which all-zeroes is valid.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: getrusage fills the struct we own and keeps no pointer to it.
-    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
-    ru.ru_maxrss as u64
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
 }
 
 /// The byte every position of message `seq` holds (never 0, period 251, so

@@ -23,7 +23,7 @@
 //!   msg/s and GB/s of payload;
 //! * round trip (`rt`): ping-pong, each round trip timed on its own: p50,
 //!   p99, p99.9;
-//! * peak RSS (`getrusage`) of both processes, for every cell.
+//! * peak RSS (`VmHWM`) of both processes, for every cell.
 //!
 //! The sender writes every byte of every message (into the loan where the
 //! transport loans memory); the receiver copies it out or reads every byte

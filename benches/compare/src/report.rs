@@ -449,7 +449,7 @@ pub fn write_md(dir: &Path, r: &Results, m: &Meta, iox_note: &str) -> Res<()> {
          trips, at most 200 000; the first 10 % (at least 16) are the warm-up and dropped; \
          p50, p99, p99.9 (with fewer than 1000 round trips kept, as at 1 MiB and 16 MiB, \
          p99.9 is the slowest one; the counts are in the CSV).\n\
-         * **Peak RSS**: `getrusage(RUSAGE_SELF).ru_maxrss` of each process (the peer reports \
+         * **Peak RSS**: `VmHWM` of each process (`/proc/self/status`; the peer reports \
          its own), the largest over the runs; shared memory a process touched counts.\n\n\
          Transports and their settings:\n\n\
          * **shmq** (this repository, by path): one queue per direction, \
@@ -471,7 +471,9 @@ pub fn write_md(dir: &Path, r: &Results, m: &Meta, iox_note: &str) -> Res<()> {
          publisher retry, spinning). Every send must report delivery to 1 subscriber.\n\
          * **unix-socket**: a `socketpair(AF_UNIX, SOCK_STREAM)`, **pipe**: one pipe per \
          direction; both blocking with default kernel buffers, framed with an 8-byte length; \
-         the sender writes header and payload with one `write_all`, the receiver reads through a \
+         the sender writes header and payload with one `write_all` (above 256 KiB, the header \
+         and then one 256 KiB chunk it filled, again and again, as shmq streams), the receiver \
+         reads through a \
          64 KiB `BufReader` into its reused buffer.\n\
          * **crossbeam-threads**: crossbeam-channel `bounded({})` between two threads of ONE \
          process (pinned to CPUs 0 and 1), the in-process reference; *blocking* `send`/`recv` \

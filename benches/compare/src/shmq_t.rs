@@ -15,13 +15,9 @@ use shmq::{Config, Queue, WaitStrategy};
 
 use crate::cells::{Cell, CellOut, Metric};
 use crate::common::{
-    Peer, Res, RxEnd, STOP, TxEnd, check_copy, check_in_place, echo, expected_sum, fill, is_stop,
-    oneway_receive, oneway_send, pattern, peer_done, peer_ready, pingpong, sum_words,
+    CHUNK, Peer, Res, RxEnd, STOP, TxEnd, check_copy, check_in_place, echo, expected_sum, fill,
+    is_stop, oneway_receive, oneway_send, pattern, peer_done, peer_ready, pingpong, sum_words,
 };
-
-/// The chunk a streamed message is written from (the stream's fragment
-/// size).
-const CHUNK: usize = 256 << 10;
 
 /// How a shmq cell runs: receive mode and wait strategy.
 #[derive(Debug, Clone, Copy)]

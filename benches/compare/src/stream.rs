@@ -12,8 +12,8 @@ use std::os::unix::net::UnixStream;
 
 use crate::cells::{Cell, CellOut, Metric, Transport};
 use crate::common::{
-    Peer, Res, RxEnd, STOP, TxEnd, check_copy, echo, fill, is_stop, oneway_receive, oneway_send,
-    peer_done, peer_ready, pingpong,
+    CHUNK, Peer, Res, RxEnd, STOP, TxEnd, check_copy, echo, fill, is_stop, oneway_receive,
+    oneway_send, peer_done, peer_ready, pingpong,
 };
 
 struct Tx {
@@ -30,10 +30,25 @@ impl Tx {
 impl TxEnd for Tx {
     #[inline]
     fn send(&mut self, size: usize, seq: u64) -> Res<()> {
+        let header = (size as u64).to_le_bytes();
+        if size > CHUNK {
+            // as shmq streams a large message: from one chunk the sender
+            // fills, written again and again (a cache-hot source)
+            self.buf.resize(CHUNK, 0);
+            fill(&mut self.buf, seq);
+            self.w.write_all(&header)?;
+            let mut left = size;
+            while left > 0 {
+                let n = left.min(CHUNK);
+                self.w.write_all(&self.buf[..n])?;
+                left -= n;
+            }
+            return Ok(());
+        }
         if self.buf.len() != 8 + size {
             self.buf.resize(8 + size, 0);
         }
-        self.buf[..8].copy_from_slice(&(size as u64).to_le_bytes());
+        self.buf[..8].copy_from_slice(&header);
         fill(&mut self.buf[8..], seq);
         self.w.write_all(&self.buf)?;
         Ok(())
