@@ -274,8 +274,14 @@ class Queue:
             timeout = 0.0
         elif timeout is not None and timeout < 0:
             raise ValueError("'timeout' must be a non-negative number")
-        if self._maxsize > 0 and not self._below_maxsize(q, timeout):
-            raise Full
+        if self._maxsize > 0:
+            # one deadline for both waits: room under maxsize, then in the
+            # queue itself
+            end = None if timeout is None else time.monotonic() + timeout
+            if not self._below_maxsize(q, end):
+                raise Full
+            if end is not None:
+                timeout = max(0.0, end - time.monotonic())
         feeder = self._feeder
         if size > self._max_message or (feeder is not None and feeder.active()):
             if feeder is None:
@@ -285,12 +291,12 @@ class Queue:
         if not q.send_parts(parts, timeout):
             raise Full
 
-    def _below_maxsize(self, q: RawQueue, timeout: Optional[float]) -> bool:
-        """Waits until fewer than ``maxsize`` messages wait (at most
-        ``timeout`` seconds; polling, as the index itself has room)."""
+    def _below_maxsize(self, q: RawQueue, end: Optional[float]) -> bool:
+        """Waits until fewer than ``maxsize`` messages wait (until the
+        ``time.monotonic()`` deadline ``end``; polling, as the index itself
+        has room)."""
         if q.qsize() < self._maxsize:
             return True
-        end = None if timeout is None else time.monotonic() + timeout
         delay = 50e-6
         while q.qsize() >= self._maxsize:
             if end is not None and time.monotonic() >= end:
