@@ -26,7 +26,7 @@ use crate::sync::{AtomicU32, AtomicU64, Ordering};
 /// `"SHMQ"` in little-endian byte order.
 pub(crate) const MAGIC: u32 = u32::from_le_bytes(*b"SHMQ");
 /// Layout version; a region of another version is refused, never misread.
-pub(crate) const VERSION: u32 = 2;
+pub(crate) const VERSION: u32 = 3;
 
 /// The arena's allocation unit: record headers and payloads are aligned to it.
 pub(crate) const UNIT: u64 = 64;
@@ -89,6 +89,9 @@ pub(crate) struct ConfigLine {
     pub arena_offset: AtomicU64,
     /// When the name is removed: one of the `REMOVE_*` values.
     pub removal: AtomicU32,
+    /// The most messages that may wait unclaimed (`1..=slot_count`;
+    /// `Config::slots`): a publish needs ticket `t - max_waiting` claimed.
+    pub max_waiting: AtomicU32,
 }
 
 /// A ticket hint on its own line.
@@ -129,6 +132,17 @@ pub(crate) struct RoleLine {
     pub removed: AtomicU32,
 }
 
+/// The count of unfinished tasks (Python's `JoinableQueue`: raised by each
+/// put, lowered by `task_done`), and the futex `join` sleeps on until it
+/// is zero.
+#[repr(C, align(128))]
+#[derive(Debug, Default)]
+pub(crate) struct TaskLine {
+    pub unfinished: AtomicU64,
+    /// Woken (all) when `unfinished` reaches zero.
+    pub done: WaitWord,
+}
+
 /// Role bits.
 pub(crate) const ROLE_SENDER: u32 = 1;
 pub(crate) const ROLE_RECEIVER: u32 = 2;
@@ -148,6 +162,7 @@ pub(crate) struct Header {
     /// Senders park here waiting for an index slot or a lane lease.
     pub space: WaitLine,
     pub roles: RoleLine,
+    pub tasks: TaskLine,
 }
 
 /// One entry of the participant table.
@@ -227,12 +242,15 @@ mod asserts {
     const_assert_eq!(size_of::<TicketLine>(), 128);
     const_assert_eq!(size_of::<WaitLine>(), 128);
     const_assert_eq!(size_of::<RoleLine>(), 128);
-    const_assert_eq!(size_of::<Header>(), 768);
+    const_assert_eq!(size_of::<TaskLine>(), 128);
+    const_assert_eq!(size_of::<Header>(), 896);
     const_assert_eq!(offset_of!(Header, enq), 128);
     const_assert_eq!(offset_of!(Header, deq), 256);
     const_assert_eq!(offset_of!(Header, data), 384);
     const_assert_eq!(offset_of!(Header, space), 512);
     const_assert_eq!(offset_of!(Header, roles), 640);
+    const_assert_eq!(offset_of!(Header, tasks), 768);
+    const_assert_eq!(offset_of!(ConfigLine, max_waiting), 92);
     const_assert_eq!(offset_of!(ConfigLine, total_size), 16);
     const_assert_eq!(offset_of!(ConfigLine, arena_offset), 80);
     const_assert_eq!(offset_of!(ConfigLine, removal), 88);
@@ -265,6 +283,8 @@ pub struct Layout {
     pub lane_size: u64,
     /// Index slots.
     pub slot_count: u32,
+    /// The most messages that may wait unclaimed (`1..=slot_count`).
+    pub max_waiting: u32,
     /// Entries of the participant table.
     pub participant_count: u32,
     /// Largest payload a record may carry.
@@ -339,6 +359,7 @@ impl Layout {
             lane_count,
             lane_size,
             slot_count,
+            max_waiting: slot_count,
             participant_count,
             // a record (header unit + payload) of at most lane_size/8 + 64
             // always fits an empty lane at any start (<= lane_size/2), and
@@ -349,6 +370,21 @@ impl Layout {
             slots_offset,
             arena_offset,
             total_size,
+        })
+    }
+
+    /// The same geometry with at most `m` messages waiting at once
+    /// (`1..=slot_count`; the index stays a power of two).
+    pub fn with_max_waiting(self, m: u32) -> Result<Self, String> {
+        if m == 0 || m > self.slot_count {
+            return Err(format!(
+                "at most {m} waiting messages must be in 1..={}",
+                self.slot_count
+            ));
+        }
+        Ok(Self {
+            max_waiting: m,
+            ..self
         })
     }
 
@@ -376,6 +412,7 @@ impl Layout {
         cfg.slots_offset.store(self.slots_offset, r);
         cfg.arena_offset.store(self.arena_offset, r);
         cfg.removal.store(removal, r);
+        cfg.max_waiting.store(self.max_waiting, r);
     }
 
     /// Validates the configuration line of an untrusted mapping of
@@ -399,6 +436,7 @@ impl Layout {
             cfg.slot_count.load(r),
             cfg.participant_count.load(r),
         )
+        .and_then(|l| l.with_max_waiting(cfg.max_waiting.load(r)))
         .map_err(|e| ValidateError::Corrupted(format!("header: {e}")))?;
         let stored = Self {
             max_message: cfg.max_message.load(r),
@@ -455,7 +493,7 @@ mod tests {
     #[test]
     fn geometry_is_aligned_and_checked() {
         let l = Layout::new(4, 1 << 16, 256, 8).unwrap();
-        assert_eq!(l.participants_offset, 768);
+        assert_eq!(l.participants_offset, 896);
         assert_eq!(l.lanes_offset % LINE, 0);
         assert_eq!(l.slots_offset % LINE, 0);
         assert_eq!(l.arena_offset % PAGE, 0);
@@ -483,6 +521,14 @@ mod tests {
             Err(ValidateError::Version(v)) if v == VERSION + 1
         ));
         cfg.version.store(VERSION, Ordering::Relaxed);
+        for bad in [0, l.slot_count + 1] {
+            cfg.max_waiting.store(bad, Ordering::Relaxed);
+            assert!(
+                Layout::validate(&cfg, l.total_size).is_err(),
+                "max_waiting {bad}"
+            );
+        }
+        cfg.max_waiting.store(l.slot_count, Ordering::Relaxed);
         cfg.slots_offset.fetch_add(128, Ordering::Relaxed);
         assert!(Layout::validate(&cfg, l.total_size).is_err());
         cfg.slots_offset.fetch_sub(128, Ordering::Relaxed);

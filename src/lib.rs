@@ -59,8 +59,8 @@ pub use crate::inspect::{
 };
 #[cfg(not(loom))]
 pub use crate::queue::{
-    Config, Iter, Message, MessageReader, MessageWriter, OwnedMessage, Queue, Receiver, Removal,
-    Sender, TryIter, WaitStrategy, WriteGrant,
+    Config, Disconnect, Iter, Message, MessageReader, MessageWriter, OwnedMessage, Queue, Receiver,
+    Removal, Sender, TryIter, WaitStrategy, WriteGrant,
 };
 
 /// The protocol internals, exported only to the loom models in

@@ -120,6 +120,32 @@ pub enum WaitStrategy {
     SpinThenPark,
 }
 
+/// When a call reports that the other side of the queue is gone
+/// ([`SendError::Disconnected`], [`RecvError::Disconnected`] and their
+/// `try_`/`_timeout` forms).
+///
+/// Only participants that attached count: a queue that no receiver (or no
+/// sender) has joined yet is never disconnected on that side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Disconnect {
+    /// crossbeam-channel's rule (the default): once every peer of the
+    /// other role has gone, every call says so at once. A receive drains
+    /// the waiting messages first; a send fails even if there is room.
+    #[default]
+    Always,
+    /// The rule of Python's `queue` and `multiprocessing` modules: a call
+    /// with a timeout (`try_*`, `*_timeout`) never reports a disconnect: it
+    /// waits out its timeout, so a peer that attaches meanwhile is heard,
+    /// and then reports `Empty`/`Full`/`Timeout`. A send that finds room
+    /// succeeds with no receiver attached (one that attaches later gets
+    /// the message). Only a call without a timeout reports `Disconnected`,
+    /// and only when it would otherwise wait forever: the queue is empty
+    /// (or full) and every peer that attached has gone. A later call still
+    /// hears a peer that attaches. The Python bindings use this.
+    OnlyWithoutTimeout,
+}
+
 /// The shape of a queue to create. Builder-style:
 ///
 /// ```
@@ -162,9 +188,10 @@ impl Config {
         self.capacity_bytes = n as u64;
         self
     }
-    /// Index slots: the most messages that can wait unclaimed at once
-    /// (rounded up to a power of two). Default: one per KiB of capacity,
-    /// between 64 and 2^20.
+    /// The most messages that can wait unclaimed at once, exactly, however
+    /// many senders there are (the index has this many slots rounded up to
+    /// a power of two). Default: one per KiB of capacity, between 64 and
+    /// 2^20.
     pub fn slots(mut self, n: usize) -> Self {
         self.slots = Some(n.min(u32::MAX as usize) as u32);
         self
@@ -218,11 +245,16 @@ impl Config {
                 "capacity {cap} split into {lanes} lanes leaves less than 4096 bytes per lane"
             )));
         }
-        let slots = match self.slots {
-            Some(n) => n.max(2).checked_next_power_of_two().unwrap_or(0),
-            None => (cap / 1024).clamp(64, 1 << 20) as u32,
+        let (slots, waiting) = match self.slots {
+            Some(0) => return Err(OpenError::InvalidConfig("slots must be at least 1".into())),
+            Some(n) => (n.max(2).checked_next_power_of_two().unwrap_or(0), n),
+            None => {
+                let n = (cap / 1024).clamp(64, 1 << 20) as u32;
+                (n, n)
+            }
         };
         Layout::new(lanes, cap / u64::from(lanes), slots, self.participants)
+            .and_then(|l| l.with_max_waiting(waiting))
             .map_err(OpenError::InvalidConfig)
     }
 }
@@ -468,16 +500,6 @@ impl Shared {
         })
     }
 
-    /// Every receiver that ever attached is gone (fast check on the counts).
-    fn receivers_gone(&self) -> bool {
-        self.role_gone(ROLE_RECEIVER, Check::Counts)
-    }
-
-    /// Every sender that ever attached is gone (fast check on the counts).
-    fn senders_gone(&self) -> bool {
-        self.role_gone(ROLE_SENDER, Check::Counts)
-    }
-
     /// Whether every participant of `role` that ever attached is gone. The
     /// shared count is never too low, so zero is final. A count left too
     /// high by a process killed mid-registration is seen through by reaping
@@ -539,6 +561,7 @@ enum Check {
 pub struct Queue {
     shared: Arc<Shared>,
     wait: WaitStrategy,
+    disconnect: Disconnect,
 }
 
 impl Queue {
@@ -816,6 +839,7 @@ impl Queue {
                 attachment: Some(attachment),
             }),
             wait,
+            disconnect: Disconnect::default(),
         }
     }
 
@@ -840,9 +864,9 @@ impl Queue {
         (l.lane_size * u64::from(l.lane_count)) as usize
     }
 
-    /// Index slots: how many messages can wait unclaimed at once.
+    /// How many messages can wait unclaimed at once ([`Config::slots`]).
     pub fn slots(&self) -> usize {
-        self.shared.ring.layout().slot_count as usize
+        self.shared.ring.layout().max_waiting as usize
     }
 
     /// Messages published and not yet claimed (a snapshot).
@@ -855,9 +879,56 @@ impl Queue {
         !self.shared.ring.has_message()
     }
 
+    /// Counts `n` more unfinished tasks, shared by every process of the
+    /// queue (for a work queue whose producers wait for their jobs to be
+    /// done, like Python's `JoinableQueue`: add before sending, then each
+    /// consumer calls [`task_done`](Self::task_done) after processing a
+    /// message, and [`join_timeout`](Self::join_timeout) waits for zero).
+    /// A consumer killed before its `task_done` leaves the count raised.
+    pub fn add_unfinished(&self, n: u64) {
+        self.shared.ring.tasks_add(n);
+    }
+
+    /// Counts one task done. Returns `false`, changing nothing, if no task
+    /// was unfinished (a `task_done` too many). Wakes the joiners when the
+    /// count reaches zero.
+    pub fn task_done(&self) -> bool {
+        self.shared.ring.task_done()
+    }
+
+    /// Unfinished tasks (a snapshot).
+    pub fn unfinished(&self) -> u64 {
+        self.shared.ring.tasks_unfinished()
+    }
+
+    /// Sleeps on the futex until no task is unfinished (`true`), or until
+    /// `timeout` has passed (`false`); `None` waits as long as it takes.
+    pub fn join_timeout(&self, timeout: Option<Duration>) -> bool {
+        let ring = &self.shared.ring;
+        let deadline = timeout.map(|t| sync::now().saturating_add(t));
+        loop {
+            if ring.tasks_unfinished() == 0 {
+                return true;
+            }
+            let now = sync::now();
+            if deadline.is_some_and(|d| now >= d) {
+                return false;
+            }
+            let slice = now + LIVENESS_PERIOD;
+            let until = deadline.map_or(slice, |d| d.min(slice));
+            ring.park(ring.tasks_word(), until, || ring.tasks_unfinished() == 0);
+        }
+    }
+
     /// Sets the wait strategy of handles made from now on.
     pub fn set_wait_strategy(&mut self, w: WaitStrategy) {
         self.wait = w;
+    }
+
+    /// Sets when handles made from now on report a gone peer side (see
+    /// [`Disconnect`]; the default is [`Disconnect::Always`]).
+    pub fn set_disconnect(&mut self, d: Disconnect) {
+        self.disconnect = d;
     }
 
     /// A new sender: registers a participant in the region.
@@ -866,7 +937,12 @@ impl Queue {
     /// [`OpenError::TooManyParticipants`] or an operating-system error.
     pub fn sender(&self) -> Result<Sender, OpenError> {
         Ok(Sender {
-            h: Arc::new(Handle::new(&self.shared, ROLE_SENDER, self.wait)?),
+            h: Arc::new(Handle::new(
+                &self.shared,
+                ROLE_SENDER,
+                self.wait,
+                self.disconnect,
+            )?),
         })
     }
 
@@ -876,7 +952,12 @@ impl Queue {
     /// [`OpenError::TooManyParticipants`] or an operating-system error.
     pub fn receiver(&self) -> Result<Receiver, OpenError> {
         Ok(Receiver {
-            h: Arc::new(Handle::new(&self.shared, ROLE_RECEIVER, self.wait)?),
+            h: Arc::new(Handle::new(
+                &self.shared,
+                ROLE_RECEIVER,
+                self.wait,
+                self.disconnect,
+            )?),
         })
     }
 }
@@ -1007,6 +1088,7 @@ struct Handle {
     shared: Arc<Shared>,
     role: u32,
     wait: WaitStrategy,
+    disconnect: Disconnect,
     reg: Mutex<Registration>,
     /// `owner` of `reg`, readable without the lock.
     owner_index: AtomicU32,
@@ -1035,12 +1117,18 @@ impl From<Corruption> for Fail {
 }
 
 impl Handle {
-    fn new(shared: &Arc<Shared>, role: u32, wait: WaitStrategy) -> Result<Self, OpenError> {
+    fn new(
+        shared: &Arc<Shared>,
+        role: u32,
+        wait: WaitStrategy,
+        disconnect: Disconnect,
+    ) -> Result<Self, OpenError> {
         let reg = Registration::new(shared, role)?;
         Ok(Self {
             shared: Arc::clone(shared),
             role,
             wait,
+            disconnect,
             owner_index: AtomicU32::new(reg.owner.index),
             owner_gen: AtomicU32::new(reg.owner.generation),
             fork_gen: AtomicU64::new(reg.fork_gen),
@@ -1051,6 +1139,33 @@ impl Handle {
 
     fn ring(&self) -> &Ring {
         &self.shared.ring
+    }
+
+    /// The role on the other side of the queue.
+    fn peers(&self) -> u32 {
+        if self.role == ROLE_SENDER {
+            ROLE_RECEIVER
+        } else {
+            ROLE_SENDER
+        }
+    }
+
+    /// Whether a call with `deadline` reports a gone peer side
+    /// ([`Disconnect`]).
+    fn reports_disconnect(&self, deadline: Option<Duration>) -> bool {
+        self.disconnect == Disconnect::Always || deadline.is_none()
+    }
+
+    /// The fast check, before each attempt: under [`Disconnect::Always`]
+    /// a call fails once the peers are gone, even if it could go on.
+    fn gone_before_trying(&self) -> bool {
+        self.disconnect == Disconnect::Always && self.shared.role_gone(self.peers(), Check::Counts)
+    }
+
+    /// The fast check, before waiting (and in the wait's condition): a
+    /// call that reports disconnects stops waiting once the peers are gone.
+    fn gone_before_waiting(&self, deadline: Option<Duration>) -> bool {
+        self.reports_disconnect(deadline) && self.shared.role_gone(self.peers(), Check::Counts)
     }
 
     /// This handle's participant identity. In a forked child the inherited
@@ -1090,14 +1205,11 @@ impl Handle {
         word: &crate::layout::WaitWord,
         ready: impl FnMut() -> bool,
     ) -> Result<(), Fail> {
-        let peers = if self.role == ROLE_SENDER {
-            ROLE_RECEIVER
-        } else {
-            ROLE_SENDER
-        };
+        let peers = self.peers();
+        let report = self.reports_disconnect(deadline);
         let now = sync::now();
         if deadline.is_some_and(|d| now >= d) {
-            return Err(if self.shared.role_gone(peers, Check::Reap) {
+            return Err(if report && self.shared.role_gone(peers, Check::Reap) {
                 Fail::Disconnected
             } else {
                 Fail::Timeout
@@ -1110,7 +1222,7 @@ impl Handle {
                 } else {
                     std::thread::yield_now();
                 }
-                return if self.shared.role_gone(peers, Check::Reap) {
+                return if report && self.shared.role_gone(peers, Check::Reap) {
                     Err(Fail::Disconnected)
                 } else {
                     Ok(())
@@ -1123,6 +1235,7 @@ impl Handle {
         let until = deadline.map_or(slice, |d| d.min(slice));
         let (_, woke) = self.ring().park(word, until, ready);
         if woke == Wake::TimedOut
+            && report
             && deadline.is_none_or(|d| until < d)
             && self.shared.role_gone(peers, Check::Now)
         {
@@ -1161,7 +1274,7 @@ impl Handle {
         let lanes = ring.layout().lane_count;
         let spin = Spin::new();
         loop {
-            if self.shared.receivers_gone() {
+            if self.gone_before_trying() {
                 return Err(Fail::Disconnected);
             }
             let pref = self.preferred_lane.load(Ordering::Relaxed) % lanes;
@@ -1190,9 +1303,11 @@ impl Handle {
             if deadline != Some(Duration::ZERO) && self.shared.pinned_by_this_thread(need) {
                 return Err(Fail::WouldDeadlock);
             }
-            let shared = &self.shared;
+            if self.gone_before_waiting(deadline) {
+                return Err(Fail::Disconnected);
+            }
             self.wait_once(&spin, deadline, ring.space_word(), || {
-                ring.some_lane_may_fit(need) || shared.receivers_gone()
+                ring.some_lane_may_fit(need) || self.gone_before_waiting(deadline)
             })?;
         }
     }
@@ -1202,12 +1317,11 @@ impl Handle {
         let ring = self.ring();
         let spin = Spin::new();
         while !ring.index_has_room() {
-            if self.shared.receivers_gone() {
+            if self.gone_before_waiting(deadline) {
                 return Err(Fail::Disconnected);
             }
-            let shared = &self.shared;
             self.wait_once(&spin, deadline, ring.space_word(), || {
-                ring.index_has_room() || shared.receivers_gone()
+                ring.index_has_room() || self.gone_before_waiting(deadline)
             })?;
         }
         Ok(())
@@ -1228,12 +1342,11 @@ impl Handle {
                 Ok(()) => return Ok(()),
                 Err(Busy::IndexFull) => {}
             }
-            if self.shared.receivers_gone() {
+            if self.gone_before_waiting(deadline) {
                 return Err(Fail::Disconnected);
             }
-            let shared = &self.shared;
             self.wait_once(&spin, deadline, ring.space_word(), || {
-                ring.index_has_room() || shared.receivers_gone()
+                ring.index_has_room() || self.gone_before_waiting(deadline)
             })?;
         }
     }
@@ -1284,7 +1397,7 @@ impl Handle {
                 }
                 return Ok(c);
             }
-            if self.shared.senders_gone() {
+            if self.gone_before_waiting(deadline) {
                 // SYNC: the senders' publishes happen-before their Release
                 // decrement that we observed: one more look finds them all.
                 return match ring.claim(owner)? {
@@ -1292,9 +1405,8 @@ impl Handle {
                     None => Err(Fail::Disconnected),
                 };
             }
-            let shared = &self.shared;
             let r = self.wait_once(&spin, deadline, ring.data_word(), || {
-                ring.has_message() || shared.senders_gone()
+                ring.has_message() || self.gone_before_waiting(deadline)
             });
             match r {
                 Ok(()) => {}
@@ -1482,12 +1594,29 @@ impl Sender {
     /// # Errors
     /// As [`Sender::send`]; the requested length is given back.
     pub fn send_writer(&self, len: usize) -> Result<MessageWriter<'_>, SendError<usize>> {
-        MessageWriter::new(self, len).map_err(|f| match f {
+        MessageWriter::new(self, len, None).map_err(|f| match f {
             Fail::TooLarge => SendError::TooLarge(len),
             Fail::WouldDeadlock => SendError::WouldDeadlock(len),
             Fail::Corrupted(c) => SendError::Corrupted(len, c),
             _ => SendError::Disconnected(len),
         })
+    }
+
+    /// [`send_writer`](Self::send_writer), waiting at most `timeout` for
+    /// room to start the message (a lane and an index slot). How long its
+    /// writes wait for a receiver is set on the writer
+    /// ([`MessageWriter::set_timeout`]).
+    ///
+    /// # Errors
+    /// [`SendTimeoutError::Timeout`] if no room appeared in time, and as
+    /// [`Sender::send`].
+    pub fn send_writer_timeout(
+        &self,
+        len: usize,
+        timeout: Duration,
+    ) -> Result<MessageWriter<'_>, SendTimeoutError<usize>> {
+        MessageWriter::new(self, len, deadline_after(timeout))
+            .map_err(|f| send_timeout_error(f, len))
     }
 
     fn grant(&self, len: usize, deadline: Option<Duration>) -> Result<WriteGrant<'_>, Fail> {
@@ -1592,6 +1721,35 @@ impl WriteGrant<'_> {
             Fail::Corrupted(c) => SendError::Corrupted((), c),
             _ => SendError::Disconnected(()),
         })
+    }
+
+    /// Publishes the message, waiting at most `timeout` for a free index
+    /// slot. On `Timeout` (and `Disconnected`) the grant is given back,
+    /// still reserved and filled: commit it again, or drop it to send
+    /// nothing.
+    ///
+    /// # Errors
+    /// [`SendTimeoutError::Timeout`] if every slot stayed taken,
+    /// [`SendTimeoutError::Disconnected`] as [`commit`](Self::commit),
+    /// [`SendTimeoutError::Corrupted`] for a corrupted queue; each gives
+    /// the grant back (dropping it publishes nothing).
+    pub fn commit_timeout(self, timeout: Duration) -> Result<(), SendTimeoutError<Self>> {
+        if self.fork_gen != sys::fork_generation() {
+            return Err(SendTimeoutError::Disconnected(self)); // its drop does nothing
+        }
+        let h = &self.sender.h;
+        match h.publish(&self.lease, &self.alloc, deadline_after(timeout)) {
+            Ok(()) => {
+                let mut this = ManuallyDrop::new(self);
+                // SAFETY: `this` is never dropped, so the lease is taken out once.
+                let lease = unsafe { ManuallyDrop::take(&mut this.lease) };
+                this.sender.h.ring().unlease(lease);
+                Ok(())
+            }
+            Err(Fail::Timeout) => Err(SendTimeoutError::Timeout(self)),
+            Err(Fail::Corrupted(c)) => Err(SendTimeoutError::Corrupted(self, c)),
+            Err(_) => Err(SendTimeoutError::Disconnected(self)),
+        }
     }
 }
 

@@ -356,6 +356,47 @@ impl Ring {
         &self.header().space.word
     }
 
+    /// The futex word `join` waits on for the unfinished tasks to reach 0.
+    pub fn tasks_word(&self) -> &WaitWord {
+        &self.header().tasks.done
+    }
+
+    /// Unfinished tasks: raised by `tasks_add`, lowered by `task_done`.
+    pub fn tasks_unfinished(&self) -> u64 {
+        // SYNC: Acquire pairs with the Release decrement in `task_done`:
+        // what the task's finisher did happens-before a join that sees 0.
+        self.header().tasks.unfinished.load(Ordering::Acquire)
+    }
+
+    /// Counts `n` more unfinished tasks (before their messages are sent).
+    pub fn tasks_add(&self, n: u64) {
+        self.header()
+            .tasks
+            .unfinished
+            .fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Counts one task finished. `false` (and no change) if none was
+    /// unfinished. Wakes every joiner when the count reaches zero.
+    pub fn task_done(&self) -> bool {
+        let c = &self.header().tasks.unfinished;
+        let mut v = c.load(Ordering::Relaxed);
+        loop {
+            if v == 0 {
+                return false;
+            }
+            // SYNC: Release pairs with the Acquire in `tasks_unfinished`.
+            match c.compare_exchange_weak(v, v - 1, Ordering::Release, Ordering::Relaxed) {
+                Ok(_) => break,
+                Err(now) => v = now,
+            }
+        }
+        if v == 1 {
+            self.wake_all(self.tasks_word());
+        }
+        true
+    }
+
     /// The geometry this ring was made with.
     pub fn layout(&self) -> &Layout {
         &self.layout
@@ -1070,6 +1111,30 @@ impl Ring {
         let v = self.slot(t).load(Ordering::Acquire);
         // full: the slot still holds the previous lap's message
         !(slot_lap(v) == self.lap(t).wrapping_sub(1) && slot_ref(v) != 0)
+            && self.within_max_waiting(t)
+    }
+
+    /// Whether ticket `t` may be published under `max_waiting` (`M`):
+    /// ticket `t - M` must have been claimed, so that at most `M` tickets
+    /// (`t - M + 1 ..= t`) wait. Claims go in ticket order (the dequeue
+    /// hint passes a ticket only once its slot is claimed), so this bounds
+    /// the waiting messages exactly, for any number of producers, with no
+    /// counter that a killed process could leave wrong. With `M` equal to
+    /// the slot count it is the slot's own check, done by the caller.
+    fn within_max_waiting(&self, t: u64) -> bool {
+        let m = u64::from(self.layout.max_waiting);
+        if m >= u64::from(self.layout.slot_count) || t < m {
+            return true;
+        }
+        let u = t - m;
+        // Slot `u` holds ticket `u` (EMPTY or FULL at its lap: not claimed
+        // yet), or has moved on (EMPTY at the next lap: claimed; or ticket
+        // `u + N`, which comes after `t`). Values only move forward, so a
+        // stale load can only say "not yet": the caller waits on `space`,
+        // which every claim wakes, and looks again. Hence Relaxed
+        // (verification.md: the loom model passes with it, and fails
+        // without the check).
+        slot_lap(self.slot(u).load(Ordering::Relaxed)) != self.lap(u)
     }
 
     /// Marks the allocation ready and publishes it in the index.
@@ -1101,6 +1166,9 @@ impl Ring {
             let slot = self.slot(t);
             let v = slot.load(Ordering::Acquire);
             if v == slot_word(lap, 0) {
+                if !self.within_max_waiting(t) {
+                    return Ok(Err(Busy::IndexFull));
+                }
                 if t != written {
                     // the ticket this attempt publishes under
                     h.ticket.store(t, Ordering::Relaxed);

@@ -22,9 +22,9 @@ use libfuzzer_sys::fuzz_target;
 use shmq::{Config, Queue};
 
 /// The configuration of the fuzzed queue: 2 lanes of 4 KiB, 4 slots, 4
-/// participants. Its layout (see docs/design.md): participants at 768,
-/// lanes at 896 (128 B each), slots at 1152 (8 B each), arena at 4096.
-/// (Participants are 32 B: 768 + 4 * 32 = 896.)
+/// participants. Its layout (see docs/design.md): participants at 896,
+/// lanes at 1024 (128 B each), slots at 1280 (8 B each), arena at 4096.
+/// (Participants are 32 B: 896 + 4 * 32 = 1024.)
 fn config() -> Config {
     Config::default()
         .capacity_bytes(8192)
@@ -36,10 +36,12 @@ fn config() -> Config {
 /// Offsets of every 8-byte word a peer could corrupt.
 fn fields() -> Vec<u64> {
     let mut f: Vec<u64> = (0..12).map(|i| i * 8).collect(); // config line
-    f.extend([128, 256, 384, 512, 640, 648]); // hints, wait words, roles
-    f.extend((0..4).flat_map(|p| [768 + 32 * p, 776 + 32 * p, 784 + 32 * p])); // participants
-    f.extend((0..2).flat_map(|l| [896 + 128 * l, 904 + 128 * l, 912 + 128 * l, 920 + 128 * l]));
-    f.extend((0..4).map(|s| 1152 + 8 * s)); // index slots
+    f.extend([128, 256, 384, 512, 640, 648, 768, 776]); // hints, wait words, roles, tasks
+    f.extend((0..4).flat_map(|p| [896 + 32 * p, 904 + 32 * p, 912 + 32 * p])); // participants
+    f.extend(
+        (0..2).flat_map(|l| [1024 + 128 * l, 1032 + 128 * l, 1040 + 128 * l, 1048 + 128 * l]),
+    );
+    f.extend((0..4).map(|s| 1280 + 8 * s)); // index slots
     f.extend((0..128).flat_map(|u| [4096 + 64 * u, 4104 + 64 * u, 4112 + 64 * u])); // records
     f
 }

@@ -46,7 +46,15 @@ pub fn check_long(name: &str, max_branches: Option<usize>, f: impl Fn() + Sync +
 /// A fresh ring on the heap: `lanes` lanes of `lane_size` bytes, `slots`
 /// index slots, and 4 attached participants (see [`owner`]).
 pub fn ring(lanes: u32, lane_size: u64, slots: u32) -> Arc<Ring> {
-    let r = Ring::new_heap(Layout::new(lanes, lane_size, slots, 4).expect("valid model layout"));
+    ring_with(lanes, lane_size, slots, slots)
+}
+
+/// [`ring`] with at most `max_waiting` messages waiting at once.
+pub fn ring_with(lanes: u32, lane_size: u64, slots: u32, max_waiting: u32) -> Arc<Ring> {
+    let layout = Layout::new(lanes, lane_size, slots, 4)
+        .and_then(|l| l.with_max_waiting(max_waiting))
+        .expect("valid model layout");
+    let r = Ring::new_heap(layout);
     for i in 0..4 {
         // participants 0..4 attached (alive, generation 1), as `owner(i)`
         assert_eq!(r.try_claim_participant(i, 1, 1), Some(owner(i)));

@@ -45,6 +45,9 @@ pub(super) struct StreamSend<'h> {
     /// Bytes allocated to fragments so far.
     allocated: u64,
     deadline: Option<Duration>,
+    /// How long each `write` or `finish` may wait, if bounded
+    /// ([`MessageWriter::set_timeout`]): sets `deadline` anew per call.
+    per_call: Option<Duration>,
     spin: Spin,
     /// When the last thorough check (reap, index scan) ran.
     checked: Duration,
@@ -86,9 +89,23 @@ impl<'h> StreamSend<'h> {
             cur: None,
             allocated: 0,
             deadline,
+            per_call: None,
             spin: Spin::new(),
             checked: sync::now(),
         })
+    }
+
+    /// Starts a call's wait bound ([`MessageWriter::set_timeout`]).
+    fn start_call(&mut self) {
+        if let Some(t) = self.per_call {
+            self.deadline = Some(sync::now().saturating_add(t));
+        }
+    }
+
+    /// Whether a reader has attached to the stream.
+    pub(super) fn claimed(&self) -> bool {
+        let lease = self.lease.as_ref().expect("held until drop");
+        self.h.ring().stream_claimed(lease, &self.head)
     }
 
     fn lease(&mut self) -> &mut LaneLease {
@@ -107,6 +124,7 @@ impl<'h> StreamSend<'h> {
     /// died, or dropped it).
     pub(super) fn write(&mut self, mut data: &[u8]) -> Result<Option<Outcome>, Fail> {
         debug_assert!(data.len() as u64 <= self.remaining());
+        self.start_call();
         let ring = self.h.ring();
         let max = ring.layout().max_message.min(FRAGMENT);
         while !data.is_empty() {
@@ -145,6 +163,7 @@ impl<'h> StreamSend<'h> {
     /// After the last byte: waits until the reader has received it all.
     pub(super) fn finish(&mut self) -> Result<Outcome, Fail> {
         debug_assert_eq!(self.remaining(), 0);
+        self.start_call();
         loop {
             if let Some(o) = self.wait(None)? {
                 return Ok(o);
@@ -169,20 +188,19 @@ impl<'h> StreamSend<'h> {
             StreamStatus::ReaderDied => return Ok(Some(Outcome::ReaderDied)),
             StreamStatus::Going => {}
         }
-        if self.h.shared.receivers_gone() {
+        let (h, deadline) = (self.h, self.deadline);
+        if h.gone_before_waiting(deadline) {
             return Err(Fail::Disconnected);
         }
         let lease = self.lease.as_ref().expect("held until drop");
-        let shared = &self.h.shared;
         let lane = lease.lane;
-        let ready = || ring.stream_writer_may_go(lease, &head, len) || shared.receivers_gone();
+        let ready =
+            || ring.stream_writer_may_go(lease, &head, len) || h.gone_before_waiting(deadline);
         if self.h.wait != super::WaitStrategy::Park && spin::spin_on(STREAM_SPIN, ready) {
             return Ok(None);
         }
         self.h
-            .wait_once(&self.spin, self.deadline, ring.lane_word(lane), || {
-                ring.stream_writer_may_go(lease, &head, len) || shared.receivers_gone()
-            })?;
+            .wait_once(&self.spin, deadline, ring.lane_word(lane), ready)?;
         Ok(None)
     }
 }
@@ -381,12 +399,18 @@ impl std::fmt::Debug for MessageWriter<'_> {
 }
 
 impl<'a> MessageWriter<'a> {
-    pub(super) fn new(sender: &'a Sender, len: usize) -> Result<Self, Fail> {
+    pub(super) fn new(
+        sender: &'a Sender,
+        len: usize,
+        deadline: Option<Duration>,
+    ) -> Result<Self, Fail> {
         let h = &sender.h;
         let kind = if is_large(h.ring(), len) {
-            WriterKind::Stream(StreamSend::begin(h, len as u64, None)?)
+            let mut s = StreamSend::begin(h, len as u64, deadline)?;
+            s.deadline = None; // the writes wait as `set_timeout` says
+            WriterKind::Stream(s)
         } else {
-            WriterKind::Grant(sender.grant(len, None)?)
+            WriterKind::Grant(sender.grant(len, deadline)?)
         };
         Ok(Self {
             kind,
@@ -408,6 +432,32 @@ impl<'a> MessageWriter<'a> {
     /// Bytes still to write.
     pub fn remaining(&self) -> usize {
         self.len - self.written
+    }
+
+    /// Bounds how long each later `write`, `flush` and `finish` of a
+    /// streamed message waits for its receiver: after `timeout` the call
+    /// fails with [`std::io::ErrorKind::TimedOut`] (a `write` that wrote
+    /// some bytes returns their count instead), and the writer stays
+    /// usable: call again to go on, or drop it to give the message up.
+    /// `None`, the default, waits as long as a receiver lives. A message
+    /// that fits in one record never waits here.
+    pub fn set_timeout(&mut self, timeout: Option<Duration>) {
+        if let WriterKind::Stream(s) = &mut self.kind {
+            s.per_call = timeout;
+        }
+    }
+
+    /// Whether a receiver has started reading this (streamed) message. A
+    /// writer dropped before then takes nothing from any receiver; one
+    /// dropped after makes that receiver's read fail with
+    /// [`RecvError::Truncated`]. Always `false` for a message that fits in
+    /// one record (it is sent whole by `finish`).
+    pub fn receiver_attached(&self) -> bool {
+        match &self.kind {
+            WriterKind::Stream(s) => s.claimed(),
+            WriterKind::Grant(_) => false,
+            WriterKind::Discarded => true,
+        }
     }
 
     /// Sends the message: all `len()` bytes must have been written. For a
@@ -457,18 +507,46 @@ impl std::io::Write for MessageWriter<'_> {
         }
         match &mut self.kind {
             WriterKind::Grant(g) => g[self.written..self.written + n].copy_from_slice(&buf[..n]),
-            WriterKind::Stream(s) => match s.write(&buf[..n]).map_err(io_error)? {
-                None => {}
-                Some(Outcome::Delivered) => self.kind = WriterKind::Discarded,
-                Some(Outcome::ReaderDied) => return Err(reader_died()),
-            },
+            WriterKind::Stream(s) => {
+                let before = s.remaining();
+                match s.write(&buf[..n]) {
+                    Ok(None) => {}
+                    Ok(Some(Outcome::Delivered)) => self.kind = WriterKind::Discarded,
+                    Ok(Some(Outcome::ReaderDied)) => return Err(reader_died()),
+                    Err(Fail::Timeout) => {
+                        // keep what went in: a short write, or nothing
+                        let done = (before - s.remaining()) as usize;
+                        if done == 0 {
+                            return Err(io_error(Fail::Timeout));
+                        }
+                        self.written += done;
+                        return Ok(done);
+                    }
+                    Err(f) => return Err(io_error(f)),
+                }
+            }
             WriterKind::Discarded => {}
         }
         self.written += n;
         Ok(n)
     }
 
+    /// Once every declared byte is written, waits (as long as
+    /// [`set_timeout`](MessageWriter::set_timeout) allows) until a receiver
+    /// has read a streamed message to its end, so that `finish` then
+    /// returns at once. Before that, and for a message that fits in one
+    /// record, it does nothing.
     fn flush(&mut self) -> std::io::Result<()> {
+        let WriterKind::Stream(s) = &mut self.kind else {
+            return Ok(());
+        };
+        if s.remaining() != 0 {
+            return Ok(());
+        }
+        match s.finish().map_err(io_error)? {
+            Outcome::Delivered => self.kind = WriterKind::Discarded,
+            Outcome::ReaderDied => return Err(reader_died()),
+        }
         Ok(())
     }
 }

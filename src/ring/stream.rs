@@ -194,6 +194,13 @@ impl Ring {
             || len.is_some_and(|n| self.lane_may_fit(lease.lane, Self::record_units(n)))
     }
 
+    /// Whether a reader has attached to the stream headed by `head` (it
+    /// may have finished, died or given up since).
+    pub fn stream_claimed(&self, lease: &LaneLease, head: &Allocation) -> bool {
+        let w = self.lane(lease.lane).stream.load(Ordering::Acquire);
+        word_id(w) == head.pos as u32 && w & CLAIMED != 0
+    }
+
     /// The state of the stream headed by `head` in the leased lane. With
     /// `thorough`, also looks for a consumer that claimed the head and died
     /// before attaching (an index scan: call it once per liveness period).
