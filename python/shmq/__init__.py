@@ -1,32 +1,41 @@
 """shmq: shared-memory queues between processes.
 
-``shmq.Queue`` is a drop-in for ``multiprocessing.Queue``: change the import,
-keep the code. Objects are pickled with protocol 5 and their out-of-band
-buffers (NumPy arrays, bytes-like objects) are copied once, straight into
-shared memory; ``bytes`` skip pickling altogether. Messages of any size go
-through the same queue (large ones are streamed while they are received).
+``shmq.Queue``, ``shmq.JoinableQueue`` and ``shmq.SimpleQueue`` are drop-ins
+for ``multiprocessing``'s: change the import, keep the code. Objects are
+pickled with protocol 5 and their out-of-band buffers (NumPy arrays,
+bytes-like objects) are copied once, straight into shared memory; ``bytes``
+skip pickling altogether. Messages of any size go through the same queue
+(large ones are streamed while they are received). ``get_many`` and
+``put_many`` move batches, as faster-fifo's do.
 
     >>> import shmq
     >>> q = shmq.Queue()
     >>> q.put({"step": 1})
     >>> q.get()
     {'step': 1}
+    >>> q.put_many([1, 2, 3])
+    >>> q.get_many(max_messages_to_get=10)
+    [1, 2, 3]
+
+Blocking follows the stdlib: ``get(timeout=t)`` waits ``t`` seconds
+whatever the producers do, then raises ``queue.Empty``. A ``get()`` with no
+timeout, on an empty queue whose every producer has gone, raises
+``DisconnectedError`` instead of hanging: a subclass of ``queue.Empty``.
 """
 
 from __future__ import annotations
 
 import atexit
-import collections
 import os
-import pickle
-import queue as _queue
-import struct
-import threading
 import time
 import uuid
 import weakref
-from typing import Any, List, Optional
+from typing import Any, Iterable, List, Optional
 
+import queue as _queue
+
+from . import _codec
+from ._feeder import Feeder
 from ._shmq import (
     DisconnectedError,
     NoSpaceError,
@@ -38,6 +47,8 @@ from ._shmq import (
 
 __all__ = [
     "Queue",
+    "JoinableQueue",
+    "SimpleQueue",
     "create_shared_memory_pair",
     "SharedMemorySender",
     "SharedMemoryReceiver",
@@ -51,104 +62,13 @@ __all__ = [
 Full = _queue.Full
 Empty = _queue.Empty
 
-# Message layout: one kind byte, then
-#   KIND_BYTES:  the bytes themselves;
-#   KIND_PICKLE: u32 number of out-of-band buffers n, n x u64 lengths, u64
-#                pickle length, the pickle, then the buffers, each padded
-#                to 64 bytes so that arrays viewed in place are aligned.
-_KIND_BYTES = b"\x00"
-_KIND_PICKLE = b"\x01"
-_BYTES, _PICKLE = _KIND_BYTES[0], _KIND_PICKLE[0]
-_ALIGN = 64
+#: Shared memory of a queue made without ``capacity_bytes``: small enough
+#: that several queues fit Docker's default 64 MB ``/dev/shm`` (docs:
+#: benchmarks.md, "Python default size").
+DEFAULT_CAPACITY = 16 << 20
 
-_DEFAULT_CAPACITY = 64 << 20
-
-
-def _pad(n: int) -> int:
-    return (-n) % _ALIGN
-
-
-class _Feeder:
-    """Sends a queue's large messages from a background thread, in order.
-
-    A message larger than the queue's inline limit is streamed: its send
-    finishes only once a receiver has read it. Like ``multiprocessing.Queue``
-    (whose feeder thread writes to the pipe), ``put`` therefore hands such a
-    message to this thread and returns; later puts from the same process go
-    through the thread too until it is idle, so order is kept.
-    """
-
-    def __init__(self, raw: "RawQueue") -> None:
-        self._raw: Optional[RawQueue] = raw
-        self._items: "collections.deque[list]" = collections.deque()
-        self._cond = threading.Condition()
-        self._busy = False
-        self._thread: Optional[threading.Thread] = None
-        self._pid = os.getpid()
-        self.cancelled = False
-        # A multiprocessing child started by fork ends with os._exit, which
-        # skips atexit: flush through multiprocessing's own exit hooks, as
-        # multiprocessing.Queue does for its feeder.
-        import multiprocessing.util
-
-        multiprocessing.util.Finalize(None, _flush, args=(weakref.ref(self),), exitpriority=10)
-
-    def active(self) -> bool:
-        with self._cond:
-            return self._pid == os.getpid() and (self._busy or bool(self._items))
-
-    def submit(self, parts: list) -> None:
-        with self._cond:
-            if self._pid != os.getpid():  # inherited across fork: start afresh
-                self._items.clear()
-                self._busy = False
-                self._thread = None
-                self._pid = os.getpid()
-            self._items.append(parts)
-            if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._run, name="shmq-feeder", daemon=True
-                )
-                self._thread.start()
-            self._cond.notify()
-
-    def _run(self) -> None:
-        while True:
-            with self._cond:
-                while not self._items:
-                    self._cond.wait()
-                parts = self._items.popleft()
-                self._busy = True
-            raw = self._raw
-            if raw is None:
-                return  # the interpreter is exiting
-            try:
-                raw.send_parts(parts, None)
-            except Exception as e:  # like multiprocessing's feeder: report, go on
-                import traceback
-
-                traceback.print_exception(type(e), e, e.__traceback__)
-            finally:
-                # no reference may outlive the send: at exit the region is
-                # let go by dropping every reference (see _detach_all)
-                raw = parts = None
-                with self._cond:
-                    self._busy = False
-                    self._cond.notify_all()
-
-    def join(self) -> None:
-        with self._cond:
-            if self._pid != os.getpid():
-                return
-            while self._items or self._busy:
-                self._cond.wait()
-
-
-def _flush(ref: "weakref.ref[_Feeder]") -> None:
-    f = ref()
-    if f is not None and not f.cancelled:
-        f.join()
-
+#: ``get_many``'s default batch bound, as faster-fifo's.
+_MANY = 1_000_000_000
 
 _QUEUES: "weakref.WeakSet[Queue]" = weakref.WeakSet()
 _RAWS: "weakref.WeakSet[RawQueue]" = weakref.WeakSet()
@@ -164,9 +84,20 @@ def _detach_all() -> None:
     for q in list(_QUEUES):
         f = q._feeder
         if f is not None and not f.cancelled:
+            f._exiting = True
             f.join()
     for raw in list(_RAWS):
         raw.detach()
+
+
+def _timeout(block: bool, timeout: Optional[float]) -> Optional[float]:
+    """The native timeout of a call: ``0.0`` never blocks, ``None`` blocks
+    as long as it takes."""
+    if not block:
+        return 0.0
+    if timeout is not None and timeout < 0:
+        raise ValueError("'timeout' must be a non-negative number")
+    return timeout
 
 
 class Queue:
@@ -174,14 +105,15 @@ class Queue:
 
     ``Queue(maxsize=0, *, capacity_bytes=None, name=None)``
 
-    * ``maxsize``: like ``multiprocessing.Queue``; ``0`` means as many
+    * ``maxsize``: as ``multiprocessing.Queue``'s; ``0`` means as many
       messages as fit. With a positive ``maxsize``, ``put`` waits (or raises
-      ``queue.Full``) while ``maxsize`` messages are waiting. The bound is
-      exact for one producer; producers putting at the same instant may
-      pass it by up to their number minus one, never beyond the index size
-      (``maxsize`` rounded up to a power of two).
-    * ``capacity_bytes``: shared memory for waiting messages (default 64 MiB;
-      larger messages still go through, streamed).
+      ``queue.Full``) while ``maxsize`` messages are waiting, sleeping until
+      a ``get`` makes room. The bound is exact for any number of producer
+      processes (a large message still being sent by a process's feeder
+      thread counts once it is in the queue; each process hands its feeder
+      one at a time).
+    * ``capacity_bytes``: shared memory for waiting messages (default
+      16 MiB; larger messages still go through, streamed).
     * ``name``: open (or create) a named queue that unrelated processes can
       open too. Without a name the queue is private: pass it to child
       processes (``multiprocessing.Process(args=(q,))``), which works with
@@ -198,9 +130,8 @@ class Queue:
     ) -> None:
         if maxsize < 0:
             raise ValueError("maxsize must be >= 0")
-        self._maxsize = maxsize
-        capacity = capacity_bytes or _DEFAULT_CAPACITY
-        slots = max(2, maxsize) if maxsize > 0 else None
+        capacity = capacity_bytes or DEFAULT_CAPACITY
+        slots = maxsize if maxsize > 0 else None
         if name is None:
             name = "shmq-py-%d-%s" % (os.getpid(), uuid.uuid4().hex[:12])
             raw = RawQueue.create(name, capacity, slots, "when_unused")
@@ -209,17 +140,22 @@ class Queue:
                 raw = RawQueue.create(name, capacity, slots, "when_unused_and_empty")
             except FileExistsError:
                 raw = RawQueue.open(name)
+        self._setup(name, maxsize, raw)
+
+    def _setup(self, name: str, maxsize: int, raw: RawQueue) -> None:
+        self._maxsize = maxsize
         self._raw: Optional[RawQueue] = raw
         self._max_message = raw.max_message()  # fixed for the queue's life
         self._name = name
-        self._feeder: Optional[_Feeder] = None
+        self._feeder: Optional[Feeder] = None
+        self._closed_raw: Optional[RawQueue] = None
         _QUEUES.add(self)
         _RAWS.add(raw)
 
     # -- pickling: a child process attaches to the same region by name ----
 
     def __reduce__(self):
-        return (_attach, (self._name, self._maxsize))
+        return (_attach, (type(self), self._name, self._maxsize))
 
     @property
     def name(self) -> str:
@@ -234,90 +170,75 @@ class Queue:
 
     # -- put ---------------------------------------------------------------
 
-    def _parts(self, obj: Any) -> "tuple[List[Any], int]":
-        """The message's parts, and their total length."""
-        if type(obj) is bytes:
-            return [_KIND_BYTES, obj], 1 + len(obj)
-        buffers: List[pickle.PickleBuffer] = []
-        data = pickle.dumps(obj, protocol=5, buffer_callback=buffers.append)
-        raws = []
-        for b in buffers:
-            try:
-                raws.append(b.raw())
-            except BufferError:
-                # not contiguous: the one case that takes a copy first
-                raws.append(memoryview(bytes(b)))
-        head = struct.pack(
-            "<cI%dQQ" % len(raws), _KIND_PICKLE, len(raws), *[r.nbytes for r in raws], len(data)
-        )
-        parts: List[Any] = [head, data]
-        size = len(head) + len(data)
-        pad = _pad(size)
-        for r in raws:
-            if pad:
-                parts.append(bytes(pad))
-            parts.append(r)
-            size += pad + r.nbytes
-            pad = _pad(r.nbytes)
-        return parts, size
-
     def put(self, obj: Any, block: bool = True, timeout: Optional[float] = None) -> None:
         """Put ``obj`` into the queue, as ``multiprocessing.Queue.put``.
 
         Raises ``queue.Full`` if there is no room after ``timeout`` seconds
         (or at once with ``block=False``). Unpicklable objects raise the
-        error pickling raises and leave the queue untouched.
+        error pickling raises and leave the queue untouched. With no
+        timeout, on a full queue whose every consumer has gone, raises
+        ``DisconnectedError`` instead of waiting forever. A message larger
+        than the queue's one-record limit is handed to a feeder thread and
+        sent in the background, as ``multiprocessing.Queue`` sends every
+        message.
         """
         q = self._q()
-        parts, size = self._parts(obj)
-        if not block:
-            timeout = 0.0
-        elif timeout is not None and timeout < 0:
-            raise ValueError("'timeout' must be a non-negative number")
-        if self._maxsize > 0:
-            # one deadline for both waits: room under maxsize, then in the
-            # queue itself
-            end = None if timeout is None else time.monotonic() + timeout
-            if not self._below_maxsize(q, end):
-                raise Full
-            if end is not None:
-                timeout = max(0.0, end - time.monotonic())
+        parts, size = _codec.encode(obj)
+        self._put_parts(q, parts, size, _timeout(block, timeout))
+
+    def _put_parts(self, q: RawQueue, parts: List[Any], size: int, timeout: Optional[float]) -> None:
         feeder = self._feeder
         if size > self._max_message or (feeder is not None and feeder.active()):
             if feeder is None:
-                feeder = self._feeder = _Feeder(q)
+                feeder = self._feeder = Feeder(q)
+            if self._maxsize > 0 and not feeder.wait_idle(timeout):
+                # bounded: one large message per process beyond maxsize
+                raise Full
             feeder.submit(parts)
             return
         if not q.send_parts(parts, timeout):
             raise Full
 
-    def _below_maxsize(self, q: RawQueue, end: Optional[float]) -> bool:
-        """Waits until fewer than ``maxsize`` messages wait (until the
-        ``time.monotonic()`` deadline ``end``; polling, as the index itself
-        has room)."""
-        if q.qsize() < self._maxsize:
-            return True
-        delay = 50e-6
-        while q.qsize() >= self._maxsize:
-            if end is not None and time.monotonic() >= end:
-                return False
-            time.sleep(delay)
-            delay = min(2 * delay, 1e-3)
-        return True
-
     def put_nowait(self, obj: Any) -> None:
         """``put(obj, False)``."""
         self.put(obj, False)
 
+    def put_many(self, objs: Iterable[Any], block: bool = True, timeout: Optional[float] = None) -> None:
+        """Put every object of ``objs``, in order, releasing the GIL once
+        for the batch (faster-fifo's ``put_many``). One ``timeout`` covers
+        the whole batch. Raises ``queue.Full`` if it passes first: the
+        objects before ``e.args[1]`` (a count) were put, the others not.
+        Pickling errors are raised before anything is put."""
+        q = self._q()
+        timeout = _timeout(block, timeout)
+        encoded = [_codec.encode(o) for o in objs]
+        feeder = self._feeder
+        if any(size > self._max_message for _, size in encoded) or (
+            feeder is not None and feeder.active()
+        ):
+            # large messages go through the feeder: one at a time, in order
+            end = None if timeout is None else time.monotonic() + timeout
+            for i, (parts, size) in enumerate(encoded):
+                left = None if end is None else max(0.0, end - time.monotonic())
+                try:
+                    self._put_parts(q, parts, size, left)
+                except Full:
+                    raise Full("put_many: %d of %d objects were put" % (i, len(encoded)), i) from None
+            return
+        n = q.send_many([parts for parts, _ in encoded], timeout)
+        if n < len(encoded):
+            raise Full("put_many: %d of %d objects were put" % (n, len(encoded)), n)
+
     # -- get ---------------------------------------------------------------
 
-    def get(
-        self, block: bool = True, timeout: Optional[float] = None, *, copy: bool = True
-    ) -> Any:
+    def get(self, block: bool = True, timeout: Optional[float] = None, *, copy: bool = True) -> Any:
         """Remove and return an item, as ``multiprocessing.Queue.get``.
 
-        Raises ``queue.Empty`` if none arrives within ``timeout`` seconds (or
-        at once with ``block=False``).
+        Raises ``queue.Empty`` if none arrives within ``timeout`` seconds
+        (or at once with ``block=False``), whatever happens to the
+        producers meanwhile (one that attaches during the wait is heard).
+        With no timeout, on an empty queue whose every producer has gone,
+        raises ``DisconnectedError`` (a ``queue.Empty``) instead of hanging.
 
         ``copy=False`` reads the message in place in shared memory instead of
         copying it out: NumPy arrays (and other out-of-band pickle buffers)
@@ -328,31 +249,47 @@ class Queue:
         Objects pickled in-band (ints, dicts, lists...) are built as usual.
         """
         q = self._q()
-        if not block:
-            timeout = 0.0
-        elif timeout is not None and timeout < 0:
-            raise ValueError("'timeout' must be a non-negative number")
+        timeout = _timeout(block, timeout)
         if copy:
             got = q.recv(timeout)
             if got is None:
                 raise Empty
-            kind, body = got
-            if kind == _BYTES:
-                return body
-            return _decode(kind, memoryview(body))
+            return _codec.decode(*got)
         view = q.recv_view(timeout)
         if view is None:
             raise Empty
         mv = memoryview(view)
         if len(mv) == 0:
             raise ShmqError("an empty message: not one of shmq's Python queue")
-        if mv[0] == _BYTES:
+        if mv[0] == _codec.BYTES:
             return mv[1:]
-        return _decode(mv[0], mv)
+        return _codec.decode(mv[0], mv)
 
     def get_nowait(self) -> Any:
         """``get(False)``."""
         return self.get(False)
+
+    def get_many(
+        self,
+        block: bool = True,
+        timeout: Optional[float] = None,
+        max_messages_to_get: int = _MANY,
+        max_bytes_to_get: Optional[int] = None,
+    ) -> List[Any]:
+        """Remove and return a list of up to ``max_messages_to_get`` items
+        in order (faster-fifo's ``get_many``): at least one, waiting for
+        the first as ``get`` does (``queue.Empty`` if none arrives in
+        time), then those already waiting, with one wait and one GIL
+        release for the batch. ``max_bytes_to_get`` stops the batch once
+        the messages taken reach that many bytes (the last may pass it)."""
+        q = self._q()
+        if max_messages_to_get < 1:
+            raise ValueError("max_messages_to_get must be >= 1")
+        limit = max_bytes_to_get if max_bytes_to_get is not None else 1 << 62
+        got = q.recv_many(max_messages_to_get, limit, _timeout(block, timeout))
+        if not got:
+            raise Empty
+        return [_codec.decode(kind, body) for kind, body in got]
 
     # -- the rest of the multiprocessing.Queue API -------------------------
 
@@ -369,9 +306,15 @@ class Queue:
         return self._maxsize > 0 and self.qsize() >= self._maxsize
 
     def close(self) -> None:
-        """This process will put and get no more. Large messages still being
-        sent are sent (see ``join_thread``)."""
-        self._raw = None
+        """This process will put and get no more: both raise ``ValueError``
+        from now on. Large messages still being sent are sent (see
+        ``join_thread``); then this process stops counting as a producer
+        and consumer (others see it gone)."""
+        raw, self._raw = self._raw, None
+        if raw is not None:
+            feeder = self._feeder
+            if feeder is None or not feeder.active():
+                raw.close()
 
     def join_thread(self) -> None:
         """Wait until the large messages this process put have been sent
@@ -386,40 +329,98 @@ class Queue:
             self._feeder.cancelled = True
 
     def __repr__(self) -> str:
-        return "<shmq.Queue %r>" % self._name
+        return "<shmq.%s %r>" % (type(self).__name__, self._name)
 
 
-def _attach(name: str, maxsize: int) -> Queue:
-    q = Queue.__new__(Queue)
-    q._maxsize = maxsize
-    q._name = name
-    q._raw = RawQueue.open(name)
-    q._max_message = q._raw.max_message()
-    q._feeder = None
-    _QUEUES.add(q)
-    _RAWS.add(q._raw)
+class JoinableQueue(Queue):
+    """``multiprocessing.JoinableQueue``: a :class:`Queue` that counts
+    unfinished tasks, in shared memory (every process sees one count).
+
+    Each ``put`` counts a task; a consumer calls ``task_done()`` after
+    processing an item; ``join()`` sleeps (on a futex, no polling) until
+    every task put is done. A consumer killed between ``get`` and
+    ``task_done`` leaves its task unfinished, as with ``multiprocessing``.
+    """
+
+    def put(self, obj: Any, block: bool = True, timeout: Optional[float] = None) -> None:
+        q = self._q()
+        parts, size = _codec.encode(obj)
+        q.add_unfinished(1)  # before the item can be taken (and done)
+        try:
+            self._put_parts(q, parts, size, _timeout(block, timeout))
+        except BaseException:
+            q.task_done()
+            raise
+
+    def put_many(self, objs: Iterable[Any], block: bool = True, timeout: Optional[float] = None) -> None:
+        objs = list(objs)
+        q = self._q()
+        q.add_unfinished(len(objs))
+        try:
+            super().put_many(objs, block, timeout)
+        except Full as e:
+            for _ in range(len(objs) - e.args[1]):
+                q.task_done()
+            raise
+        except BaseException:
+            for _ in objs:  # nothing was put (pickling failed)
+                q.task_done()
+            raise
+
+    def task_done(self) -> None:
+        """Indicate that an item taken from the queue is processed.
+        Raises ``ValueError`` if called more times than items were put."""
+        if not self._q().task_done():
+            raise ValueError("task_done() called too many times")
+
+    def join(self) -> None:
+        """Block until every item put has been taken and processed
+        (``task_done``). Ctrl-C interrupts it."""
+        self._q().join(None)
+
+
+class SimpleQueue:
+    """``multiprocessing.SimpleQueue``: ``put``, ``get``, ``empty``,
+    ``close``, with no size bound, over a shmq queue."""
+
+    def __init__(self, *, capacity_bytes: Optional[int] = None, name: Optional[str] = None) -> None:
+        self._queue = Queue(capacity_bytes=capacity_bytes, name=name)
+
+    def put(self, obj: Any) -> None:
+        """Put ``obj`` (blocks only while the queue's memory is full)."""
+        self._queue.put(obj)
+
+    def get(self) -> Any:
+        """Remove and return an item, waiting for one. Raises
+        ``DisconnectedError`` on an empty queue whose producers have all
+        gone."""
+        return self._queue.get()
+
+    def empty(self) -> bool:
+        """Whether no item is waiting (a snapshot)."""
+        return self._queue.empty()
+
+    def close(self) -> None:
+        """This process will put and get no more."""
+        self._queue.close()
+
+    def __reduce__(self):
+        return (_simple_from, (self._queue,))
+
+    def __repr__(self) -> str:
+        return "<shmq.SimpleQueue %r>" % self._queue.name
+
+
+def _simple_from(q: Queue) -> SimpleQueue:
+    s = SimpleQueue.__new__(SimpleQueue)
+    s._queue = q
+    return s
+
+
+def _attach(cls: type, name: str, maxsize: int) -> Queue:
+    q = cls.__new__(cls)
+    q._setup(name, maxsize, RawQueue.open(name))
     return q
-
-
-def _decode(kind: int, view: memoryview) -> Any:
-    """Unpickles a ``KIND_PICKLE`` message: ``view`` is the whole message,
-    kind byte included (its out-of-band buffers are padded to 64 bytes from
-    its start); the buffers are views of it, not copies."""
-    if kind != _PICKLE:
-        raise ShmqError("not a message of shmq's Python Queue (kind %r)" % kind)
-    (n,) = struct.unpack_from("<I", view, 1)
-    lens = struct.unpack_from("<%dQ" % n, view, 5)
-    (plen,) = struct.unpack_from("<Q", view, 5 + 8 * n)
-    at = 5 + 8 * n + 8
-    data = view[at : at + plen]
-    at += plen
-    at += _pad(at)
-    bufs = []
-    for ln in lens:
-        bufs.append(view[at : at + ln])
-        at += ln
-        at += _pad(ln)
-    return pickle.loads(data, buffers=bufs)
 
 
 # ------------------------------------------------- py-sharedmemory's API
@@ -429,7 +430,7 @@ class SharedMemorySender:
     """The sending end of :func:`create_shared_memory_pair`, with
     py-sharedmemory's API: ``put``, ``put_nowait``, ``wait_for_all_ack``."""
 
-    def __init__(self, q: Queue) -> None:
+    def __init__(self, q: JoinableQueue) -> None:
         self._q = q
 
     def put(self, data: Any, block: bool = True, timeout: Optional[float] = None) -> None:
@@ -442,15 +443,10 @@ class SharedMemorySender:
         self._q.put(data, False)
 
     def wait_for_all_ack(self, timeout: Optional[float] = None) -> bool:
-        """Wait until the receiver has taken every message sent so far.
-        Returns ``False`` if ``timeout`` seconds passed first."""
-        self._q.join_thread()
-        end = None if timeout is None else time.monotonic() + timeout
-        while not self._q.empty():
-            if end is not None and time.monotonic() >= end:
-                return False
-            time.sleep(0.001)
-        return True
+        """Wait until the receiver has taken every message sent so far
+        (each ``get`` acknowledges one). Returns ``False`` if ``timeout``
+        seconds passed first."""
+        return self._q._q().join(timeout)
 
     def __reduce__(self):
         return (SharedMemorySender, (self._q,))
@@ -460,16 +456,19 @@ class SharedMemoryReceiver:
     """The receiving end of :func:`create_shared_memory_pair`: ``get``,
     ``get_nowait``."""
 
-    def __init__(self, q: Queue) -> None:
+    def __init__(self, q: JoinableQueue) -> None:
         self._q = q
 
     def get(self, block: bool = True, timeout: Optional[float] = None) -> Any:
-        """Receive the next object. Raises ``queue.Empty`` as ``Queue.get``."""
-        return self._q.get(block, timeout)
+        """Receive the next object, acknowledging it. Raises
+        ``queue.Empty`` as ``Queue.get``."""
+        item = self._q.get(block, timeout)
+        self._q.task_done()
+        return item
 
     def get_nowait(self) -> Any:
         """``get(False)``."""
-        return self._q.get(False)
+        return self.get(False)
 
     def __reduce__(self):
         return (SharedMemoryReceiver, (self._q,))
@@ -479,6 +478,6 @@ def create_shared_memory_pair(capacity: int = 0, *, capacity_bytes: Optional[int
     """``(SharedMemorySender, SharedMemoryReceiver)`` over one queue, as
     py-sharedmemory's ``create_shared_memory_pair``: ``capacity`` bounds the
     number of messages in flight (0: as many as fit); ``capacity_bytes`` the
-    shared memory they use (default 64 MiB; larger messages still pass)."""
-    q = Queue(capacity, capacity_bytes=capacity_bytes)
+    shared memory they use (default 16 MiB; larger messages still pass)."""
+    q = JoinableQueue(capacity, capacity_bytes=capacity_bytes)
     return SharedMemorySender(q), SharedMemoryReceiver(q)

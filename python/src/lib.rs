@@ -1,68 +1,41 @@
 //! `shmq._shmq`: the native half of the Python package. It wraps one
 //! `shmq::Queue` with a lazily made sender and receiver, moves messages made
-//! of several buffer-protocol parts, releases the GIL while it waits or
-//! copies, and wakes up every few milliseconds while blocked to run Python's
-//! signal handlers (so Ctrl-C interrupts a blocked call).
+//! of several buffer-protocol parts (one at a time or in batches), counts
+//! unfinished tasks, and releases the GIL while it waits or copies, waking
+//! every few milliseconds while blocked to run Python's signal handlers (so
+//! Ctrl-C interrupts a blocked call; see `wait`).
+//!
+//! The queues follow Python's rules, not crossbeam's
+//! (`Disconnect::OnlyWithoutTimeout`): a timed call waits its whole
+//! timeout whatever the other side does; only a call without a timeout
+//! raises `DisconnectedError`, when it would otherwise wait forever.
 //!
 //! Everything Python-facing (pickling, `queue.Full`/`queue.Empty`, the
-//! `multiprocessing.Queue` API) is in `shmq/__init__.py`.
+//! `multiprocessing` API) is in `shmq/__init__.py`.
 
+mod errors;
+mod read;
+mod wait;
+
+use std::io::{ErrorKind, Write};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use pyo3::buffer::PyBuffer;
-use pyo3::create_exception;
-use pyo3::exceptions::{PyOSError, PyValueError};
+use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
+use pyo3::types::PyList;
 use shmq::{
-    Config, OpenError, OwnedMessage, Queue, Receiver, RecvTimeoutError, Removal, SendTimeoutError,
-    Sender,
+    Config, Disconnect, OwnedMessage, Queue, Receiver, RecvTimeoutError, Removal, SendTimeoutError,
+    Sender, TryRecvError,
 };
 
-create_exception!(
-    _shmq,
-    ShmqError,
-    PyOSError,
-    "An error of the shared-memory queue."
-);
-create_exception!(
-    _shmq,
-    NoSpaceError,
-    ShmqError,
-    "/dev/shm has too little free space for the queue."
-);
-create_exception!(
-    _shmq,
-    DisconnectedError,
-    ShmqError,
-    "Every peer on the other side is gone (detached, exited or killed)."
-);
-create_exception!(
-    _shmq,
-    TruncatedError,
-    ShmqError,
-    "The sender of a large message died or gave up while it was received."
-);
-
-/// How often a blocked call comes back to run Python's signal handlers.
-const SIGNAL_SLICE: Duration = Duration::from_millis(20);
-
-fn open_error(e: OpenError) -> PyErr {
-    match e {
-        OpenError::NoSpace { .. } => NoSpaceError::new_err(e.to_string()),
-        OpenError::NotFound { .. } => pyo3::exceptions::PyFileNotFoundError::new_err(e.to_string()),
-        OpenError::AlreadyExists { .. } => {
-            pyo3::exceptions::PyFileExistsError::new_err(e.to_string())
-        }
-        OpenError::PermissionDenied { .. } => {
-            pyo3::exceptions::PyPermissionError::new_err(e.to_string())
-        }
-        OpenError::InvalidName { .. } | OpenError::InvalidConfig(_) => {
-            PyValueError::new_err(e.to_string())
-        }
-        other => ShmqError::new_err(other.to_string()),
-    }
-}
+use errors::{
+    Failure, NoSpaceError, ShmqError, TruncatedError, io_failure, open_error, recv_failure,
+    send_failure,
+};
+use read::{MessageView, read_message, to_object};
+use wait::{Deadline, NO_CONSUMERS, NO_PRODUCERS, between_slices, check_signals};
 
 fn removal(name: &str) -> PyResult<Removal> {
     Ok(match name {
@@ -85,7 +58,8 @@ struct RawQueue {
 }
 
 impl RawQueue {
-    fn new(queue: Queue) -> Self {
+    fn new(mut queue: Queue) -> Self {
+        queue.set_disconnect(Disconnect::OnlyWithoutTimeout);
         Self {
             name: queue.name().to_owned(),
             queue: Mutex::new(Some(queue)),
@@ -119,110 +93,165 @@ impl RawQueue {
     }
 }
 
-/// The deadline of a call: `None` blocks forever, `Some(0.0)` not at all.
-fn deadline(timeout: Option<f64>) -> PyResult<Option<Instant>> {
-    match timeout {
-        None => Ok(None),
-        Some(t) if t.is_nan() || t < 0.0 => Err(PyValueError::new_err(
-            "'timeout' must be a non-negative number",
-        )),
-        Some(t) => Ok(Some(Instant::now() + Duration::from_secs_f64(t.min(1e9)))),
+/// The bytes of a message's parts: C-contiguous buffer-protocol objects.
+fn part_slices(parts: &[PyBuffer<u8>]) -> PyResult<Vec<&[u8]>> {
+    parts
+        .iter()
+        .map(|p| {
+            if !p.is_c_contiguous() {
+                return Err(PyValueError::new_err("a message part is not C-contiguous"));
+            }
+            // SAFETY: the PyBuffer keeps the exporter's memory alive and in
+            // place until it is dropped (after the copy); it is
+            // C-contiguous with `len_bytes` bytes. Another Python thread
+            // may write to it meanwhile, which can only change what is sent.
+            Ok(unsafe { std::slice::from_raw_parts(p.buf_ptr() as *const u8, p.len_bytes()) })
+        })
+        .collect()
+}
+
+/// Sends one message of `total` bytes made of `slices`, as one record or
+/// streamed, waiting until `deadline`. Runs without the GIL. `Ok(false)`:
+/// no room (or, for a streamed message, no receiver started it) in time.
+fn send_one(
+    tx: &Sender,
+    slices: &[&[u8]],
+    total: usize,
+    deadline: &Deadline,
+) -> Result<bool, Failure> {
+    if total > tx.max_message() {
+        return send_streamed(tx, slices, total, deadline);
     }
-}
-
-/// The next wait: at most one signal slice, and not past the deadline.
-fn slice(deadline: Option<Instant>) -> Duration {
-    let left = deadline.map_or(SIGNAL_SLICE, |d| {
-        d.saturating_duration_since(Instant::now())
-    });
-    left.min(SIGNAL_SLICE)
-}
-
-/// Calls `attempt` without the GIL, one signal slice at a time, until it
-/// gives a value or the deadline passes (`None`), running Python's signal
-/// handlers between slices (a `KeyboardInterrupt` ends the wait).
-fn block_on<T: Send, E: Send>(
-    py: Python<'_>,
-    deadline: Option<Instant>,
-    mut attempt: impl FnMut(Duration) -> Result<Option<T>, E> + Send,
-    error: impl Fn(E) -> PyErr,
-) -> PyResult<Option<T>> {
+    let gone = || tx.is_disconnected();
+    let mut grant = loop {
+        match tx.reserve_timeout(total, deadline.slice()) {
+            Ok(g) => break g,
+            Err(SendTimeoutError::Timeout(_)) => {
+                if !between_slices(deadline, gone, NO_CONSUMERS)? {
+                    return Ok(false);
+                }
+            }
+            Err(e) => return Err(send_failure(e)),
+        }
+    };
+    let mut at = 0;
+    for s in slices {
+        grant[at..at + s.len()].copy_from_slice(s);
+        at += s.len();
+    }
     loop {
-        let wait = slice(deadline);
-        match py.allow_threads(|| attempt(wait)) {
-            Ok(Some(v)) => return Ok(Some(v)),
-            Ok(None) => {}
-            Err(e) => return Err(error(e)),
+        match grant.commit_timeout(deadline.slice()) {
+            Ok(()) => return Ok(true),
+            Err(SendTimeoutError::Timeout(g)) => {
+                grant = g;
+                if !between_slices(deadline, gone, NO_CONSUMERS)? {
+                    return Ok(false); // dropping the grant sends nothing
+                }
+            }
+            Err(e) => return Err(send_failure(e)),
         }
-        if deadline.is_some_and(|d| Instant::now() >= d) {
-            return Ok(None);
-        }
-        py.check_signals()?;
     }
 }
 
-fn recv_error(e: RecvTimeoutError) -> PyErr {
-    match e {
-        RecvTimeoutError::Disconnected => DisconnectedError::new_err(e.to_string()),
-        RecvTimeoutError::Truncated => TruncatedError::new_err(e.to_string()),
-        e => ShmqError::new_err(e.to_string()),
-    }
-}
-
-/// A received message read in place in shared memory, exported through the
-/// buffer protocol (read-only). Its space in the queue is released when
-/// this object and every view of it (memoryviews, NumPy arrays) are gone.
-#[pyclass(module = "shmq._shmq", frozen)]
-struct MessageView {
-    msg: OwnedMessage,
-}
-
-#[pymethods]
-impl MessageView {
-    fn __len__(&self) -> usize {
-        self.msg.len()
-    }
-
-    /// # Safety
-    /// Called by CPython with a valid `Py_buffer` to fill.
-    unsafe fn __getbuffer__(
-        slf: Bound<'_, Self>,
-        view: *mut pyo3::ffi::Py_buffer,
-        flags: std::os::raw::c_int,
-    ) -> PyResult<()> {
-        let bytes: &[u8] = &slf.get().msg;
-        let len = pyo3::ffi::Py_ssize_t::try_from(bytes.len())
-            .map_err(|_| PyValueError::new_err("message too large for a buffer"))?;
-        // SAFETY: `view` is CPython's to fill; the bytes stay in place and
-        // unchanged while `slf` lives (the message is claimed, and no one
-        // writes a claimed record), and the view holds a reference to
-        // `slf` (FillInfo takes one). Read-only: a request for a writable
-        // buffer fails with BufferError.
-        let r = unsafe {
-            pyo3::ffi::PyBuffer_FillInfo(
-                view,
-                slf.as_ptr(),
-                bytes.as_ptr() as *mut std::os::raw::c_void,
-                len,
-                1,
-                flags,
-            )
+/// Streams a message above the one-record limit. The deadline bounds the
+/// wait for room to start it and for a receiver to start reading it; once
+/// a receiver reads it, it is sent to the end (only a signal handler's
+/// exception stops it then, and that receiver gets `TruncatedError`). If
+/// that receiver dies, the message is sent again from the start.
+fn send_streamed(
+    tx: &Sender,
+    slices: &[&[u8]],
+    total: usize,
+    deadline: &Deadline,
+) -> Result<bool, Failure> {
+    let gone = || tx.is_disconnected();
+    'again: loop {
+        let mut w = loop {
+            match tx.send_writer_timeout(total, deadline.slice()) {
+                Ok(w) => break w,
+                Err(SendTimeoutError::Timeout(_)) => {
+                    if !between_slices(deadline, gone, NO_CONSUMERS)? {
+                        return Ok(false);
+                    }
+                }
+                Err(e) => return Err(send_failure(e)),
+            }
         };
-        if r == -1 {
-            return Err(PyErr::fetch(slf.py()));
+        w.set_timeout(Some(wait::SIGNAL_SLICE));
+        // After a slice that made no progress: go on, give up (`false`),
+        // or fail. A transfer a receiver has started is not given up.
+        let stalled = |w: &shmq::MessageWriter<'_>| -> Result<bool, Failure> {
+            check_signals()?;
+            if w.receiver_attached() {
+                return Ok(true);
+            }
+            between_slices(deadline, gone, NO_CONSUMERS)
+        };
+        for s in slices {
+            let mut s: &[u8] = s;
+            while !s.is_empty() {
+                match w.write(s) {
+                    Ok(n) => s = &s[n..],
+                    Err(e) if e.kind() == ErrorKind::TimedOut => {
+                        if !stalled(&w)? {
+                            return Ok(false);
+                        }
+                    }
+                    Err(e) if e.kind() == ErrorKind::ConnectionAborted => continue 'again,
+                    Err(e) => return Err(io_failure(e)),
+                }
+            }
         }
-        Ok(())
+        loop {
+            match w.flush() {
+                Ok(()) => break,
+                Err(e) if e.kind() == ErrorKind::TimedOut => {
+                    if !stalled(&w)? {
+                        return Ok(false);
+                    }
+                }
+                Err(e) if e.kind() == ErrorKind::ConnectionAborted => continue 'again,
+                Err(e) => return Err(io_failure(e)),
+            }
+        }
+        return match w.finish() {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == ErrorKind::ConnectionAborted => continue 'again,
+            Err(e) => Err(io_failure(e)),
+        };
     }
+}
 
-    /// # Safety
-    /// Nothing to release: the view's reference to `self` is dropped by
-    /// CPython.
-    unsafe fn __releasebuffer__(&self, _view: *mut pyo3::ffi::Py_buffer) {}
+/// Waits for the first message of a receive (`recv_owned` in slices),
+/// without the GIL. A call without a timeout raises `Disconnected` once the
+/// queue is empty and every producer has gone.
+fn first_owned(rx: &Receiver, deadline: &Deadline) -> Result<Option<OwnedMessage>, Failure> {
+    loop {
+        match rx.recv_owned_timeout(deadline.slice()) {
+            Ok(m) => return Ok(Some(m)),
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(e) => return Err(recv_failure(e)),
+        }
+        match between_slices(deadline, || rx.is_disconnected(), NO_PRODUCERS) {
+            Ok(true) => {}
+            Ok(false) => return Ok(None),
+            // the producers' last messages are published before they leave
+            Err(Failure::Disconnected(m)) => {
+                return match rx.try_recv_owned() {
+                    Ok(msg) => Ok(Some(msg)),
+                    Err(TryRecvError::Empty) => Err(Failure::Disconnected(m)),
+                    Err(e) => Err(Failure::Other(e.to_string())),
+                };
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 #[pymethods]
 impl RawQueue {
-    /// Creates the queue `name`.
+    /// Creates the queue `name`. `slots`: the most messages that may wait
+    /// at once (exact; the index is rounded up to a power of two).
     #[staticmethod]
     #[pyo3(signature = (name, capacity_bytes, slots=None, removal_policy="when_unused_and_empty"))]
     fn create(
@@ -267,15 +296,30 @@ impl RawQueue {
         Ok(self.queue()?.max_message())
     }
 
-    /// Index slots: how many messages can wait at once.
+    /// How many messages can wait at once (exact, for any number of
+    /// producers).
     fn slots(&self) -> PyResult<usize> {
         Ok(self.queue()?.slots())
+    }
+
+    /// Bytes of the arena.
+    fn capacity_bytes(&self) -> PyResult<usize> {
+        Ok(self.queue()?.capacity_bytes())
+    }
+
+    /// Whether every consumer that attached has gone (an exact check).
+    fn consumers_gone(&self) -> PyResult<bool> {
+        Ok(self.sender()?.is_disconnected())
     }
 
     /// Sends the concatenation of `parts` (C-contiguous buffer-protocol
     /// objects) as one message, copying each part once, straight into
     /// shared memory, without the GIL. `timeout`: `None` blocks, `0` never
-    /// blocks. Returns `False` if there was no room in time.
+    /// blocks. Returns `False` if there was no room in time; a message
+    /// above `max_message` is streamed, and then `False` also means that no
+    /// receiver started reading it in time (once one has, it is sent to the
+    /// end). Raises `DisconnectedError` (no timeout, queue full, every
+    /// consumer gone) and `KeyboardInterrupt` (Ctrl-C) as `put` does.
     #[pyo3(signature = (parts, timeout=None))]
     fn send_parts(
         &self,
@@ -283,97 +327,132 @@ impl RawQueue {
         parts: Vec<PyBuffer<u8>>,
         timeout: Option<f64>,
     ) -> PyResult<bool> {
-        let deadline = deadline(timeout)?;
+        let deadline = Deadline::new(timeout)?;
         let tx = self.sender()?;
-        let mut slices: Vec<&[u8]> = Vec::with_capacity(parts.len());
-        for p in &parts {
-            if !p.is_c_contiguous() {
-                return Err(PyValueError::new_err("a message part is not C-contiguous"));
+        let slices = part_slices(&parts)?;
+        let total = slices.iter().map(|s| s.len()).sum();
+        py.allow_threads(|| send_one(&tx, &slices, total, &deadline))
+            .map_err(|f| f.into_py_err(py))
+    }
+
+    /// Sends each element of `messages` (a list of parts, as `send_parts`
+    /// takes) in order, releasing the GIL once for the batch. Returns how
+    /// many were sent: fewer than all if the deadline passed first.
+    #[pyo3(signature = (messages, timeout=None))]
+    fn send_many(
+        &self,
+        py: Python<'_>,
+        messages: Vec<Vec<PyBuffer<u8>>>,
+        timeout: Option<f64>,
+    ) -> PyResult<usize> {
+        let deadline = Deadline::new(timeout)?;
+        let tx = self.sender()?;
+        let mut all = Vec::with_capacity(messages.len());
+        for parts in &messages {
+            let slices = part_slices(parts)?;
+            let total: usize = slices.iter().map(|s| s.len()).sum();
+            all.push((slices, total));
+        }
+        py.allow_threads(|| {
+            for (i, (slices, total)) in all.iter().enumerate() {
+                if !send_one(&tx, slices, *total, &deadline)? {
+                    return Ok(i);
+                }
             }
-            // SAFETY: the PyBuffer keeps the exporter's memory alive and in
-            // place until it is dropped (after the copy below); it is
-            // C-contiguous with `len_bytes` bytes. Another Python thread may
-            // write to it meanwhile, which can only change what is sent.
-            slices.push(unsafe {
-                std::slice::from_raw_parts(p.buf_ptr() as *const u8, p.len_bytes())
-            });
-        }
-        let total: usize = slices.iter().map(|s| s.len()).sum();
-        if total > tx.max_message() {
-            // streamed: a receiver reads it while it is written
-            let r = py.allow_threads(|| -> std::io::Result<()> {
-                use std::io::Write;
-                let mut w = tx
-                    .send_writer(total)
-                    .map_err(|e| std::io::Error::other(e.to_string()))?;
-                for s in &slices {
-                    w.write_all(s)?;
-                }
-                w.finish()
-            });
-            return match r {
-                Ok(()) => Ok(true),
-                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
-                    Err(DisconnectedError::new_err(e.to_string()))
-                }
-                Err(e) => Err(ShmqError::new_err(e.to_string())),
-            };
-        }
-        let sent = block_on(
-            py,
-            deadline,
-            |wait| match tx.reserve_timeout(total, wait) {
-                Ok(mut g) => {
-                    let mut at = 0;
-                    for s in &slices {
-                        g[at..at + s.len()].copy_from_slice(s);
-                        at += s.len();
-                    }
-                    g.commit().map(Some).map_err(|e| e.to_string())
-                }
-                Err(SendTimeoutError::Timeout(_)) => Ok(None),
-                Err(e) => Err(e.to_string()),
-            },
-            |msg| {
-                if msg.contains("receivers") {
-                    DisconnectedError::new_err(msg)
-                } else {
-                    ShmqError::new_err(msg)
-                }
-            },
-        )?;
-        Ok(sent.is_some())
+            Ok(all.len())
+        })
+        .map_err(|f: Failure| f.into_py_err(py))
     }
 
     /// Receives the next message: its kind (first byte), and a `bytes`
     /// of the rest (kind 0) or a `bytearray` of the whole message (a
     /// pickle, see `read_message`); `None` if none arrived in time.
-    /// `timeout`: `None` blocks, `0` never blocks. The message is copied
-    /// once, from shared memory straight into the new object, without the
-    /// GIL.
+    /// `timeout`: `None` blocks (and raises `DisconnectedError` once the
+    /// queue is empty and every producer has gone), `0` never blocks. The
+    /// message is copied once, from shared memory straight into the new
+    /// object, without the GIL.
     #[pyo3(signature = (timeout=None))]
     fn recv(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Option<(u8, PyObject)>> {
-        let deadline = deadline(timeout)?;
+        let deadline = Deadline::new(timeout)?;
         let mut rx = self.receiver()?;
-        // Not `block_on`: the reader borrows `rx`, which a closure called
-        // repeatedly could not lend out.
+        let probe = rx.clone(); // the same participant: asks while `rx` is lent
+        let mut last_look = false;
+        // Not `first_owned`: the reader borrows `rx`, which a closure
+        // called repeatedly could not lend out.
         loop {
-            let wait = slice(deadline);
+            let wait = if last_look {
+                Duration::ZERO
+            } else {
+                deadline.slice()
+            };
             let r = py.allow_threads(|| match rx.recv_reader_timeout(wait) {
                 Ok(reader) => Ok(Some(reader)),
                 Err(RecvTimeoutError::Timeout) => Ok(None),
-                Err(e) => Err(e),
+                Err(e) => Err(recv_failure(e)),
             });
             match r {
                 Ok(Some(mut reader)) => return read_message(py, &mut reader).map(Some),
+                Ok(None) if last_look => {
+                    return Err(Failure::Disconnected(NO_PRODUCERS.into()).into_py_err(py));
+                }
                 Ok(None) => {}
-                Err(e) => return Err(recv_error(e)),
+                Err(f) => return Err(f.into_py_err(py)),
             }
-            if deadline.is_some_and(|d| Instant::now() >= d) {
+            if deadline.expired() {
                 return Ok(None);
             }
             py.check_signals()?;
+            // the producers' last messages are published before they leave:
+            // one more look, then the error
+            last_look = deadline.unbounded() && py.allow_threads(|| probe.is_disconnected());
         }
+    }
+
+    /// Receives up to `max_messages` messages (at least one, unless none
+    /// arrived in time: then an empty list), stopping early once their
+    /// total size reaches `max_bytes` (the last one may pass it). Waits as
+    /// `recv` for the first, takes the others only if they are already
+    /// there, and releases the GIL once. Returns `(kind, object)` pairs as
+    /// `recv` does.
+    #[pyo3(signature = (max_messages, max_bytes, timeout=None))]
+    fn recv_many<'py>(
+        &self,
+        py: Python<'py>,
+        max_messages: usize,
+        max_bytes: usize,
+        timeout: Option<f64>,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let deadline = Deadline::new(timeout)?;
+        let rx = self.receiver()?;
+        let got = py
+            .allow_threads(|| -> Result<Vec<OwnedMessage>, Failure> {
+                let Some(first) = first_owned(&rx, &deadline)? else {
+                    return Ok(Vec::new());
+                };
+                let mut bytes = first.len();
+                let mut got = vec![first];
+                while got.len() < max_messages && bytes < max_bytes {
+                    match rx.try_recv_owned() {
+                        Ok(m) => {
+                            bytes += m.len();
+                            got.push(m);
+                        }
+                        Err(TryRecvError::Empty) => break,
+                        Err(e) => {
+                            // keep what was received; the error comes next time
+                            let _ = e;
+                            break;
+                        }
+                    }
+                }
+                Ok(got)
+            })
+            .map_err(|f| f.into_py_err(py))?;
+        let list = PyList::empty(py);
+        for m in got {
+            list.append(to_object(py, &m)?)?;
+        }
+        Ok(list)
     }
 
     /// Receives the next message in place, as a read-only buffer
@@ -383,19 +462,48 @@ impl RawQueue {
     /// its own first.)
     #[pyo3(signature = (timeout=None))]
     fn recv_view(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Option<MessageView>> {
-        let deadline = deadline(timeout)?;
+        let deadline = Deadline::new(timeout)?;
         let rx = self.receiver()?;
-        let msg = block_on(
-            py,
-            deadline,
-            |wait| match rx.recv_owned_timeout(wait) {
-                Ok(m) => Ok(Some(m)),
-                Err(RecvTimeoutError::Timeout) => Ok(None),
-                Err(e) => Err(e),
-            },
-            recv_error,
-        )?;
+        let msg = py
+            .allow_threads(|| first_owned(&rx, &deadline))
+            .map_err(|f| f.into_py_err(py))?;
         Ok(msg.map(|msg| MessageView { msg }))
+    }
+
+    /// Counts `n` more unfinished tasks (shared by every process).
+    fn add_unfinished(&self, n: u64) -> PyResult<()> {
+        self.queue()?.add_unfinished(n);
+        Ok(())
+    }
+
+    /// Counts one task done; `False` if none was unfinished.
+    fn task_done(&self) -> PyResult<bool> {
+        Ok(self.queue()?.task_done())
+    }
+
+    /// Unfinished tasks (a snapshot).
+    fn unfinished(&self) -> PyResult<u64> {
+        Ok(self.queue()?.unfinished())
+    }
+
+    /// Sleeps on the futex until no task is unfinished (`True`) or until
+    /// `timeout` (`False`), without the GIL; Ctrl-C interrupts it.
+    #[pyo3(signature = (timeout=None))]
+    fn join(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<bool> {
+        let deadline = Deadline::new(timeout)?;
+        let q = self.queue()?;
+        py.allow_threads(|| -> Result<bool, Failure> {
+            loop {
+                if q.join_timeout(Some(deadline.slice())) {
+                    return Ok(true);
+                }
+                if deadline.expired() {
+                    return Ok(false);
+                }
+                check_signals()?;
+            }
+        })
+        .map_err(|f| f.into_py_err(py))
     }
 
     /// Drops this process's sender and receiver (they are made again on
@@ -414,122 +522,6 @@ impl RawQueue {
     }
 }
 
-/// How much of a large message is read between two looks at Python's
-/// signal handlers (a few milliseconds of copying).
-const READ_CHUNK: usize = 16 << 20;
-
-/// Asks the kernel to back the fresh buffer at `addr` (`len` bytes) with
-/// transparent huge pages when it is large: filling 100 MB of new memory
-/// otherwise takes ~25,000 page faults, which cost more than the copy
-/// itself. Best effort: an error (old kernel, THP off) changes nothing.
-fn advise_huge_pages(addr: usize, len: usize) {
-    const HUGE: usize = 2 << 20;
-    if len < 4 * HUGE {
-        return;
-    }
-    let start = addr.next_multiple_of(HUGE);
-    let end = (addr + len) & !(HUGE - 1);
-    if end > start {
-        // SAFETY: [start, end) lies inside the live allocation of `len`
-        // bytes at `addr`, which only we use; MADV_HUGEPAGE changes how it
-        // is backed, never its contents or its mapping.
-        unsafe {
-            libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_HUGEPAGE);
-        }
-    }
-}
-
-/// Reads a whole message: its kind (first byte), and a new object. A
-/// `bytes` message (kind 0) comes back as `bytes` without its kind byte; a
-/// pickle comes back whole, kind byte included, as a `bytearray`, so that
-/// the arrays unpickled from it are writable (as multiprocessing's are)
-/// and aligned: their buffers are padded to 64 bytes from the message's
-/// start, which is where the allocation starts. The object is allocated
-/// with the GIL and filled without it (no other code can see it until it
-/// is returned). Every wait for the sender, and every chunk of a large
-/// message, ends with Python's signal handlers run: a stalled sender
-/// cannot hold off Ctrl-C, and a `KeyboardInterrupt` drops the rest of the
-/// message (its sender counts it delivered).
-fn read_message(py: Python<'_>, reader: &mut shmq::MessageReader<'_>) -> PyResult<(u8, PyObject)> {
-    use std::io::{BufRead, Read};
-    let read_error = |e: std::io::Error| {
-        if e.kind() == std::io::ErrorKind::UnexpectedEof {
-            TruncatedError::new_err(RecvTimeoutError::Truncated.to_string())
-        } else {
-            ShmqError::new_err(e.to_string())
-        }
-    };
-    if reader.is_empty() {
-        return Err(ShmqError::new_err(
-            "an empty message: not one of shmq's Python queue",
-        ));
-    }
-    reader.set_timeout(Some(SIGNAL_SLICE));
-    // the kind byte, looked at without consuming it (a streamed message's
-    // first fragment may still be on its way)
-    let kind = loop {
-        let r = py.allow_threads(|| reader.fill_buf().map(|b| b.first().copied()));
-        match r {
-            Ok(Some(k)) => break k,
-            Ok(None) => return Err(read_error(std::io::ErrorKind::UnexpectedEof.into())),
-            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => py.check_signals()?,
-            Err(e) => return Err(read_error(e)),
-        }
-    };
-    if kind == 0 {
-        reader.consume(1);
-    }
-    let len = reader.remaining();
-    let len_c = pyo3::ffi::Py_ssize_t::try_from(len)
-        .map_err(|_| PyValueError::new_err("message too large for a bytes object"))?;
-    let raw = if kind == 0 {
-        // SAFETY: a NULL source asks CPython for an uninitialised bytes
-        // object of `len` bytes; we hold the GIL.
-        unsafe { pyo3::ffi::PyBytes_FromStringAndSize(std::ptr::null(), len_c) }
-    } else {
-        // SAFETY: as above, for a bytearray.
-        unsafe { pyo3::ffi::PyByteArray_FromStringAndSize(std::ptr::null(), len_c) }
-    };
-    // SAFETY: `raw` is a new reference or NULL with an exception set.
-    let obj: PyObject = unsafe { Bound::from_owned_ptr_or_err(py, raw)? }.unbind();
-    // SAFETY: `raw` is a live bytes or bytearray object of `len` bytes that
-    // only we hold (an empty `bytes` may be CPython's shared one, but
-    // nothing is written then); its buffer stays in place while `obj` is
-    // alive and unresized.
-    let dst = unsafe {
-        if kind == 0 {
-            pyo3::ffi::PyBytes_AsString(raw)
-        } else {
-            pyo3::ffi::PyByteArray_AsString(raw)
-        }
-    } as usize;
-    advise_huge_pages(dst, len);
-    let mut at = 0;
-    while at < len {
-        let end = len.min(at + READ_CHUNK);
-        let r = py.allow_threads(|| {
-            // SAFETY: see above: `len` writable bytes at `dst`, untouched
-            // by anyone else until we return the object; `end <= len`.
-            let buf = unsafe { std::slice::from_raw_parts_mut((dst + at) as *mut u8, end - at) };
-            let mut n = 0;
-            while n < buf.len() {
-                match reader.read(&mut buf[n..]) {
-                    Ok(0) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
-                    Ok(k) => n += k,
-                    Err(e) if e.kind() == std::io::ErrorKind::TimedOut => break,
-                    Err(e) => return Err(e),
-                }
-            }
-            Ok(n)
-        });
-        at += r.map_err(read_error)?;
-        if at < len {
-            py.check_signals()?;
-        }
-    }
-    Ok((kind, obj))
-}
-
 /// Removes the queue `name` if no process uses it.
 #[pyfunction]
 fn remove(name: &str) -> PyResult<()> {
@@ -538,12 +530,13 @@ fn remove(name: &str) -> PyResult<()> {
 
 #[pymodule]
 fn _shmq(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    let py = m.py();
     m.add_class::<RawQueue>()?;
     m.add_class::<MessageView>()?;
     m.add_function(wrap_pyfunction!(remove, m)?)?;
-    m.add("ShmqError", m.py().get_type::<ShmqError>())?;
-    m.add("NoSpaceError", m.py().get_type::<NoSpaceError>())?;
-    m.add("DisconnectedError", m.py().get_type::<DisconnectedError>())?;
-    m.add("TruncatedError", m.py().get_type::<TruncatedError>())?;
+    m.add("ShmqError", py.get_type::<ShmqError>())?;
+    m.add("NoSpaceError", py.get_type::<NoSpaceError>())?;
+    m.add("DisconnectedError", errors::disconnected_type(py)?)?;
+    m.add("TruncatedError", py.get_type::<TruncatedError>())?;
     Ok(())
 }

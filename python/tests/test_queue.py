@@ -361,8 +361,14 @@ def test_a_killed_peer_turns_a_blocked_get_into_an_error():
         p.join(10)
         t = time.monotonic()
         with pytest.raises(shmq.DisconnectedError):
-            q.get(timeout=30)  # the only sender is gone: no hang
+            q.get()  # no timeout, and the only sender is gone: no hang
         assert time.monotonic() - t < 2.0
+        # with a timeout the stdlib's rule: wait it out, then queue.Empty
+        t = time.monotonic()
+        with pytest.raises(queue.Empty) as e:
+            q.get(timeout=0.3)
+        assert time.monotonic() - t >= 0.3
+        assert not isinstance(e.value, shmq.DisconnectedError)
     finally:
         if p.is_alive():
             p.kill()

@@ -1,0 +1,84 @@
+"""How objects become messages and back.
+
+Message layout: one kind byte, then
+
+* ``KIND_BYTES``: the bytes themselves;
+* ``KIND_PICKLE``: u32 number of out-of-band buffers n, n x u64 lengths,
+  u64 pickle length, the pickle, then the buffers, each padded to 64 bytes
+  from the message's start so that arrays viewed in place are aligned.
+
+Objects are pickled with protocol 5: their out-of-band buffers (NumPy
+arrays, ``PickleBuffer``s) become parts of the message and are copied once,
+straight into shared memory; ``bytes`` skip pickling.
+"""
+
+from __future__ import annotations
+
+import pickle
+import struct
+from typing import Any, List, Tuple
+
+from ._shmq import ShmqError
+
+KIND_BYTES = b"\x00"
+KIND_PICKLE = b"\x01"
+BYTES, PICKLE = KIND_BYTES[0], KIND_PICKLE[0]
+_ALIGN = 64
+
+
+def _pad(n: int) -> int:
+    return (-n) % _ALIGN
+
+
+def encode(obj: Any) -> Tuple[List[Any], int]:
+    """The message's parts (buffer-protocol objects), and their total
+    length. Raises what pickling raises, touching no queue."""
+    if type(obj) is bytes:
+        return [KIND_BYTES, obj], 1 + len(obj)
+    buffers: List[pickle.PickleBuffer] = []
+    data = pickle.dumps(obj, protocol=5, buffer_callback=buffers.append)
+    raws = []
+    for b in buffers:
+        try:
+            raws.append(b.raw())
+        except BufferError:
+            # not contiguous: the one case that takes a copy first
+            raws.append(memoryview(bytes(b)))
+    head = struct.pack(
+        "<cI%dQQ" % len(raws), KIND_PICKLE, len(raws), *[r.nbytes for r in raws], len(data)
+    )
+    parts: List[Any] = [head, data]
+    size = len(head) + len(data)
+    pad = _pad(size)
+    for r in raws:
+        if pad:
+            parts.append(bytes(pad))
+        parts.append(r)
+        size += pad + r.nbytes
+        pad = _pad(r.nbytes)
+    return parts, size
+
+
+def decode(kind: int, body: Any) -> Any:
+    """The object of a received message: ``body`` is the rest of a
+    ``KIND_BYTES`` message (returned as it is), or the whole of a pickle
+    message, kind byte included (a ``bytearray`` or a memoryview of shared
+    memory; the out-of-band buffers are views of it, not copies)."""
+    if kind == BYTES:
+        return body
+    if kind != PICKLE:
+        raise ShmqError("not a message of shmq's Python Queue (kind %r)" % kind)
+    view = memoryview(body)
+    (n,) = struct.unpack_from("<I", view, 1)
+    lens = struct.unpack_from("<%dQ" % n, view, 5)
+    (plen,) = struct.unpack_from("<Q", view, 5 + 8 * n)
+    at = 5 + 8 * n + 8
+    data = view[at : at + plen]
+    at += plen
+    at += _pad(at)
+    bufs = []
+    for ln in lens:
+        bufs.append(view[at : at + ln])
+        at += ln
+        at += _pad(ln)
+    return pickle.loads(data, buffers=bufs)
