@@ -386,19 +386,25 @@ class SimpleQueue:
     def __init__(self, *, capacity_bytes: Optional[int] = None, name: Optional[str] = None) -> None:
         self._queue = Queue(capacity_bytes=capacity_bytes, name=name)
 
+    def _open(self) -> Queue:
+        if self._queue._raw is None:
+            # as multiprocessing.SimpleQueue, whose pipe is closed
+            raise OSError("handle is closed")
+        return self._queue
+
     def put(self, obj: Any) -> None:
         """Put ``obj`` (blocks only while the queue's memory is full)."""
-        self._queue.put(obj)
+        self._open().put(obj)
 
     def get(self) -> Any:
         """Remove and return an item, waiting for one. Raises
         ``DisconnectedError`` on an empty queue whose producers have all
         gone."""
-        return self._queue.get()
+        return self._open().get()
 
     def empty(self) -> bool:
         """Whether no item is waiting (a snapshot)."""
-        return self._queue.empty()
+        return self._open().empty()
 
     def close(self) -> None:
         """This process will put and get no more."""
