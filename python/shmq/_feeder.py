@@ -16,8 +16,10 @@ import threading
 import weakref
 from typing import Any, List, Optional
 
-# How long one send of the thread waits before it looks at whether the
-# process is exiting (and then whether anyone is left to read).
+from ._shmq import DisconnectedError
+
+# While every consumer has gone, how often the thread tries again (a
+# consumer may attach); flush() at exit wakes it at once.
 _RETRY = 0.5
 
 
@@ -77,14 +79,25 @@ class Feeder:
             if raw is None:
                 return  # the interpreter is exiting
             try:
-                while not raw.send_parts(parts, _RETRY):
-                    if self.cancelled or (self._exiting and raw.consumers_gone()):
-                        print(
-                            "shmq: a large message put on queue %r was not sent: every "
-                            "consumer had gone when the process exited" % raw.name,
-                            file=sys.stderr,
-                        )
+                # Untimed: a timed send given up would leave a marker in the
+                # queue that qsize counts. It returns once a reader has
+                # taken the whole message, or raises at once while every
+                # consumer has gone.
+                while True:
+                    try:
+                        raw.send_parts(parts)
                         break
+                    except DisconnectedError:
+                        if self.cancelled or self._exiting:
+                            print(
+                                "shmq: a large message put on queue %r was not sent: every "
+                                "consumer had gone when the process exited" % raw.name,
+                                file=sys.stderr,
+                            )
+                            break
+                    with self._cond:  # a restarted consumer gets it
+                        if not self._exiting:
+                            self._cond.wait(_RETRY)
             except Exception as e:  # like multiprocessing's feeder: report, go on
                 import traceback
 
@@ -106,5 +119,7 @@ def flush(ref: "weakref.ref[Feeder]") -> None:
     ``cancel_join_thread``), giving up on those nobody is left to read."""
     f = ref()
     if f is not None and not f.cancelled:
-        f._exiting = True
+        with f._cond:
+            f._exiting = True
+            f._cond.notify_all()
         f.join()

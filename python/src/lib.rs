@@ -35,7 +35,7 @@ use errors::{
     send_failure,
 };
 use read::{MessageView, read_message, to_object};
-use wait::{Deadline, NO_CONSUMERS, NO_PRODUCERS, between_slices, check_signals};
+use wait::{Deadline, NO_CONSUMERS, NO_PRODUCERS, NO_READER, between_slices, check_signals};
 
 fn removal(name: &str) -> PyResult<Removal> {
     Ok(match name {
@@ -158,6 +158,12 @@ fn send_one(
 /// a receiver reads it, it is sent to the end (only a signal handler's
 /// exception stops it then, and that receiver gets `TruncatedError`). If
 /// that receiver dies, the message is sent again from the start.
+///
+/// A stream given up before any receiver started it leaves its head in the
+/// index, marked aborted: receivers skip it, and until one does `qsize`
+/// counts it and it takes a slot. So a call without a timeout on a queue
+/// whose consumers have all gone (it could never finish) raises
+/// `Disconnected` before it publishes anything.
 fn send_streamed(
     tx: &Sender,
     slices: &[&[u8]],
@@ -165,6 +171,9 @@ fn send_streamed(
     deadline: &Deadline,
 ) -> Result<bool, Failure> {
     let gone = || tx.is_disconnected();
+    if deadline.unbounded() && gone() {
+        return Err(Failure::Disconnected(NO_READER.to_owned()));
+    }
     'again: loop {
         let mut w = loop {
             match tx.send_writer_timeout(total, deadline.slice()) {
@@ -318,8 +327,10 @@ impl RawQueue {
     /// blocks. Returns `False` if there was no room in time; a message
     /// above `max_message` is streamed, and then `False` also means that no
     /// receiver started reading it in time (once one has, it is sent to the
-    /// end). Raises `DisconnectedError` (no timeout, queue full, every
-    /// consumer gone) and `KeyboardInterrupt` (Ctrl-C) as `put` does.
+    /// end; a stream given up leaves a skipped marker that `qsize` counts
+    /// until a receiver passes it). Raises `DisconnectedError` (no timeout,
+    /// every consumer gone, and the queue full or the message streamed) and
+    /// `KeyboardInterrupt` (Ctrl-C) as `put` does.
     #[pyo3(signature = (parts, timeout=None))]
     fn send_parts(
         &self,

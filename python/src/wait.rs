@@ -84,3 +84,6 @@ pub const NO_PRODUCERS: &str =
 /// The text of a `DisconnectedError` raised by `put()`.
 pub const NO_CONSUMERS: &str =
     "the queue is full and every consumer that attached has gone (exited, closed or killed)";
+/// The text of a `DisconnectedError` raised by a streamed `put()`.
+pub const NO_READER: &str = "the message is larger than the queue's one-record limit, so it is \
+     streamed to a reader, and every consumer that attached has gone (exited, closed or killed)";
