@@ -541,7 +541,8 @@ def _child(job: Dict[str, Any], chans: List[Transport], barrier: Any, conn: Any)
             rx.open("recv")
             opened.append(rx)
         barrier.wait(timeout=120)  # both ends are connected
-        LOOPS[role](job, tx, rx, result)
+        # a job may bring its own loops (bench_batch.py does), picklable by reference
+        (job.get("loops") or LOOPS)[role](job, tx, rx, result)
         barrier.wait(timeout=job["budget"])  # nobody leaves while the other still reads
     except LossError as e:
         result.update(status="lossy", detail=str(e))
@@ -1045,7 +1046,7 @@ def write_plot(path: Path, res, keys, sizes_tp, sizes_rt, title: str) -> None:
 # --------------------------------------------------------------------------- machine info
 
 
-def machine_info(cpus) -> List[str]:
+def machine_info(cpus, transports: Optional[List[type]] = None) -> List[str]:
     model = "unknown"
     try:
         for line in open("/proc/cpuinfo"):
@@ -1074,7 +1075,7 @@ def machine_info(cpus) -> List[str]:
     except Exception:
         rev = ""
     vers = []
-    for cls in TRANSPORTS:
+    for cls in transports or TRANSPORTS:
         if cls is ShmqZeroCopy:
             continue
         try:

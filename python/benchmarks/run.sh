@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Run shmq's Python benchmarks: bash python/benchmarks/run.sh [bench.py arguments]
+#                 batch calls: bash python/benchmarks/run.sh --batch [bench_batch.py arguments]
 #
 # Uses the virtual environment in $SHMQ_VENV (default .venv, relative to the repository
 # root; made with $PYTHON, default python3, if it does not exist), installs shmq from
 # ./python and the peers from python/benchmarks/requirements.txt into it, then runs
-# bench.py with the given arguments (see --help; --quick for a smoke run).
+# bench.py with the given arguments (see --help; --quick for a smoke run), or with
+# --batch first, bench_batch.py (put_many/get_many vs faster-fifo) with the rest.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -31,4 +33,8 @@ if ! "$PY" -m pip install -r "$REQS"; then
     grep -v '^iceoryx2' "$REQS" | "$PY" -m pip install -r /dev/stdin
 fi
 
+if [ "${1:-}" = "--batch" ]; then
+    shift
+    exec "$PY" python/benchmarks/bench_batch.py "$@"
+fi
 exec "$PY" python/benchmarks/bench.py "$@"
