@@ -63,9 +63,10 @@ Full = _queue.Full
 Empty = _queue.Empty
 
 #: Shared memory of a queue made without ``capacity_bytes``: small enough
-#: that several queues fit Docker's default 64 MB ``/dev/shm`` (docs:
-#: benchmarks.md, "Python default size").
-DEFAULT_CAPACITY = 16 << 20
+#: that seven queues fit Docker's default 64 MB ``/dev/shm`` (8.5 MiB each
+#: with the index), and as fast as 16 or 64 MiB where it was measured
+#: (docs/benchmarks.md, "Python default size").
+DEFAULT_CAPACITY = 8 << 20
 
 #: ``get_many``'s default batch bound, as faster-fifo's.
 _MANY = 1_000_000_000
@@ -113,7 +114,7 @@ class Queue:
       thread counts once it is in the queue; each process hands its feeder
       one at a time).
     * ``capacity_bytes``: shared memory for waiting messages (default
-      16 MiB; larger messages still go through, streamed).
+      8 MiB; larger messages still go through, streamed).
     * ``name``: open (or create) a named queue that unrelated processes can
       open too. Without a name the queue is private: pass it to child
       processes (``multiprocessing.Process(args=(q,))``), which works with
@@ -484,6 +485,6 @@ def create_shared_memory_pair(capacity: int = 0, *, capacity_bytes: Optional[int
     """``(SharedMemorySender, SharedMemoryReceiver)`` over one queue, as
     py-sharedmemory's ``create_shared_memory_pair``: ``capacity`` bounds the
     number of messages in flight (0: as many as fit); ``capacity_bytes`` the
-    shared memory they use (default 16 MiB; larger messages still pass)."""
+    shared memory they use (default 8 MiB; larger messages still pass)."""
     q = JoinableQueue(capacity, capacity_bytes=capacity_bytes)
     return SharedMemorySender(q), SharedMemoryReceiver(q)

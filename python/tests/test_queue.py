@@ -380,11 +380,13 @@ def test_the_readme_python_example_runs(tmp_path):
     import sys
 
     readme = open(os.path.join(os.path.dirname(__file__), "..", "..", "README.md")).read()
-    code = re.search(r"```python\n(.*?)```", readme, re.S).group(1)
-    script = tmp_path / "example.py"
-    script.write_text(code)
-    r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0, r.stderr
+    blocks = re.findall(r"```python\n(.*?)```", readme, re.S)
+    assert len(blocks) >= 2  # the quick start, and JoinableQueue with get_many
+    for i, code in enumerate(blocks):
+        script = tmp_path / ("example%d.py" % i)
+        script.write_text(code)
+        r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, code + r.stderr
 
 
 def test_a_private_queue_leaves_nothing_in_dev_shm_when_its_processes_exit():
@@ -442,6 +444,40 @@ def test_a_dev_shm_too_small_raises_an_oserror_that_says_what_to_do(tmp_path):
     r = subprocess.run(["unshare", *flags, *args], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "no space" in r.stdout
+
+
+def test_default_queues_work_in_a_docker_sized_dev_shm(tmp_path):
+    """Docker's default /dev/shm is 64 MB: three default queues and a
+    JoinableQueue fit there at once, and carry an item across a child."""
+    import shutil
+    import subprocess
+    import sys
+
+    if shutil.which("unshare") is None:
+        pytest.fail("this test needs unshare (util-linux)")
+    mnt = tmp_path / "shm"
+    mnt.mkdir()
+    code = (
+        "import multiprocessing as mp, shmq\n"
+        "def child(qs, jq):\n"
+        "    for i, q in enumerate(qs): q.put(i)\n"
+        "    jq.put('task')\n"
+        "if __name__ == '__main__':\n"
+        "    qs = [shmq.Queue() for _ in range(3)]\n"
+        "    jq = shmq.JoinableQueue()\n"
+        "    p = mp.get_context('fork').Process(target=child, args=(qs, jq)); p.start()\n"
+        "    assert [q.get(timeout=30) for q in qs] == [0, 1, 2]\n"
+        "    assert jq.get(timeout=30) == 'task'; jq.task_done(); jq.join()\n"
+        "    p.join(30); assert p.exitcode == 0\n"
+        "    print('ok', qs[0]._q().capacity_bytes())\n"
+    )
+    # a 64 MiB tmpfs (Docker's default --shm-size) in a private mount namespace
+    script = 'mount -t tmpfs -o size=64m tmpfs "$1" && SHMQ_DIR="$1" exec "$2" -c "$3"'
+    args = ["sh", "-c", script, "sh", str(mnt), sys.executable, code]
+    flags = ["-m"] if os.geteuid() == 0 else ["-r", "-m"]
+    r = subprocess.run(["unshare", *flags, *args], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.split() == ["ok", str(shmq.DEFAULT_CAPACITY)], r.stdout + r.stderr
 
 
 @pytest.mark.parametrize("transport", ["shmq", "mp"])
