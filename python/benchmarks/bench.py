@@ -253,7 +253,7 @@ class QueueLike(Transport):
 class Shmq(QueueLike):
     key, label, dist = "shmq", "shmq", "shmq"
     rate, bw = 8e5, 3e9
-    notes = "`shmq.Queue()` (default 64 MiB capacity; larger messages are streamed), copying `get`"
+    notes = "`shmq.Queue()` (default 8 MiB capacity; larger messages are streamed), copying `get`"
 
     @classmethod
     def missing(cls) -> Optional[str]:
