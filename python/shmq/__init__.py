@@ -212,23 +212,25 @@ class Queue:
         Pickling errors are raised before anything is put."""
         q = self._q()
         timeout = _timeout(block, timeout)
-        encoded = [_codec.encode(o) for o in objs]
+        objs = objs if type(objs) is list else list(objs)
         feeder = self._feeder
-        if any(size > self._max_message for _, size in encoded) or (
-            feeder is not None and feeder.active()
-        ):
-            # large messages go through the feeder: one at a time, in order
-            end = None if timeout is None else time.monotonic() + timeout
-            for i, (parts, size) in enumerate(encoded):
-                left = None if end is None else max(0.0, end - time.monotonic())
-                try:
-                    self._put_parts(q, parts, size, left)
-                except Full:
-                    raise Full("put_many: %d of %d objects were put" % (i, len(encoded)), i) from None
-            return
-        n = q.send_many([parts for parts, _ in encoded], timeout)
-        if n < len(encoded):
-            raise Full("put_many: %d of %d objects were put" % (n, len(encoded)), n)
+        if feeder is None or not feeder.active():
+            # bytes are encoded natively, other objects by _codec.encode
+            n = q.send_many(objs, _codec.encode, timeout)
+            if n is not None:
+                if n < len(objs):
+                    raise Full("put_many: %d of %d objects were put" % (n, len(objs)), n)
+                return
+        # a large message (streamed, by the feeder), or the feeder still
+        # busy: one at a time, in order
+        encoded = [_codec.encode(o) for o in objs]
+        end = None if timeout is None else time.monotonic() + timeout
+        for i, (parts, size) in enumerate(encoded):
+            left = None if end is None else max(0.0, end - time.monotonic())
+            try:
+                self._put_parts(q, parts, size, left)
+            except Full:
+                raise Full("put_many: %d of %d objects were put" % (i, len(encoded)), i) from None
 
     # -- get ---------------------------------------------------------------
 
@@ -287,10 +289,10 @@ class Queue:
         if max_messages_to_get < 1:
             raise ValueError("max_messages_to_get must be >= 1")
         limit = max_bytes_to_get if max_bytes_to_get is not None else 1 << 62
-        got = q.recv_many(max_messages_to_get, limit, _timeout(block, timeout))
+        got = q.recv_many(max_messages_to_get, limit, _codec.decode, _timeout(block, timeout))
         if not got:
             raise Empty
-        return [_codec.decode(kind, body) for kind, body in got]
+        return got
 
     # -- the rest of the multiprocessing.Queue API -------------------------
 

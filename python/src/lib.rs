@@ -13,6 +13,7 @@
 //! Everything Python-facing (pickling, `queue.Full`/`queue.Empty`, the
 //! `multiprocessing` API) is in `shmq/__init__.py`.
 
+mod batch;
 mod errors;
 mod read;
 mod wait;
@@ -34,8 +35,11 @@ use errors::{
     Failure, NoSpaceError, ShmqError, TruncatedError, io_failure, open_error, recv_failure,
     send_failure,
 };
+use batch::{EncodedBatch, Leftovers, decode_batch};
 use read::{MessageView, read_message, to_object};
-use wait::{Deadline, NO_CONSUMERS, NO_PRODUCERS, NO_READER, between_slices, check_signals};
+use wait::{
+    Deadline, NO_CONSUMERS, NO_PRODUCERS, NO_READER, Tries, between_slices, check_signals,
+};
 
 fn removal(name: &str) -> PyResult<Removal> {
     Ok(match name {
@@ -55,6 +59,8 @@ struct RawQueue {
     name: String,
     tx: Mutex<Option<Sender>>,
     rx: Mutex<Option<Receiver>>,
+    /// Claimed messages not yet handed to Python (see `batch`).
+    leftovers: Leftovers,
 }
 
 impl RawQueue {
@@ -65,6 +71,7 @@ impl RawQueue {
             queue: Mutex::new(Some(queue)),
             tx: Mutex::new(None),
             rx: Mutex::new(None),
+            leftovers: Leftovers::default(),
         }
     }
 
@@ -123,11 +130,12 @@ fn send_one(
         return send_streamed(tx, slices, total, deadline);
     }
     let gone = || tx.is_disconnected();
+    let mut tries = Tries::new(deadline);
     let mut grant = loop {
-        match tx.reserve_timeout(total, deadline.slice()) {
+        match tx.reserve_timeout(total, tries.wait()) {
             Ok(g) => break g,
             Err(SendTimeoutError::Timeout(_)) => {
-                if !between_slices(deadline, gone, NO_CONSUMERS)? {
+                if !tries.again(gone, NO_CONSUMERS)? {
                     return Ok(false);
                 }
             }
@@ -139,12 +147,13 @@ fn send_one(
         grant[at..at + s.len()].copy_from_slice(s);
         at += s.len();
     }
+    let mut tries = Tries::new(deadline);
     loop {
-        match grant.commit_timeout(deadline.slice()) {
+        match grant.commit_timeout(tries.wait()) {
             Ok(()) => return Ok(true),
             Err(SendTimeoutError::Timeout(g)) => {
                 grant = g;
-                if !between_slices(deadline, gone, NO_CONSUMERS)? {
+                if !tries.again(gone, NO_CONSUMERS)? {
                     return Ok(false); // dropping the grant sends nothing
                 }
             }
@@ -292,12 +301,12 @@ impl RawQueue {
 
     /// Messages waiting (a snapshot).
     fn qsize(&self) -> PyResult<usize> {
-        Ok(self.queue()?.len())
+        Ok(self.queue()?.len() + self.leftovers.len())
     }
 
     /// Whether no message is waiting (a snapshot).
     fn empty(&self) -> PyResult<bool> {
-        Ok(self.queue()?.is_empty())
+        Ok(self.queue()?.is_empty() && self.leftovers.len() == 0)
     }
 
     /// The largest message sent as one record; larger ones are streamed.
@@ -346,32 +355,37 @@ impl RawQueue {
             .map_err(|f| f.into_py_err(py))
     }
 
-    /// Sends each element of `messages` (a list of parts, as `send_parts`
-    /// takes) in order, releasing the GIL once for the batch. Returns how
-    /// many were sent: fewer than all if the deadline passed first.
-    #[pyo3(signature = (messages, timeout=None))]
+    /// Sends the objects of `objs` in order as messages, releasing the GIL
+    /// once for the batch: a `bytes` object as itself (kind 0), any other
+    /// as `encode(obj)` makes it (`(parts, size)`, as `_codec.encode`).
+    /// Every object is encoded before anything is sent (an encoding error
+    /// sends nothing). Returns how many were sent: fewer than all if the
+    /// deadline passed first; `None`, having sent nothing, if one of them is
+    /// above `max_message` (the batch must go one at a time, streamed).
+    #[pyo3(signature = (objs, encode, timeout=None))]
     fn send_many(
         &self,
         py: Python<'_>,
-        messages: Vec<Vec<PyBuffer<u8>>>,
+        objs: &Bound<'_, PyAny>,
+        encode: &Bound<'_, PyAny>,
         timeout: Option<f64>,
-    ) -> PyResult<usize> {
+    ) -> PyResult<Option<usize>> {
         let deadline = Deadline::new(timeout)?;
         let tx = self.sender()?;
-        let mut all = Vec::with_capacity(messages.len());
-        for parts in &messages {
-            let slices = part_slices(parts)?;
-            let total: usize = slices.iter().map(|s| s.len()).sum();
-            all.push((slices, total));
-        }
+        let Some(batch) = EncodedBatch::encode(objs, encode, tx.max_message())? else {
+            return Ok(None);
+        };
+        let all = batch.slices()?;
+        let count = batch.len();
         py.allow_threads(|| {
             for (i, (slices, total)) in all.iter().enumerate() {
-                if !send_one(&tx, slices, *total, &deadline)? {
+                if !send_one(&tx, slices, total, &deadline)? {
                     return Ok(i);
                 }
             }
-            Ok(all.len())
+            Ok(count)
         })
+        .map(Some)
         .map_err(|f: Failure| f.into_py_err(py))
     }
 
@@ -386,6 +400,9 @@ impl RawQueue {
     fn recv(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Option<(u8, PyObject)>> {
         let deadline = Deadline::new(timeout)?;
         let mut rx = self.receiver()?;
+        if let Some(m) = self.leftovers.pop() {
+            return to_object(py, &m).map(Some);
+        }
         let probe = rx.clone(); // the same participant: asks while `rx` is lent
         let mut last_look = false;
         // Not `first_owned`: the reader borrows `rx`, which a closure
@@ -423,47 +440,46 @@ impl RawQueue {
     /// arrived in time: then an empty list), stopping early once their
     /// total size reaches `max_bytes` (the last one may pass it). Waits as
     /// `recv` for the first, takes the others only if they are already
-    /// there, and releases the GIL once. Returns `(kind, object)` pairs as
-    /// `recv` does.
-    #[pyo3(signature = (max_messages, max_bytes, timeout=None))]
+    /// there, and releases the GIL once. Returns their objects: a `bytes`
+    /// message as `bytes`, any other as `decode(kind, bytearray)` makes it
+    /// (`_codec.decode`). A decode that fails loses only its message (see
+    /// `batch`): raised if it is the first, else the batch ends before it.
+    #[pyo3(signature = (max_messages, max_bytes, decode, timeout=None))]
     fn recv_many<'py>(
         &self,
         py: Python<'py>,
         max_messages: usize,
         max_bytes: usize,
+        decode: &Bound<'py, PyAny>,
         timeout: Option<f64>,
     ) -> PyResult<Bound<'py, PyList>> {
         let deadline = Deadline::new(timeout)?;
         let rx = self.receiver()?;
+        let (mut got, mut bytes) = self.leftovers.take(max_messages, max_bytes);
         let got = py
             .allow_threads(|| -> Result<Vec<OwnedMessage>, Failure> {
-                let Some(first) = first_owned(&rx, &deadline)? else {
-                    return Ok(Vec::new());
-                };
-                let mut bytes = first.len();
-                let mut got = vec![first];
+                if got.is_empty() {
+                    let Some(first) = first_owned(&rx, &deadline)? else {
+                        return Ok(got);
+                    };
+                    bytes = first.len();
+                    got.push(first);
+                }
                 while got.len() < max_messages && bytes < max_bytes {
                     match rx.try_recv_owned() {
                         Ok(m) => {
                             bytes += m.len();
                             got.push(m);
                         }
-                        Err(TryRecvError::Empty) => break,
-                        Err(e) => {
-                            // keep what was received; the error comes next time
-                            let _ = e;
-                            break;
-                        }
+                        // Empty, or an error: keep what was received; an
+                        // error comes again on the next call
+                        Err(_) => break,
                     }
                 }
                 Ok(got)
             })
             .map_err(|f| f.into_py_err(py))?;
-        let list = PyList::empty(py);
-        for m in got {
-            list.append(to_object(py, &m)?)?;
-        }
-        Ok(list)
+        decode_batch(py, got, decode, &self.leftovers)
     }
 
     /// Receives the next message in place, as a read-only buffer
@@ -475,6 +491,9 @@ impl RawQueue {
     fn recv_view(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Option<MessageView>> {
         let deadline = Deadline::new(timeout)?;
         let rx = self.receiver()?;
+        if let Some(msg) = self.leftovers.pop() {
+            return Ok(Some(MessageView { msg }));
+        }
         let msg = py
             .allow_threads(|| first_owned(&rx, &deadline))
             .map_err(|f| f.into_py_err(py))?;
@@ -518,8 +537,9 @@ impl RawQueue {
     }
 
     /// Drops this process's sender and receiver (they are made again on
-    /// the next use).
+    /// the next use), and the leftovers of a batch whose decode failed.
     fn close(&self) {
+        self.leftovers.clear();
         self.tx.lock().unwrap_or_else(|p| p.into_inner()).take();
         self.rx.lock().unwrap_or_else(|p| p.into_inner()).take();
     }

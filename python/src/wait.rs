@@ -78,6 +78,43 @@ pub fn between_slices(
     Ok(true)
 }
 
+/// The tries of one step of a call (room for a message, a free slot): a
+/// first try that does not wait, and so reads no clock (the common case,
+/// where a clock read would cost more than the step), then tries of a slice
+/// each, with [`between_slices`] between them.
+pub struct Tries<'a> {
+    deadline: &'a Deadline,
+    first: bool,
+}
+
+impl<'a> Tries<'a> {
+    pub fn new(deadline: &'a Deadline) -> Self {
+        Self {
+            deadline,
+            first: true,
+        }
+    }
+
+    /// How long the next try may wait.
+    pub fn wait(&self) -> Duration {
+        if self.first {
+            Duration::ZERO
+        } else {
+            self.deadline.slice()
+        }
+    }
+
+    /// After a try that found nothing: whether to try again. After the
+    /// first, only the deadline is looked at (no GIL taken: the call goes
+    /// on to sleep at once); after the others, as [`between_slices`].
+    pub fn again(&mut self, gone: impl FnOnce() -> bool, what: &str) -> Result<bool, Failure> {
+        if std::mem::take(&mut self.first) {
+            return Ok(!self.deadline.expired());
+        }
+        between_slices(self.deadline, gone, what)
+    }
+}
+
 /// The text of a `DisconnectedError` raised by `get()`.
 pub const NO_PRODUCERS: &str =
     "the queue is empty and every producer that attached has gone (exited, closed or killed)";

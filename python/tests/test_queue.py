@@ -190,6 +190,57 @@ def test_an_unpicklable_object_raises_the_pickle_error_and_leaves_the_queue_inta
     assert q.empty()
 
 
+def _refuse_to_load():
+    raise ValueError("this object refuses to be unpickled")
+
+
+class _LoadBomb:
+    """Pickles fine; unpickling it raises."""
+
+    def __reduce__(self):
+        return (_refuse_to_load, ())
+
+
+def test_put_many_mixes_bytes_objects_arrays_and_a_streamed_message_in_order():
+    q = shmq.Queue(capacity_bytes=1 << 20)
+    big = np.arange(400_000, dtype=np.int64)  # 3.2 MB: above one record, streamed
+    items = [b"raw", bytearray(b"ba"), 7, {"k": [1, 2]}, np.arange(5), b"", big, b"tail"]
+    q.put_many(items)
+    got = []
+    while len(got) < len(items):
+        got += q.get_many(timeout=30)
+    assert [type(g) for g in got] == [type(i) for i in items]
+    assert got[:4] == items[:4] and got[5] == b"" and got[7] == b"tail"
+    assert np.array_equal(got[4], items[4]) and np.array_equal(got[6], big)
+
+
+def test_put_many_with_an_unpicklable_object_puts_nothing():
+    q = shmq.Queue()
+    with pytest.raises((pickle.PicklingError, AttributeError, TypeError)):
+        q.put_many([b"first", 1, lambda: None, 2])
+    assert q.empty() and q.qsize() == 0
+    q.put_many((x for x in [b"a", "b"]))  # any iterable
+    assert q.get_many(timeout=5) == [b"a", "b"]
+
+
+def test_a_message_that_fails_to_decode_in_a_batch_loses_only_itself():
+    q = shmq.Queue()
+    q.put_many([1, b"two", _LoadBomb(), 3, b"four"])
+    assert q.get_many(timeout=5) == [1, b"two"]  # the batch ends before it
+    assert q.qsize() == 3 and not q.empty()  # claimed by this process, still counted
+    with pytest.raises(ValueError, match="refuses"):
+        q.get_many(timeout=5)  # then it raises, as get() would
+    assert q.qsize() == 2
+    assert q.get() == 3  # the rest come first, in order, to get() as well
+    q.put(b"five")
+    assert q.get_many(timeout=5) == [b"four", b"five"]
+    q.put_many([_LoadBomb(), b"six"])
+    with pytest.raises(ValueError, match="refuses"):
+        q.get_many(timeout=5)  # the first of the batch raises at once
+    assert q.get(copy=False).tobytes() == b"six"  # a leftover read in place
+    assert q.empty()
+
+
 def test_a_named_queue_is_shared_and_its_errors_are_oserrors():
     name = "shmq-pytest-named-%d" % os.getpid()
     a = shmq.Queue(name=name)
