@@ -31,15 +31,13 @@ use shmq::{
     Sender, TryRecvError,
 };
 
+use batch::{EncodedBatch, Leftovers, decode_batch};
 use errors::{
     Failure, NoSpaceError, ShmqError, TruncatedError, io_failure, open_error, recv_failure,
     send_failure,
 };
-use batch::{EncodedBatch, Leftovers, decode_batch};
 use read::{MessageView, read_message, to_object};
-use wait::{
-    Deadline, NO_CONSUMERS, NO_PRODUCERS, NO_READER, Tries, between_slices, check_signals,
-};
+use wait::{Deadline, NO_CONSUMERS, NO_PRODUCERS, NO_READER, Tries, between_slices, check_signals};
 
 fn removal(name: &str) -> PyResult<Removal> {
     Ok(match name {
