@@ -695,6 +695,9 @@ fn a_send_blocked_only_by_the_callers_own_message_is_an_error_not_a_deadlock() {
     assert!(e.is_would_deadlock(), "{e:?}");
     assert!(e.to_string().contains("drop"), "{e}");
     assert!(tx.try_send(&msg).unwrap_err().is_full());
+    // a zero timeout is a try: it never waits, so it cannot deadlock
+    let e = tx.send_timeout(&msg, Duration::ZERO).unwrap_err();
+    assert!(e.is_timeout(), "{e:?}");
     drop(held);
     tx.send(&msg).unwrap();
 

@@ -209,7 +209,9 @@ class Queue:
         for the batch (faster-fifo's ``put_many``). One ``timeout`` covers
         the whole batch. Raises ``queue.Full`` if it passes first: the
         objects before ``e.args[1]`` (a count) were put, the others not.
-        Pickling errors are raised before anything is put."""
+        Pickling errors are raised before anything is put; an error while
+        putting (``DisconnectedError``, ``KeyboardInterrupt``) says in its
+        ``sent`` attribute how many objects were put before it."""
         q = self._q()
         timeout = _timeout(block, timeout)
         objs = objs if type(objs) is list else list(objs)
@@ -231,6 +233,9 @@ class Queue:
                 self._put_parts(q, parts, size, left)
             except Full:
                 raise Full("put_many: %d of %d objects were put" % (i, len(encoded)), i) from None
+            except BaseException as e:
+                e.sent = i  # as the native send_many says how many were put
+                raise
 
     # -- get ---------------------------------------------------------------
 
@@ -365,8 +370,10 @@ class JoinableQueue(Queue):
             for _ in range(len(objs) - e.args[1]):
                 q.task_done()
             raise
-        except BaseException:
-            for _ in objs:  # nothing was put (pickling failed)
+        except BaseException as e:
+            # pickling errors put nothing; an error while sending (no
+            # consumer left, Ctrl-C) says how many were put before it
+            for _ in range(len(objs) - getattr(e, "sent", 0)):
                 q.task_done()
             raise
 

@@ -7,8 +7,9 @@
 //!
 //! A decode that fails in the middle of a batch loses nothing but the
 //! message that failed, as a one-by-one `get` would: the messages after it
-//! are already claimed, so they wait in [`Leftovers`] and come out first on
-//! the next receive of this process.
+//! are already taken from the queue, so they are copied out (their space
+//! released) and wait in [`Leftovers`], to come out first on this
+//! process's next receive.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
@@ -116,50 +117,90 @@ impl Slices<'_> {
     }
 }
 
-/// Messages this process has claimed but not yet handed to Python (the
-/// rest of a batch whose decode failed), served before the queue's.
+/// A received message: still claimed in shared memory, or a leftover
+/// copied out of it.
+pub enum Got {
+    Claimed(OwnedMessage),
+    Copied(Vec<u8>),
+}
+
+impl std::ops::Deref for Got {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Got::Claimed(m) => m,
+            Got::Copied(v) => v,
+        }
+    }
+}
+
+impl Got {
+    /// The bytes in memory of their own: a claim is copied and released
+    /// (a leftover must not hold its record, which would stop producers
+    /// from reusing the space behind it).
+    fn into_copy(self) -> Vec<u8> {
+        match self {
+            Got::Claimed(m) => m.to_vec(),
+            Got::Copied(v) => v,
+        }
+    }
+}
+
+/// Messages this process took from the queue but has not yet handed to
+/// Python (the rest of a batch whose decode failed), served before the
+/// queue's. They are copies (their records are released) and belong to
+/// the process that took them: a child forked meanwhile sees none (its
+/// parent delivers them).
 #[derive(Default)]
-pub struct Leftovers(Mutex<VecDeque<OwnedMessage>>);
+pub struct Leftovers(Mutex<(u32, VecDeque<Vec<u8>>)>);
 
 impl Leftovers {
-    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<OwnedMessage>> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    /// This process's leftovers (a forked child's copy of its parent's
+    /// is emptied first).
+    fn lock(&self) -> std::sync::MutexGuard<'_, (u32, VecDeque<Vec<u8>>)> {
+        let mut held = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let me = std::process::id();
+        if held.0 != me {
+            *held = (me, VecDeque::new());
+        }
+        held
     }
 
     /// The oldest leftover, if any.
-    pub fn pop(&self) -> Option<OwnedMessage> {
-        self.lock().pop_front()
+    pub fn pop(&self) -> Option<Vec<u8>> {
+        self.lock().1.pop_front()
     }
 
     /// Up to `max_messages` leftovers, oldest first, stopping once they
     /// reach `max_bytes`; and their total size.
-    pub fn take(&self, max_messages: usize, max_bytes: usize) -> (Vec<OwnedMessage>, usize) {
+    pub fn take(&self, max_messages: usize, max_bytes: usize) -> (Vec<Got>, usize) {
         let mut held = self.lock();
         let (mut got, mut bytes) = (Vec::new(), 0);
         while got.len() < max_messages && bytes < max_bytes {
-            let Some(m) = held.pop_front() else { break };
+            let Some(m) = held.1.pop_front() else { break };
             bytes += m.len();
-            got.push(m);
+            got.push(Got::Copied(m));
         }
         (got, bytes)
     }
 
     /// Puts `msgs` back in front of the others, in their order.
-    fn put_back(&self, msgs: impl DoubleEndedIterator<Item = OwnedMessage>) {
+    fn put_back(&self, msgs: impl DoubleEndedIterator<Item = Got>) {
+        let copies: Vec<Vec<u8>> = msgs.map(Got::into_copy).collect();
         let mut held = self.lock();
-        for m in msgs.rev() {
-            held.push_front(m);
+        for m in copies.into_iter().rev() {
+            held.1.push_front(m);
         }
     }
 
     /// How many are held.
     pub fn len(&self) -> usize {
-        self.lock().len()
+        self.lock().1.len()
     }
 
     /// Drops them all (the process stops receiving).
     pub fn clear(&self) {
-        self.lock().clear();
+        self.lock().1.clear();
     }
 }
 
@@ -171,7 +212,7 @@ impl Leftovers {
 /// raises then).
 pub fn decode_batch<'py>(
     py: Python<'py>,
-    msgs: Vec<OwnedMessage>,
+    msgs: Vec<Got>,
     decode: &Bound<'py, PyAny>,
     leftovers: &Leftovers,
 ) -> PyResult<Bound<'py, PyList>> {

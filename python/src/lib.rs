@@ -31,7 +31,7 @@ use shmq::{
     Sender, TryRecvError,
 };
 
-use batch::{EncodedBatch, Leftovers, decode_batch};
+use batch::{EncodedBatch, Got, Leftovers, decode_batch};
 use errors::{
     Failure, NoSpaceError, ShmqError, TruncatedError, io_failure, open_error, recv_failure,
     send_failure,
@@ -359,7 +359,9 @@ impl RawQueue {
     /// Every object is encoded before anything is sent (an encoding error
     /// sends nothing). Returns how many were sent: fewer than all if the
     /// deadline passed first; `None`, having sent nothing, if one of them is
-    /// above `max_message` (the batch must go one at a time, streamed).
+    /// above `max_message` (the batch must go one at a time, streamed). An
+    /// error while sending (`DisconnectedError`, `KeyboardInterrupt`)
+    /// carries in `sent` how many were sent before it.
     #[pyo3(signature = (objs, encode, timeout=None))]
     fn send_many(
         &self,
@@ -375,16 +377,26 @@ impl RawQueue {
         };
         let all = batch.slices()?;
         let count = batch.len();
-        py.allow_threads(|| {
+        let sent = py.allow_threads(|| {
             for (i, (slices, total)) in all.iter().enumerate() {
-                if !send_one(&tx, slices, total, &deadline)? {
-                    return Ok(i);
+                match send_one(&tx, slices, total, &deadline) {
+                    Ok(true) => {}
+                    Ok(false) => return Ok(i),
+                    Err(f) => return Err((i, f)),
                 }
             }
             Ok(count)
-        })
-        .map(Some)
-        .map_err(|f: Failure| f.into_py_err(py))
+        });
+        match sent {
+            Ok(n) => Ok(Some(n)),
+            Err((i, f)) => {
+                // the caller (JoinableQueue's count) needs to know how many
+                // were sent before the error
+                let err = f.into_py_err(py);
+                err.value(py).setattr("sent", i)?;
+                Err(err)
+            }
+        }
     }
 
     /// Receives the next message: its kind (first byte), and a `bytes`
@@ -455,19 +467,19 @@ impl RawQueue {
         let rx = self.receiver()?;
         let (mut got, mut bytes) = self.leftovers.take(max_messages, max_bytes);
         let got = py
-            .allow_threads(|| -> Result<Vec<OwnedMessage>, Failure> {
+            .allow_threads(|| -> Result<Vec<Got>, Failure> {
                 if got.is_empty() {
                     let Some(first) = first_owned(&rx, &deadline)? else {
                         return Ok(got);
                     };
                     bytes = first.len();
-                    got.push(first);
+                    got.push(Got::Claimed(first));
                 }
                 while got.len() < max_messages && bytes < max_bytes {
                     match rx.try_recv_owned() {
                         Ok(m) => {
                             bytes += m.len();
-                            got.push(m);
+                            got.push(Got::Claimed(m));
                         }
                         // Empty, or an error: keep what was received; an
                         // error comes again on the next call
@@ -484,18 +496,23 @@ impl RawQueue {
     /// ([`MessageView`]) over shared memory; `None` if none arrived in
     /// time. Its space is held until the view and everything made from it
     /// are gone. (A message above `max_message` is streamed into memory of
-    /// its own first.)
+    /// its own first; a leftover of a failed batch, see `batch`, comes as
+    /// `bytes`.)
     #[pyo3(signature = (timeout=None))]
-    fn recv_view(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Option<MessageView>> {
+    fn recv_view(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Option<PyObject>> {
         let deadline = Deadline::new(timeout)?;
         let rx = self.receiver()?;
-        if let Some(msg) = self.leftovers.pop() {
-            return Ok(Some(MessageView { msg }));
+        if let Some(copy) = self.leftovers.pop() {
+            // a leftover is already out of shared memory
+            return Ok(Some(
+                pyo3::types::PyBytes::new(py, &copy).into_any().unbind(),
+            ));
         }
         let msg = py
             .allow_threads(|| first_owned(&rx, &deadline))
             .map_err(|f| f.into_py_err(py))?;
-        Ok(msg.map(|msg| MessageView { msg }))
+        msg.map(|msg| Ok(Py::new(py, MessageView { msg })?.into_any()))
+            .transpose()
     }
 
     /// Counts `n` more unfinished tasks (shared by every process).

@@ -241,6 +241,62 @@ def test_a_message_that_fails_to_decode_in_a_batch_loses_only_itself():
     assert q.empty()
 
 
+def test_put_many_encodes_bytes_and_objects_natively_in_order():
+    q = shmq.Queue()
+    items = [b"raw", bytearray(b"ba"), 7, {"k": [1, 2]}, np.arange(5), b"", "s", b"tail"]
+    q.put_many(items)  # every one fits a record: the native path
+    got = q.get_many(timeout=5)
+    assert [type(g) for g in got] == [type(i) for i in items]
+    assert got[:4] == items[:4] and got[5:] == items[5:]
+    assert np.array_equal(got[4], items[4])
+
+
+def _get_leftovers_in_child(q, out):
+    try:
+        out.put(("got", q.get_many(block=False)))
+    except queue.Empty:
+        out.put(("empty", None))
+
+
+def test_a_forked_child_never_sees_its_parents_leftovers():
+    ctx = mp.get_context("fork")
+    q = shmq.Queue()
+    q.put_many([1, _LoadBomb(), 2, 3])
+    assert q.get_many(timeout=5) == [1]  # the bomb, 2 and 3 are leftovers
+    out = ctx.Queue()
+    p = ctx.Process(target=_get_leftovers_in_child, args=(q, out))
+    p.start()
+    assert out.get(timeout=30) == ("empty", None)  # not a second delivery
+    p.join(30)
+    assert p.exitcode == 0
+    with pytest.raises(ValueError, match="refuses"):
+        q.get_many(block=False)
+    assert q.get_many(block=False) == [2, 3]  # the parent still has them
+
+
+def _take_one_and_finish(jq):
+    jq.get(timeout=30)
+    jq.task_done()
+
+
+def test_joinable_put_many_cut_short_by_disconnection_counts_only_what_was_put():
+    ctx = mp.get_context("fork")
+    jq = shmq.JoinableQueue(maxsize=2)
+    jq.put("first")
+    p = ctx.Process(target=_take_one_and_finish, args=(jq,))
+    p.start()
+    p.join(30)
+    assert p.exitcode == 0  # the only consumer has gone
+    with pytest.raises(shmq.DisconnectedError) as caught:
+        jq.put_many([1, 2, 3, 4])  # untimed: two fit, then no one will make room
+    assert caught.value.sent == 2
+    assert jq._q().unfinished() == 2  # the two that were put, not four or zero
+    assert [jq.get(timeout=5), jq.get(timeout=5)] == [1, 2]
+    jq.task_done()
+    jq.task_done()
+    jq.join()
+
+
 def test_a_named_queue_is_shared_and_its_errors_are_oserrors():
     name = "shmq-pytest-named-%d" % os.getpid()
     a = shmq.Queue(name=name)
