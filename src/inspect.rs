@@ -9,7 +9,8 @@ use crate::error::OpenError;
 use crate::layout::{
     P_ALIVE, PARTICIPANT_LOCK_BASE, ROLE_ATTACH, ROLE_RECEIVER, ROLE_SENDER, UNIT, VERSION,
 };
-use crate::queue::{Queue, Removal, map_region};
+use crate::queue::{Queue, Removal};
+use crate::region::map_region;
 use crate::ring::Ring;
 use crate::sync::Ordering;
 use crate::sys::{self, ShmFile};

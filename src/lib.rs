@@ -44,6 +44,8 @@ mod inspect;
 mod layout;
 #[cfg(not(loom))]
 mod queue;
+#[cfg(not(loom))]
+mod region;
 mod ring;
 mod sync;
 #[cfg(not(loom))]

@@ -13,14 +13,13 @@ use crate::error::{
     Corruption, OpenError, RecvError, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError,
     TrySendError,
 };
-use crate::layout::{
-    INIT_LOCK_BYTE, INIT_READY, INIT_UNINIT, LIFECYCLE_LOCK_BYTE, Layout, MAGIC, PAGE,
-    PARTICIPANT_LOCK_BASE, REMOVE_NEVER, REMOVE_WHEN_UNUSED, REMOVE_WHEN_UNUSED_AND_EMPTY,
-    ROLE_ATTACH, ROLE_RECEIVER, ROLE_SENDER, ValidateError,
-};
+use crate::layout::{Layout, PAGE, ROLE_RECEIVER, ROLE_SENDER};
 use crate::ring::{Allocation, Busy, Claim, LaneLease, Owner, Ring};
 use crate::sync::{self, AtomicU32, AtomicU64, Ordering, Wake};
-use crate::sys::{self, LockFile, Mapping, ShmFile};
+use crate::sys::{self, ShmFile};
+
+pub use crate::region::Removal;
+use crate::region::{Check, Registration, Shared};
 
 mod spin;
 mod stream;
@@ -30,75 +29,6 @@ pub use stream::{MessageReader, MessageWriter};
 /// A parked waiter wakes at least this often to check that its peers are
 /// still alive (a SIGKILLed peer never wakes anyone).
 const LIVENESS_PERIOD: Duration = Duration::from_millis(200);
-/// A region up to this size (a 1 GiB arena with its index) is mapped whole
-/// when it is created or opened (`MADV_POPULATE_WRITE`), so that no message
-/// pays a page fault on its first pass through the arena (two minor faults,
-/// ~4 µs here, every 4 KiB of arena: they were the p99 of a small-message
-/// round trip, and a tenth of the time of 16 MiB messages through a 1 GiB
-/// arena). It costs ~5 ms per open of the default 64 MiB region (~80 ms at
-/// 1 GiB) and counts the region in each process's RSS. Larger regions (for
-/// messages of many GiB) fault in as they are used, so opening one stays
-/// fast and maps only what is touched.
-const PREFAULT_MAX: u64 = 1280 << 20;
-/// Dead participants are looked for at most this often per process.
-const REAP_INTERVAL: Duration = Duration::from_millis(100);
-/// How long `open` waits for a creator that holds the init lock.
-const INIT_WAIT_LOCKED: Duration = Duration::from_secs(30);
-/// How long `open` waits for a region nobody is initialising.
-#[cfg(not(fuzzing))]
-const INIT_WAIT_UNLOCKED: Duration = Duration::from_secs(1);
-/// Fuzzing opens many never-initialised regions: do not wait a second each.
-#[cfg(fuzzing)]
-const INIT_WAIT_UNLOCKED: Duration = Duration::from_millis(1);
-/// How long attaching or detaching waits for the lifecycle lock (held by
-/// others for a table scan at most).
-const LIFECYCLE_PATIENCE: Duration = Duration::from_secs(10);
-/// How many times `open` starts over after finding the file it opened
-/// removed (each time the name was removed by someone else meanwhile).
-const OPEN_ATTEMPTS: usize = 64;
-
-/// When a queue's name is removed from `/dev/shm`, making room for a new
-/// queue of that name and returning its memory once the last mapping goes.
-///
-/// A process *uses* a queue from [`Queue::create`] or [`Queue::open`] until
-/// its last [`Queue`], [`Sender`] and [`Receiver`] of it are dropped. A
-/// process that dies without dropping them (killed, or
-/// `std::process::exit`) leaves its entries behind: the queue is then
-/// *stale* and is removed by `shmq gc` or [`Queue::remove`], not
-/// automatically.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[non_exhaustive]
-pub enum Removal {
-    /// When the last process stops using it, unless messages are still
-    /// waiting in it: committed messages are never discarded implicitly
-    /// (a producer may finish before its consumer starts). The default.
-    #[default]
-    WhenUnusedAndEmpty,
-    /// When the last process stops using it, discarding any messages still
-    /// waiting (for private queues, like an anonymous `multiprocessing`
-    /// queue).
-    WhenUnused,
-    /// Only by [`Queue::remove`], [`Queue::unlink`] or `shmq rm`.
-    Never,
-}
-
-impl Removal {
-    fn to_raw(self) -> u32 {
-        match self {
-            Self::WhenUnusedAndEmpty => REMOVE_WHEN_UNUSED_AND_EMPTY,
-            Self::WhenUnused => REMOVE_WHEN_UNUSED,
-            Self::Never => REMOVE_NEVER,
-        }
-    }
-
-    pub(crate) fn from_raw(raw: u32) -> Self {
-        match raw {
-            REMOVE_WHEN_UNUSED_AND_EMPTY => Self::WhenUnusedAndEmpty,
-            REMOVE_WHEN_UNUSED => Self::WhenUnused,
-            _ => Self::Never, // validated at open; the safe reading anyway
-        }
-    }
-}
 
 /// How a blocking call waits for room or for a message.
 ///
@@ -259,9 +189,6 @@ impl Config {
     }
 }
 
-/// Where [`Shared::id`]s come from.
-static NEXT_SHARED_ID: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-
 /// Messages (borrowed records) held by this thread: `(queue, lane, pos)`.
 /// Lets a sender see that the space it would wait for is pinned by the
 /// calling thread itself. Fixed size, so tracking never allocates; when full,
@@ -290,197 +217,7 @@ static_assertions::assert_impl_all!(WriteGrant<'static>: Send);
 static_assertions::assert_impl_all!(Message<'static>: Send);
 static_assertions::assert_impl_all!(OwnedMessage: Send, Sync);
 
-/// What a process holds of one mapped queue.
-#[derive(Debug)]
-struct Shared {
-    name: String,
-    file: ShmFile,
-    ring: Ring,
-    /// Declared after `ring`: unmapped last.
-    _map: Mapping,
-    /// Monotonic nanoseconds of the last liveness scan in this process.
-    last_reap: AtomicU64,
-    /// Unique in this process for its lifetime (an address could be
-    /// reused): this queue's key in the table of held messages.
-    id: usize,
-    /// The region's removal policy (a `REMOVE_*` value, validated).
-    removal: u32,
-    /// This process's `ROLE_ATTACH` entry, taken by `create`/`open` and
-    /// given up on drop (in the process that took it).
-    attachment: Option<Attachment>,
-}
-
-/// A process's `ROLE_ATTACH` participant entry and its liveness lock.
-#[derive(Debug)]
-struct Attachment {
-    owner: Owner,
-    lock: LockFile,
-    fork_gen: u64,
-}
-
-/// Frees the participant entries of dead processes (their liveness lock is
-/// gone) and wakes the other side if a role count reached zero.
-fn reap_dead(ring: &Ring, file: &ShmFile) {
-    for i in 0..ring.layout().participant_count {
-        let Some(w) = ring.participant_alive_word(i) else {
-            continue;
-        };
-        let byte = PARTICIPANT_LOCK_BASE + u64::from(i);
-        if let Ok(false) = file.byte_locked_by_other(byte)
-            && let Some(role) = ring.reap_participant(i, w)
-        {
-            after_retire(ring, role);
-        }
-    }
-}
-
-/// After a participant of `role` left: if it was the last of its role, wake
-/// the other side so that it sees the disconnect.
-fn after_retire(ring: &Ring, role: u32) {
-    let (senders, receivers, _) = ring.role_counts();
-    let h = ring.header();
-    if role == ROLE_SENDER && senders == 0 {
-        ring.wake_all(&h.data.word);
-    }
-    if role == ROLE_RECEIVER && receivers == 0 {
-        ring.wake_all(&h.space.word);
-    }
-}
-
-/// Takes a free participant entry for `role`: its liveness lock first (on a
-/// description of its own), then the entry. Reaps dead entries once if the
-/// table is full.
-fn register(ring: &Ring, file: &ShmFile, role: u32) -> Result<(Owner, LockFile), OpenError> {
-    let lock = LockFile::new(file).map_err(OpenError::Io)?;
-    let pid = sys::getpid();
-    for pass in 0..2 {
-        for i in 0..ring.layout().participant_count {
-            if ring.participant_alive_word(i).is_some() {
-                continue;
-            }
-            let byte = PARTICIPANT_LOCK_BASE + u64::from(i);
-            if !lock.file().try_lock_byte(byte).map_err(OpenError::Io)? {
-                continue;
-            }
-            if let Some(owner) = ring.try_claim_participant(i, role, pid) {
-                return Ok((owner, lock));
-            }
-            let _ = lock.file().unlock_byte(byte);
-        }
-        if pass == 0 {
-            reap_dead(ring, file);
-        }
-    }
-    Err(OpenError::TooManyParticipants {
-        max: ring.layout().participant_count,
-    })
-}
-
-/// Participant entries whose liveness lock some process holds (a process
-/// alive, or registering right now): by kernel state alone, so a crashed
-/// process never counts and a registering one always does.
-fn live_entries(ring: &Ring, probe: &ShmFile) -> u32 {
-    (0..ring.layout().participant_count)
-        .filter(|&i| {
-            probe
-                .byte_locked_by_other(PARTICIPANT_LOCK_BASE + u64::from(i))
-                .unwrap_or(true)
-        })
-        .count() as u32
-}
-
-/// Marks the region removed: an opener that takes the lifecycle lock after
-/// this (or that looks without it) does not attach to a nameless region.
-fn mark_removed(ring: &Ring) {
-    // SYNC: Release pairs with the Acquire load in `open`, under the
-    // lifecycle lock.
-    ring.header().roles.removed.store(1, Ordering::Release);
-}
-
-/// Marks the region removed and removes its name if the name still refers
-/// to it. The caller holds the lifecycle lock (through `probe`).
-fn mark_removed_and_unlink(ring: &Ring, probe: &ShmFile, bare: &str) -> Result<(), OpenError> {
-    mark_removed(ring);
-    if sys::same_file_at_name(probe, bare).unwrap_or(false) {
-        match sys::unlink(bare) {
-            Ok(()) | Err(OpenError::NotFound { .. }) => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
-}
-
-impl Drop for Shared {
-    /// Detaches this process: gives up its attachment and, if it was the
-    /// last process using the queue, removes the name as the region's
-    /// [`Removal`] policy says. Under the lifecycle lock, so that a process
-    /// attaching at the same moment either is seen (and the name stays) or
-    /// sees the region removed (and opens a new one).
-    fn drop(&mut self) {
-        if self
-            .file
-            .size()
-            .is_ok_and(|n| n < self.ring.layout().total_size)
-        {
-            // Cut short by someone else: touching the region would fault
-            // (design.md §7). Leave it be; the file is nobody's queue now.
-            return;
-        }
-        let probe = self.file.reopen().ok();
-        let locked = probe.as_ref().is_some_and(|p| {
-            p.lock_byte_within(LIFECYCLE_LOCK_BYTE, LIFECYCLE_PATIENCE)
-                .unwrap_or(false)
-        });
-        if let Some(a) = self.attachment.take()
-            && a.fork_gen == sys::fork_generation()
-        {
-            let w = Ring::alive_word(a.owner, ROLE_ATTACH);
-            let _ = self.ring.retire_participant(a.owner.index, w);
-            let _ = a
-                .lock
-                .file()
-                .unlock_byte(PARTICIPANT_LOCK_BASE + u64::from(a.owner.index));
-        }
-        let (Some(probe), true) = (probe, locked) else {
-            return; // cannot decide safely: leave the name (it shows as idle)
-        };
-        let removal = self.removal;
-        if removal != REMOVE_NEVER
-            && self.ring.header().roles.removed.load(Ordering::Acquire) == 0
-            && live_entries(&self.ring, &probe) == 0
-            && (removal == REMOVE_WHEN_UNUSED || self.ring.published_exact() == 0)
-        {
-            let _ = mark_removed_and_unlink(&self.ring, &probe, &self.name);
-        }
-        let _ = probe.unlock_byte(LIFECYCLE_LOCK_BYTE);
-    }
-}
-
 impl Shared {
-    /// Frees the participant entries of dead processes and wakes the other
-    /// side if a role count reached zero. Rate-limited to one scan per
-    /// [`REAP_INTERVAL`] per process unless `force`d; returns whether it
-    /// scanned.
-    fn reap(&self, force: bool) -> bool {
-        let now = sync::now().as_nanos() as u64;
-        let last = self.last_reap.load(Ordering::Relaxed);
-        if !force && now.saturating_sub(last) < REAP_INTERVAL.as_nanos() as u64 {
-            return false;
-        }
-        self.last_reap.store(now, Ordering::Relaxed);
-        reap_dead(&self.ring, &self.file);
-        true
-    }
-
-    fn after_retire(&self, role: u32) {
-        after_retire(&self.ring, role);
-    }
-
-    /// This queue's identity in the thread-local table of held messages.
-    fn key(&self) -> usize {
-        self.id
-    }
-
     /// Whether every lane's space is held up by a message that the calling
     /// thread has received and not dropped: waiting for room would never end.
     fn pinned_by_this_thread(&self, need: u64) -> bool {
@@ -499,43 +236,6 @@ impl Shared {
                     .is_some_and(|pos| held.contains(&Some((key, lane, pos))))
         })
     }
-
-    /// Whether every participant of `role` that ever attached is gone. The
-    /// shared count is never too low, so zero is final. A count left too
-    /// high by a process killed mid-registration is seen through by reaping
-    /// dead entries and scanning the table: each time the rate-limited reap
-    /// runs ([`Check::Reap`]), or now ([`Check::Now`]).
-    fn role_gone(&self, role: u32, check: Check) -> bool {
-        let (senders, receivers, ever) = self.ring.role_counts();
-        if ever & role == 0 {
-            return false;
-        }
-        let count = if role == ROLE_SENDER {
-            senders
-        } else {
-            receivers
-        };
-        if count == 0 {
-            return true;
-        }
-        let scanned = match check {
-            Check::Counts => false,
-            Check::Reap => self.reap(false),
-            Check::Now => self.reap(true),
-        };
-        scanned && self.ring.alive_count(role) == 0
-    }
-}
-
-/// How hard [`Shared::role_gone`] looks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Check {
-    /// The shared counts only (the hot path).
-    Counts,
-    /// Also reap and scan the table, if the rate-limited reap is due.
-    Reap,
-    /// Reap and scan now.
-    Now,
 }
 
 /// A named queue in `/dev/shm`, mapped into this process.
@@ -573,37 +273,10 @@ impl Queue {
     /// [`OpenError::InvalidConfig`], [`OpenError::NoSpace`] (a full
     /// `/dev/shm`; nothing is left behind), [`OpenError::PermissionDenied`].
     pub fn create(name: &str, config: Config) -> Result<Self, OpenError> {
-        let bare = sys::validate_name(name)?;
+        sys::validate_name(name)?;
         let layout = config.layout()?;
-        let file = ShmFile::create(bare, layout.total_size, config.mode, INIT_LOCK_BYTE)?;
-        let undo = |e: OpenError| {
-            let _ = sys::unlink(bare);
-            e
-        };
-        let map =
-            Mapping::new(&file, layout.total_size as usize).map_err(|e| undo(OpenError::Io(e)))?;
-        let base = NonNull::new(map.as_ptr()).expect("mmap is non-null");
-        // SAFETY: the mapping is `total_size` bytes, page aligned, and lives
-        // in `Shared` beside the ring for as long as the ring.
-        let ring = unsafe { Ring::new(base, layout) };
-        let cfg = &ring.header().config;
-        layout.write_config(cfg, sys::getpid(), config.removal.to_raw());
-        ring.init_slots();
-        // Attach before anyone can open it: nobody else can see the region
-        // until it is ready, so no lifecycle lock is needed.
-        let attachment = Self::attach(&ring, &file).map_err(undo)?;
-        // SYNC: Release pairs with the Acquire load of `init_state` in
-        // `open`: the configuration and the slots happen-before validation.
-        cfg.init_state.store(INIT_READY, Ordering::Release);
-        let _ = file.unlock_byte(INIT_LOCK_BYTE);
-        Ok(Self::from_parts(
-            bare,
-            file,
-            map,
-            ring,
-            attachment,
-            config.wait,
-        ))
+        let shared = Shared::create(name, layout, config.mode, config.removal)?;
+        Ok(Self::with(shared, config.wait))
     }
 
     /// Opens the existing queue `name`, waiting (boundedly) for its creator
@@ -616,51 +289,7 @@ impl Queue {
     /// [`OpenError::InvalidName`], [`OpenError::Abandoned`],
     /// [`OpenError::TooManyParticipants`].
     pub fn open(name: &str) -> Result<Self, OpenError> {
-        let bare = sys::validate_name(name)?;
-        for _ in 0..OPEN_ATTEMPTS {
-            let file = ShmFile::open(bare)?;
-            let (map, ring) = map_region(&file, bare, true)?;
-            if !file
-                .lock_byte_within(LIFECYCLE_LOCK_BYTE, LIFECYCLE_PATIENCE)
-                .map_err(OpenError::Io)?
-            {
-                return Err(OpenError::Io(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    "another process held the queue's lifecycle lock for over 10 s \
-                     (is one stopped?)",
-                )));
-            }
-            // SYNC: Acquire pairs with the Release in `mark_removed_and_unlink`.
-            if ring.header().roles.removed.load(Ordering::Acquire) != 0 {
-                // removed since we opened the file: the name is gone or
-                // names a newer queue
-                let _ = file.unlock_byte(LIFECYCLE_LOCK_BYTE);
-                continue;
-            }
-            let attached = Self::attach(&ring, &file);
-            let _ = file.unlock_byte(LIFECYCLE_LOCK_BYTE);
-            return Ok(Self::from_parts(
-                bare,
-                file,
-                map,
-                ring,
-                attached?,
-                WaitStrategy::default(),
-            ));
-        }
-        Err(OpenError::NotFound {
-            name: bare.to_owned(),
-        })
-    }
-
-    fn attach(ring: &Ring, file: &ShmFile) -> Result<Attachment, OpenError> {
-        let fork_gen = sys::fork_generation();
-        let (owner, lock) = register(ring, file, ROLE_ATTACH)?;
-        Ok(Attachment {
-            owner,
-            lock,
-            fork_gen,
-        })
+        Ok(Self::with(Shared::open(name)?, WaitStrategy::default()))
     }
 
     /// Opens `name` if it exists, else creates it with `config`. Safe to race
@@ -679,7 +308,7 @@ impl Queue {
             match Self::open(name) {
                 Err(OpenError::NotFound { .. }) => continue, // unlinked meanwhile
                 Err(OpenError::Abandoned { .. }) => {
-                    Self::remove_abandoned(sys::validate_name(name)?)?;
+                    Shared::remove_abandoned(sys::validate_name(name)?)?;
                     continue;
                 }
                 Ok(mut q) => {
@@ -689,35 +318,6 @@ impl Queue {
                 other => return other,
             }
         }
-    }
-
-    /// Removes the region `bare` if it is still the same abandoned
-    /// (never initialised, nobody initialising) file. Of several processes
-    /// doing this at once, the one holding the init lock decides; the
-    /// others find the lock taken or the name replaced, and start over.
-    fn remove_abandoned(bare: &str) -> Result<(), OpenError> {
-        let file = match ShmFile::open(bare) {
-            Err(OpenError::NotFound { .. }) => return Ok(()),
-            other => other?,
-        };
-        if !file.try_lock_byte(INIT_LOCK_BYTE).map_err(OpenError::Io)? {
-            return Ok(()); // a creator or another taker is at work
-        }
-        let ready = file
-            .read_u32_at(std::mem::offset_of!(crate::layout::ConfigLine, init_state) as u64)
-            .unwrap_or(0)
-            == INIT_READY;
-        // A young file may be a new creator's, caught between its
-        // `openat` and its init lock; an abandoned one has been waited on
-        // for INIT_WAIT_UNLOCKED already.
-        let old = file.changed_ago().is_ok_and(|a| a >= INIT_WAIT_UNLOCKED);
-        if !ready && old && sys::same_file_at_name(&file, bare).unwrap_or(false) {
-            match sys::unlink(bare) {
-                Ok(()) | Err(OpenError::NotFound { .. }) => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(())
     }
 
     /// Removes the name `name` from `/dev/shm` whether or not it is in use
@@ -730,23 +330,7 @@ impl Queue {
     /// [`OpenError::NotFound`], [`OpenError::InvalidName`],
     /// [`OpenError::PermissionDenied`].
     pub fn unlink(name: &str) -> Result<(), OpenError> {
-        let bare = sys::validate_name(name)?;
-        if let Ok(file) = ShmFile::open(bare)
-            && let Ok((_map, ring)) = map_region(&file, bare, false)
-        {
-            let locked = file
-                .lock_byte_within(LIFECYCLE_LOCK_BYTE, LIFECYCLE_PATIENCE)
-                .unwrap_or(false);
-            // Marked even without the lock: an opener then retries and
-            // finds the name gone, which is what was asked for.
-            mark_removed(&ring);
-            let r = sys::unlink(bare);
-            if locked {
-                let _ = file.unlock_byte(LIFECYCLE_LOCK_BYTE);
-            }
-            return r;
-        }
-        sys::unlink(bare)
+        Shared::unlink(name)
     }
 
     /// Removes the queue `name` if no process is using it: it is *stale*
@@ -775,69 +359,12 @@ impl Queue {
     /// # Ok::<(), OpenError>(())
     /// ```
     pub fn remove(name: &str) -> Result<(), OpenError> {
-        let bare = sys::validate_name(name)?;
-        let file = ShmFile::open(bare)?;
-        let (_map, ring) = match map_region(&file, bare, false) {
-            Err(OpenError::Abandoned { .. }) => {
-                Self::remove_abandoned(bare)?;
-                return match ShmFile::open(bare) {
-                    Ok(f) if sys::same_file_at_name(&f, bare).unwrap_or(false) => {
-                        Err(OpenError::Initializing {
-                            name: bare.to_owned(),
-                        })
-                    }
-                    _ => Ok(()),
-                };
-            }
-            other => other?,
-        };
-        if !file
-            .lock_byte_within(LIFECYCLE_LOCK_BYTE, LIFECYCLE_PATIENCE)
-            .map_err(OpenError::Io)?
-        {
-            return Err(OpenError::InUse {
-                name: bare.to_owned(),
-                live: 1,
-            });
-        }
-        let live = live_entries(&ring, &file);
-        let r = if live > 0 {
-            Err(OpenError::InUse {
-                name: bare.to_owned(),
-                live,
-            })
-        } else {
-            mark_removed_and_unlink(&ring, &file, bare)
-        };
-        let _ = file.unlock_byte(LIFECYCLE_LOCK_BYTE);
-        r
+        Shared::remove(name)
     }
 
-    fn from_parts(
-        name: &str,
-        file: ShmFile,
-        map: Mapping,
-        ring: Ring,
-        attachment: Attachment,
-        wait: WaitStrategy,
-    ) -> Self {
-        let size = ring.layout().total_size;
-        if size <= PREFAULT_MAX {
-            map.prefault(size as usize);
-        }
-        let removal =
-            Removal::from_raw(ring.header().config.removal.load(Ordering::Relaxed)).to_raw();
+    fn with(shared: Arc<Shared>, wait: WaitStrategy) -> Self {
         Self {
-            shared: Arc::new(Shared {
-                name: name.to_owned(),
-                file,
-                ring,
-                _map: map,
-                last_reap: AtomicU64::new(0),
-                id: NEXT_SHARED_ID.fetch_add(1, Ordering::Relaxed),
-                removal,
-                attachment: Some(attachment),
-            }),
+            shared,
             wait,
             disconnect: Disconnect::default(),
         }
@@ -959,126 +486,6 @@ impl Queue {
                 self.disconnect,
             )?),
         })
-    }
-}
-
-/// Maps the region `file` (named `bare`) and validates its header, waiting
-/// (boundedly) for its creator to finish initialising it if `wait`;
-/// otherwise a region being initialised is [`OpenError::Initializing`].
-pub(crate) fn map_region(
-    file: &ShmFile,
-    bare: &str,
-    wait: bool,
-) -> Result<(Mapping, Ring), OpenError> {
-    let start = sync::now();
-    loop {
-        let size = file.size().map_err(OpenError::Io)?;
-        let locked = file.byte_locked_by_other(INIT_LOCK_BYTE).unwrap_or(false);
-        if size >= PAGE {
-            if size > isize::MAX as u64 {
-                return Err(OpenError::Corrupted("the file is impossibly large".into()));
-            }
-            let map = Mapping::new(file, size as usize).map_err(OpenError::Io)?;
-            let base = NonNull::new(map.as_ptr()).expect("mmap is non-null");
-            // SAFETY: the first page holds a whole `ConfigLine` (atomics
-            // only), page aligned.
-            let cfg = unsafe { base.cast::<crate::layout::ConfigLine>().as_ref() };
-            // SYNC: Acquire pairs with the creator's Release of READY.
-            let state = cfg.init_state.load(Ordering::Acquire);
-            let magic = cfg.magic.load(Ordering::Relaxed);
-            if state == INIT_READY {
-                let layout = Layout::validate(cfg, size).map_err(|e| match e {
-                    ValidateError::Version(found) => OpenError::VersionMismatch {
-                        found,
-                        expected: crate::layout::VERSION,
-                    },
-                    ValidateError::Corrupted(why) => OpenError::Corrupted(why),
-                })?;
-                // SAFETY: validated: the mapping holds `total_size` bytes
-                // laid out as `layout`, and lives as long as the ring.
-                let ring = unsafe { Ring::new(base, layout) };
-                return Ok((map, ring));
-            }
-            if state != INIT_UNINIT || (magic != 0 && magic != MAGIC) {
-                return Err(OpenError::Corrupted(format!(
-                    "not a shmq region (magic {magic:#010x}, init state {state})"
-                )));
-            }
-        } else if size != 0 {
-            return Err(OpenError::Corrupted(format!(
-                "truncated: the file has {size} bytes, less than a header page"
-            )));
-        }
-        let waited = sync::now().saturating_sub(start);
-        if !wait {
-            // A young unlocked file may be a creator's, caught between its
-            // `openat` and its init lock.
-            let young = file.changed_ago().is_ok_and(|a| a < INIT_WAIT_UNLOCKED);
-            return Err(if locked || young {
-                OpenError::Initializing {
-                    name: bare.to_owned(),
-                }
-            } else {
-                OpenError::Abandoned {
-                    name: bare.to_owned(),
-                }
-            });
-        }
-        let limit = if locked {
-            INIT_WAIT_LOCKED
-        } else {
-            INIT_WAIT_UNLOCKED
-        };
-        if waited > limit {
-            return Err(if locked {
-                OpenError::Corrupted("its creator has been initialising it for too long".into())
-            } else {
-                OpenError::Abandoned {
-                    name: bare.to_owned(),
-                }
-            });
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
-}
-
-/// A participant's entry in the region and the lock that proves it alive.
-#[derive(Debug)]
-struct Registration {
-    shared: Arc<Shared>,
-    owner: Owner,
-    role: u32,
-    lock: LockFile,
-    fork_gen: u64,
-}
-
-impl Registration {
-    fn new(shared: &Arc<Shared>, role: u32) -> Result<Self, OpenError> {
-        let fork_gen = sys::fork_generation();
-        let (owner, lock) = register(&shared.ring, &shared.file, role)?;
-        Ok(Self {
-            shared: Arc::clone(shared),
-            owner,
-            role,
-            lock,
-            fork_gen,
-        })
-    }
-}
-
-impl Drop for Registration {
-    fn drop(&mut self) {
-        if sys::fork_generation() != self.fork_gen {
-            return; // inherited from the parent: the entry is the parent's
-        }
-        let w = Ring::alive_word(self.owner, self.role);
-        if let Some(role) = self.shared.ring.retire_participant(self.owner.index, w) {
-            self.shared.after_retire(role);
-        }
-        let _ = self
-            .lock
-            .file()
-            .unlock_byte(PARTICIPANT_LOCK_BASE + u64::from(self.owner.index));
     }
 }
 
