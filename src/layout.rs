@@ -26,7 +26,7 @@ use crate::sync::{AtomicU32, AtomicU64, Ordering};
 /// `"SHMQ"` in little-endian byte order.
 pub(crate) const MAGIC: u32 = u32::from_le_bytes(*b"SHMQ");
 /// Layout version; a region of another version is refused, never misread.
-pub(crate) const VERSION: u32 = 3;
+pub(crate) const VERSION: u32 = 4;
 
 /// The arena's allocation unit: record headers and payloads are aligned to it.
 pub(crate) const UNIT: u64 = 64;
@@ -228,6 +228,12 @@ pub(crate) struct RecordHeader {
     /// A stream header's own lane position (in units): where its reader
     /// starts. Unused by other kinds.
     pub aux: AtomicU64,
+    /// How many times the message was delivered (`HELD`) and given back
+    /// before: 0 from its producer (design.md §3.12).
+    pub attempts: AtomicU32,
+    /// The full generation of the `HELD` record's holder (its owner bits
+    /// keep only 8 bits of it).
+    pub holder_gen: AtomicU32,
 }
 
 /// A slot of the index: lap (32 bits) | 0 or 1 + record unit (32 bits).
@@ -264,6 +270,8 @@ mod asserts {
     const_assert_eq!(offset_of!(RecordHeader, units), 16);
     const_assert_eq!(offset_of!(RecordHeader, ticket), 24);
     const_assert_eq!(offset_of!(RecordHeader, aux), 32);
+    const_assert_eq!(offset_of!(RecordHeader, attempts), 40);
+    const_assert_eq!(offset_of!(RecordHeader, holder_gen), 44);
     const_assert_eq!(size_of::<Slot>(), 8);
     const_assert!(align_of::<Slot>() == 8);
     const_assert!(align_of::<Header>() as u64 <= PAGE);

@@ -73,6 +73,7 @@ pub mod __loom {
     pub use crate::layout::{Layout, WaitWord};
     pub use crate::ring::{
         Allocation, Busy, Claim, Fragment, LaneLease, Next, Owner, Ring, StreamRead, StreamStatus,
+        Take,
     };
     pub use crate::sync::{Wake, crash};
 }

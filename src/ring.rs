@@ -39,6 +39,25 @@ const R_READY: u64 = 2;
 const R_READING: u64 = 3;
 const R_FREE: u64 = 4;
 const R_PAD: u64 = 5;
+/// Delivered by a claim that takes it for at-least-once delivery, not yet
+/// acknowledged (design.md §3.12). Owner bits: the holder.
+const R_HELD: u64 = 6;
+/// Being published again by its owner (given back); a slot refers to it
+/// once the slot CAS is done. Owner bits: the returner.
+const R_RETURNING: u64 = 7;
+/// Committed, held by nobody and in no slot: the lane's next lease holder
+/// returns it. Owner bits: 0.
+const R_ORPHANED: u64 = 8;
+
+/// How a claimer takes a record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Take {
+    /// To read it once (`READING`): lost if the reader dies.
+    Read,
+    /// As a delivery (`HELD`), kept until acknowledged and given back if
+    /// its holder dies first. A stream head is always taken to read.
+    Deliver,
+}
 
 /// Record kinds.
 const KIND_MESSAGE: u32 = 1;
@@ -181,9 +200,35 @@ pub struct Claim {
     stream: bool,
     /// The producer's 24 owner bits, from the record's `READY` word.
     producer: u64,
+    // Read by the queue's `recv_delivery` once it is built (issue 13); the
+    // loom models drive it now.
+    #[cfg_attr(not(loom), allow(dead_code))]
+    /// Taken as a delivery (`HELD`)?
+    held: bool,
+    // Read by the queue's `recv_delivery` once it is built (issue 13); the
+    // loom models drive it now.
+    #[cfg_attr(not(loom), allow(dead_code))]
+    /// Deliveries of this message before this one.
+    attempts: u32,
 }
 
 impl Claim {
+    // Used by the queue's `recv_delivery` once it is built (issue 13); the
+    // loom models drive it now.
+    #[cfg_attr(not(loom), allow(dead_code))]
+    /// Which delivery of its message this is: 1 for the first.
+    pub fn attempt(&self) -> u32 {
+        self.attempts.saturating_add(1)
+    }
+
+    // Used by the queue's `recv_delivery` once it is built (issue 13); the
+    // loom models drive it now.
+    #[cfg_attr(not(loom), allow(dead_code))]
+    /// Whether it was taken as a delivery ([`Take::Deliver`]).
+    pub fn is_held(&self) -> bool {
+        self.held
+    }
+
     /// The record's lane and its identity within the lane (lap tag and
     /// offset, see [`Ring::record_id`]).
     pub fn location(&self) -> (u32, u64) {
@@ -767,7 +812,7 @@ impl Ring {
             }
             match (s >> 24) & 0xff {
                 R_FREE | R_PAD => {}
-                R_READING => return Some(self.record_id(f)),
+                R_READING | R_HELD => return Some(self.record_id(f)),
                 _ => return None,
             }
             let units = u64::from(h.units.load(Ordering::Relaxed));
@@ -792,7 +837,7 @@ impl Ring {
                 return Err(Corruption("a record header has the wrong lap tag"));
             }
             let st = (s >> 24) & 0xff;
-            if st != R_FREE && st != R_PAD && !self.free_if_abandoned(lease.lane, f, s) {
+            if st != R_FREE && st != R_PAD && !self.free_if_abandoned(lease, f, s)? {
                 break;
             }
             let units = u64::from(h.units.load(Ordering::Relaxed));
@@ -852,7 +897,8 @@ impl Ring {
     /// (the only writer that could reuse the space), so it cannot land on
     /// reused bytes, and a consumer that marks the record `READING`
     /// meanwhile makes it fail.
-    fn free_if_abandoned(&self, lane: u32, f: u64, s: u64) -> bool {
+    fn free_if_abandoned(&self, lease: &LaneLease, f: u64, s: u64) -> Result<bool, Corruption> {
+        let lane = lease.lane;
         let st = (s >> 24) & 0xff;
         let bits = s & 0xff_ffff;
         let abandoned = match st {
@@ -867,9 +913,15 @@ impl Ring {
                 let r = self.record_ref(lane, f);
                 !self.index_refers_to(r) && !self.claimed_by_live_consumer(r)
             }
+            // Deliveries are never freed here: they are returned
+            // (design.md §3.12), and the frontier waits for their ack.
+            R_HELD | R_RETURNING | R_ORPHANED => {
+                self.return_if_abandoned(lease, f, s)?;
+                return Ok(false);
+            }
             _ => false,
         };
-        abandoned
+        Ok(abandoned
             && self
                 .record(lane, f)
                 .state
@@ -879,7 +931,65 @@ impl Ring {
                     Ordering::AcqRel,
                     Ordering::Acquire,
                 )
-                .is_ok()
+                .is_ok())
+    }
+
+    /// Recovery of a delivery, by the lease holder of its lane, on the
+    /// record at `f` (state word `s`): a `HELD` record whose holder died,
+    /// a `RETURNING` one whose returner died before any slot or live claim
+    /// took it, or an `ORPHANED` one, is taken over (a CAS from exactly
+    /// `s`) and given back into the index. Returns whether it did.
+    fn return_if_abandoned(&self, lease: &LaneLease, f: u64, s: u64) -> Result<bool, Corruption> {
+        let lane = lease.lane;
+        let h = self.record(lane, f);
+        let bits = s & 0xff_ffff;
+        let abandoned = match (s >> 24) & 0xff {
+            R_HELD => !self.holder_alive(bits, h.holder_gen.load(Ordering::Relaxed)),
+            R_RETURNING if self.record_owner_alive(bits) => false,
+            R_RETURNING => {
+                // a claimer may have won its slot CAS a moment ago and not
+                // yet stored HELD: its announcement keeps the record
+                let r = self.record_ref(lane, f);
+                !self.index_refers_to(r) && !self.claimed_by_live_consumer(r)
+            }
+            R_ORPHANED => true,
+            _ => false,
+        };
+        if !abandoned {
+            return Ok(false);
+        }
+        let me = lease.owner;
+        let tag = self.tag(f);
+        // SYNC: AcqRel: Acquire pairs with the Release of the HELD,
+        // RETURNING or ORPHANED store: the header as its last owner left it
+        // happens-before our give-back. Only the lease holder does this,
+        // the one writer that could reuse the bytes.
+        if h.state
+            .compare_exchange(
+                s,
+                (tag << 32) | (R_HELD << 24) | me.record_bits(),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
+            .is_err()
+        {
+            return Ok(false);
+        }
+        h.holder_gen.store(me.generation, Ordering::Relaxed);
+        sync::crash_point("abandoned delivery taken over (HELD by the lease holder)");
+        self.give_back_at(lane, f, tag, me)?;
+        Ok(true)
+    }
+
+    /// Whether the holder of a `HELD` record (its 24 owner bits, and the
+    /// full generation it stored) is alive.
+    fn holder_alive(&self, bits: u64, generation: u32) -> bool {
+        let idx = ((bits >> 8) & 0xffff) as u32;
+        if idx >= self.layout.participant_count {
+            return false;
+        }
+        let w = self.participant(idx).word.load(Ordering::Acquire);
+        w & 0xff == P_ALIVE && (w >> 32) as u32 == generation
     }
 
     /// Retires dead participant `i` (whose alive word is `word`), like
@@ -913,7 +1023,9 @@ impl Ring {
         // before: it must never pass for the announced record (the loom
         // model of a stream reader killed mid-claim caught the reaper
         // freeing the restarted stream's first fragment).
-        if (s >> 24) & 0xff == R_READY
+        // A RETURNING record is freed too, at most once, like a READY one:
+        // returning it instead is the reaper's next step (design.md §3.12).
+        if matches!((s >> 24) & 0xff, R_READY | R_RETURNING)
             && h.kind.load(Ordering::Relaxed) != KIND_FRAGMENT
             && announcement(h.ticket.load(Ordering::Relaxed), r) == announced
             && !self.index_refers_to(r)
@@ -996,6 +1108,7 @@ impl Ring {
         h.len.store(len, Ordering::Relaxed);
         h.units.store(need as u32, Ordering::Relaxed);
         h.kind.store(kind, Ordering::Relaxed);
+        h.attempts.store(0, Ordering::Relaxed);
         h.state.store(
             (self.tag(pos) << 32) | (R_WRITING << 24) | lease.owner.record_bits(),
             Ordering::Relaxed,
@@ -1145,20 +1258,33 @@ impl Ring {
         lease: &LaneLease,
         a: &Allocation,
     ) -> Result<Result<(), Busy>, Corruption> {
-        let h = self.record(lease.lane, a.pos);
+        let state = (self.tag(a.pos) << 32) | (R_READY << 24) | lease.owner.record_bits();
+        self.publish_at(lease.lane, a.pos, state, "READY, not yet published")
+    }
+
+    /// Publishes the record at `pos` of `lane`, which the caller owns, in
+    /// state `state` (`READY` from its producer, `RETURNING` when given
+    /// back): the ticket, then the state, then the slot CAS.
+    fn publish_at(
+        &self,
+        lane: u32,
+        pos: u64,
+        state: u64,
+        step: &'static str,
+    ) -> Result<Result<(), Busy>, Corruption> {
+        let h = self.record(lane, pos);
         let enq = &self.header().enq.hint;
         // The ticket it will most likely publish under, written with the
         // other header fields (rewritten below if the ticket turns out
         // different): a store right before the slot CAS costs ~20 %.
         let mut written = enq.load(Ordering::Acquire);
         h.ticket.store(written, Ordering::Relaxed);
-        // SYNC: ordered before the slot CAS below, which is the Release.
-        h.state.store(
-            (self.tag(a.pos) << 32) | (R_READY << 24) | lease.owner.record_bits(),
-            Ordering::Relaxed,
-        );
-        sync::crash_point("READY, not yet published");
-        let r = self.record_ref(lease.lane, a.pos);
+        // SYNC: Release: whoever sees this state sees the ticket stored
+        // above (a reaper matching a claim announcement, design.md §3.12);
+        // the slot CAS below is what hands the record to a claimer.
+        h.state.store(state, Ordering::Release);
+        sync::crash_point(step);
+        let r = self.record_ref(lane, pos);
         let mut helped = 0u32;
         loop {
             let t = enq.load(Ordering::Acquire);
@@ -1214,8 +1340,15 @@ impl Ring {
         }
     }
 
-    /// Claims the message at the head of the index. `Ok(None)` if empty.
+    /// Claims the message at the head of the index to read it once
+    /// (`READING`). `Ok(None)` if empty.
     pub fn claim(&self, me: Owner) -> Result<Option<Claim>, Corruption> {
+        self.claim_as(me, Take::Read)
+    }
+
+    /// Claims the message at the head of the index as `take` says.
+    /// `Ok(None)` if empty.
+    pub fn claim_as(&self, me: Owner, take: Take) -> Result<Option<Claim>, Corruption> {
         let deq = &self.header().deq.hint;
         let mut helped = 0u32;
         loop {
@@ -1260,7 +1393,7 @@ impl Ring {
                 // above is what orders the record's reads (the wake's SeqCst
                 // fence would otherwise mask a missing Acquire; see
                 // docs/verification.md).
-                let c = self.take_record(r, me).map(Some);
+                let c = self.take_record(r, me, take).map(Some);
                 // SYNC: Release: the READING store happens-before a holder
                 // that sees the announcement gone.
                 sync::crash_point("record READING, announcement still set");
@@ -1286,8 +1419,9 @@ impl Ring {
         }
     }
 
-    /// Validates the record a won claim refers to and marks it `READING`.
-    fn take_record(&self, r: u32, me: Owner) -> Result<Claim, Corruption> {
+    /// Validates the record a won claim refers to and marks it `READING`,
+    /// or `HELD` for a delivery.
+    fn take_record(&self, r: u32, me: Owner, take: Take) -> Result<Claim, Corruption> {
         let lu = self.layout.lane_units();
         let (lane, offset) = self
             .ref_location(r)
@@ -1296,7 +1430,7 @@ impl Ring {
         let s = h.state.load(Ordering::Acquire);
         // The slot CAS made this record ours; only its lap tag is not known
         // from the slot, so take it from the header (reclaim re-checks it).
-        if (s >> 24) & 0xff != R_READY {
+        if !matches!((s >> 24) & 0xff, R_READY | R_RETURNING) {
             return Err(Corruption("a published record is not ready"));
         }
         let tag = s >> 32;
@@ -1316,10 +1450,23 @@ impl Ring {
         if !len_ok || units > lu - offset {
             return Err(Corruption("a published record has an impossible length"));
         }
-        h.state.store(
-            (tag << 32) | (R_READING << 24) | me.record_bits(),
-            Ordering::Relaxed,
-        );
+        let held = take == Take::Deliver && !stream;
+        let attempts = h.attempts.load(Ordering::Relaxed);
+        if held {
+            h.holder_gen.store(me.generation, Ordering::Relaxed);
+            // SYNC: Release pairs with the Acquire of a taker's CAS
+            // (`take_over`): this header, as the claim saw it, happens-before
+            // the taker's give-back.
+            h.state.store(
+                (tag << 32) | (R_HELD << 24) | me.record_bits(),
+                Ordering::Release,
+            );
+        } else {
+            h.state.store(
+                (tag << 32) | (R_READING << 24) | me.record_bits(),
+                Ordering::Relaxed,
+            );
+        }
         #[cfg(not(loom))]
         let payload = {
             let off = self.unit_offset(lane, offset) + UNIT as usize;
@@ -1336,6 +1483,8 @@ impl Ring {
             len: if stream { 0 } else { len as usize },
             stream,
             producer: s & 0xff_ffff,
+            held,
+            attempts,
         })
     }
 
@@ -1350,6 +1499,48 @@ impl Ring {
             .store((c.tag << 32) | (R_FREE << 24), Ordering::Release);
         sync::crash_point("released (FREE)");
         self.wake(&self.header().space.word, u32::MAX);
+    }
+
+    /// Gives a delivery back (a nack): its message is published again, in
+    /// place, for any receiver, with one more attempt counted. `Ok(true)`
+    /// once it is in the index; `Ok(false)` if the index had no room (or
+    /// the bound was reached): it is then `ORPHANED`, and the lane's next
+    /// lease holder returns it. Never waits.
+    // Used by the queue's `recv_delivery` once it is built (issue 13); the
+    // loom models drive it now.
+    #[cfg_attr(not(loom), allow(dead_code))]
+    pub fn give_back(&self, c: Claim, me: Owner) -> Result<bool, Corruption> {
+        debug_assert!(c.held, "only a delivery is given back");
+        self.give_back_at(c.lane, c.offset, c.tag, me)
+    }
+
+    /// [`give_back`](Self::give_back) of the record at `offset` of `lane`,
+    /// with lap tag `tag`, which `me` holds as `HELD(me)`.
+    fn give_back_at(
+        &self,
+        lane: u32,
+        offset: u64,
+        tag: u64,
+        me: Owner,
+    ) -> Result<bool, Corruption> {
+        let h = self.record(lane, offset);
+        let attempts = h.attempts.load(Ordering::Relaxed);
+        h.attempts
+            .store(attempts.saturating_add(1), Ordering::Relaxed);
+        sync::crash_point("given back: attempts counted");
+        let state = (tag << 32) | (R_RETURNING << 24) | me.record_bits();
+        match self.publish_at(lane, offset, state, "RETURNING, not yet published")? {
+            Ok(()) => Ok(true),
+            Err(_) => {
+                // not delivered again after all: the count goes back
+                h.attempts.store(attempts, Ordering::Relaxed);
+                // SYNC: Release pairs with the Acquire of the taker's CAS.
+                h.state
+                    .store((tag << 32) | (R_ORPHANED << 24), Ordering::Release);
+                sync::crash_point("given back: ORPHANED");
+                Ok(false)
+            }
+        }
     }
 
     /// Whether a message is waiting at the head of the index.

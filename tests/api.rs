@@ -109,7 +109,7 @@ fn open_of_another_layout_version_is_refused() {
     match Queue::open(&name) {
         Err(OpenError::VersionMismatch { found, expected }) => {
             assert_eq!(found, 99);
-            assert_eq!(expected, 3);
+            assert_eq!(expected, 4);
         }
         other => panic!("expected VersionMismatch, got {other:?}"),
     }

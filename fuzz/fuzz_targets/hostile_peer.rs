@@ -42,7 +42,8 @@ fn fields() -> Vec<u64> {
         (0..2).flat_map(|l| [1024 + 128 * l, 1032 + 128 * l, 1040 + 128 * l, 1048 + 128 * l]),
     );
     f.extend((0..4).map(|s| 1280 + 8 * s)); // index slots
-    f.extend((0..128).flat_map(|u| [4096 + 64 * u, 4104 + 64 * u, 4112 + 64 * u])); // records
+    // records: state, len, units|kind, ticket, aux, attempts|holder_gen
+    f.extend((0..128).flat_map(|u| (0..6).map(move |w| 4096 + 64 * u + 8 * w)));
     f
 }
 
