@@ -208,8 +208,8 @@ pub struct Claim {
     // Read by the queue's `recv_delivery` once it is built (issue 13); the
     // loom models drive it now.
     #[cfg_attr(not(loom), allow(dead_code))]
-    /// Deliveries of this message before this one.
-    attempts: u32,
+    /// Which delivery of its message this is (1 for the first).
+    attempt: u32,
 }
 
 impl Claim {
@@ -218,7 +218,7 @@ impl Claim {
     #[cfg_attr(not(loom), allow(dead_code))]
     /// Which delivery of its message this is: 1 for the first.
     pub fn attempt(&self) -> u32 {
-        self.attempts.saturating_add(1)
+        self.attempt
     }
 
     // Used by the queue's `recv_delivery` once it is built (issue 13); the
@@ -958,6 +958,21 @@ impl Ring {
         if !abandoned {
             return Ok(false);
         }
+        // Only a whole message record is ever a delivery: a forged state on
+        // a pad, a fragment or an impossible length is corruption, never
+        // published.
+        let len = h.len.load(Ordering::Relaxed);
+        let units = u64::from(h.units.load(Ordering::Relaxed));
+        let room_in_lap = self.layout.lane_units() - (f & (self.layout.lane_units() - 1));
+        if h.kind.load(Ordering::Relaxed) != KIND_MESSAGE
+            || len > self.layout.max_message
+            || units != Self::record_units(len)
+            || units > room_in_lap
+        {
+            return Err(Corruption(
+                "a delivery record has an impossible kind or length",
+            ));
+        }
         let me = lease.owner;
         let tag = self.tag(f);
         // SYNC: AcqRel: Acquire pairs with the Release of the HELD,
@@ -1277,7 +1292,13 @@ impl Ring {
         // The ticket it will most likely publish under, written with the
         // other header fields (rewritten below if the ticket turns out
         // different): a store right before the slot CAS costs ~20 %.
-        let mut written = enq.load(Ordering::Acquire);
+        // Never at or below the ticket the record last carried: a dead
+        // claimer's stale announcement names that one, and the hint is
+        // behind when a publisher died between its slot CAS and the hint
+        // CAS, so the guess could match it while no slot refers to the
+        // record (a reaper would take it for that claimer's orphan).
+        let last = h.ticket.load(Ordering::Relaxed);
+        let mut written = enq.load(Ordering::Acquire).max(last.wrapping_add(1));
         h.ticket.store(written, Ordering::Relaxed);
         // SYNC: Release: whoever sees this state sees the ticket stored
         // above (a reaper matching a claim announcement, design.md §3.12);
@@ -1451,8 +1472,12 @@ impl Ring {
             return Err(Corruption("a published record has an impossible length"));
         }
         let held = take == Take::Deliver && !stream;
-        let attempts = h.attempts.load(Ordering::Relaxed);
+        // this delivery's number: one more than the deliveries before it
+        let attempt = h.attempts.load(Ordering::Relaxed).saturating_add(1);
         if held {
+            // counted when it starts, so that a holder that dies anywhere
+            // later cannot have it counted twice
+            h.attempts.store(attempt, Ordering::Relaxed);
             h.holder_gen.store(me.generation, Ordering::Relaxed);
             // SYNC: Release pairs with the Acquire of a taker's CAS
             // (`take_over`): this header, as the claim saw it, happens-before
@@ -1484,7 +1509,7 @@ impl Ring {
             stream,
             producer: s & 0xff_ffff,
             held,
-            attempts,
+            attempt,
         })
     }
 
@@ -1510,7 +1535,7 @@ impl Ring {
     // loom models drive it now.
     #[cfg_attr(not(loom), allow(dead_code))]
     pub fn give_back(&self, c: Claim, me: Owner) -> Result<bool, Corruption> {
-        debug_assert!(c.held, "only a delivery is given back");
+        assert!(c.held, "only a delivery (Take::Deliver) can be given back");
         self.give_back_at(c.lane, c.offset, c.tag, me)
     }
 
@@ -1524,23 +1549,23 @@ impl Ring {
         me: Owner,
     ) -> Result<bool, Corruption> {
         let h = self.record(lane, offset);
-        let attempts = h.attempts.load(Ordering::Relaxed);
-        h.attempts
-            .store(attempts.saturating_add(1), Ordering::Relaxed);
-        sync::crash_point("given back: attempts counted");
         let state = (tag << 32) | (R_RETURNING << 24) | me.record_bits();
-        match self.publish_at(lane, offset, state, "RETURNING, not yet published")? {
-            Ok(()) => Ok(true),
-            Err(_) => {
-                // not delivered again after all: the count goes back
-                h.attempts.store(attempts, Ordering::Relaxed);
-                // SYNC: Release pairs with the Acquire of the taker's CAS.
-                h.state
-                    .store((tag << 32) | (R_ORPHANED << 24), Ordering::Release);
-                sync::crash_point("given back: ORPHANED");
-                Ok(false)
-            }
+        let published = self.publish_at(lane, offset, state, "RETURNING, not yet published");
+        if let Ok(Ok(())) = published {
+            return Ok(true);
         }
+        // No room in the index (or a corrupted one): nobody holds it now.
+        // A CAS from our own RETURNING word, never a plain store: if
+        // anything else changed the word, the bytes are not ours to write.
+        // SYNC: Release pairs with the Acquire of the taker's CAS.
+        let _ = h.state.compare_exchange(
+            state,
+            (tag << 32) | (R_ORPHANED << 24),
+            Ordering::Release,
+            Ordering::Relaxed,
+        );
+        sync::crash_point("given back: ORPHANED");
+        published.map(|_| false)
     }
 
     /// Whether a message is waiting at the head of the index.
