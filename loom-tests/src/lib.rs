@@ -62,6 +62,16 @@ pub fn ring_with(lanes: u32, lane_size: u64, slots: u32, max_waiting: u32) -> Ar
     Arc::new(r)
 }
 
+/// What the reaper does once participant `index`'s liveness lock is gone
+/// (a model's stand-in for the queue layer's reaper): retire it, and free
+/// the record it was claiming, if any.
+pub fn reap(r: &Ring, index: u32) {
+    assert!(
+        r.reap_participant(index, Ring::alive_word(owner(index), 1))
+            .is_some()
+    );
+}
+
 /// Participant `i` (generation 1).
 pub fn owner(i: u32) -> Owner {
     Owner {

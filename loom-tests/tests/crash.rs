@@ -10,7 +10,9 @@
 
 use loom::sync::Arc;
 use loom::thread;
-use loom_tests::{Sent, check, dying, owner, payload, quiet_crashes, ring, try_recv, try_send};
+use loom_tests::{
+    Sent, check, dying, owner, payload, quiet_crashes, reap, ring, try_recv, try_send,
+};
 use shmq::__loom::Ring;
 
 /// One lane of 4 units: two 2-unit messages fill it, so the survivors'
@@ -19,14 +21,6 @@ const LANE: u64 = 256;
 /// Crash points in one `try_send` / one `try_recv` (see `src/ring.rs`).
 const SEND_STEPS: u32 = 6;
 const RECV_STEPS: u32 = 6;
-
-/// What the reaper does once the participant's liveness lock is gone.
-fn reap(r: &Ring, index: u32) {
-    assert!(
-        r.reap_participant(index, Ring::alive_word(owner(index), 1))
-            .is_some()
-    );
-}
 
 /// The survivors' traffic after the crash: two messages through the lane,
 /// each received at once; returns everything received meanwhile.

@@ -15,20 +15,12 @@
 
 use loom::sync::Arc;
 use loom::thread;
-use loom_tests::{Sent, check, dying, owner, payload, quiet_crashes, ring, try_send};
+use loom_tests::{Sent, check, dying, owner, payload, quiet_crashes, reap, ring, try_send};
 use shmq::__loom::{Owner, Ring, Take};
 
 /// One lane of 4 units: a held 2-unit message and one more fill it, so a
 /// sender needs the held record's space and its reclaim reaches it.
 const LANE: u64 = 256;
-
-/// What the reaper does once the participant's liveness lock is gone.
-fn reap(r: &Ring, index: u32) {
-    assert!(
-        r.reap_participant(index, Ring::alive_word(owner(index), 1))
-            .is_some()
-    );
-}
 
 /// A received message and the attempt it came with.
 type Got = (Vec<u8>, u32);
