@@ -228,8 +228,8 @@ pub(crate) struct RecordHeader {
     /// A stream header's own lane position (in units): where its reader
     /// starts. Unused by other kinds.
     pub aux: AtomicU64,
-    /// How many times the message was delivered (`HELD`) and given back
-    /// before: 0 from its producer (design.md §3.12).
+    /// How many deliveries (`HELD`) of the message have started: 0 from its
+    /// producer (design.md §3.12).
     pub attempts: AtomicU32,
     /// The full generation of the `HELD` record's holder (its owner bits
     /// keep only 8 bits of it).

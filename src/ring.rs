@@ -1274,17 +1274,19 @@ impl Ring {
         a: &Allocation,
     ) -> Result<Result<(), Busy>, Corruption> {
         let state = (self.tag(a.pos) << 32) | (R_READY << 24) | lease.owner.record_bits();
-        self.publish_at(lease.lane, a.pos, state, "READY, not yet published")
+        self.publish_at(lease.lane, a.pos, state, 0, "READY, not yet published")
     }
 
     /// Publishes the record at `pos` of `lane`, which the caller owns, in
     /// state `state` (`READY` from its producer, `RETURNING` when given
-    /// back): the ticket, then the state, then the slot CAS.
+    /// back): the ticket, then the state, then the slot CAS. The ticket
+    /// written before the state is at least `floor`.
     fn publish_at(
         &self,
         lane: u32,
         pos: u64,
         state: u64,
+        floor: u64,
         step: &'static str,
     ) -> Result<Result<(), Busy>, Corruption> {
         let h = self.record(lane, pos);
@@ -1292,13 +1294,7 @@ impl Ring {
         // The ticket it will most likely publish under, written with the
         // other header fields (rewritten below if the ticket turns out
         // different): a store right before the slot CAS costs ~20 %.
-        // Never at or below the ticket the record last carried: a dead
-        // claimer's stale announcement names that one, and the hint is
-        // behind when a publisher died between its slot CAS and the hint
-        // CAS, so the guess could match it while no slot refers to the
-        // record (a reaper would take it for that claimer's orphan).
-        let last = h.ticket.load(Ordering::Relaxed);
-        let mut written = enq.load(Ordering::Acquire).max(last.wrapping_add(1));
+        let mut written = enq.load(Ordering::Acquire).max(floor);
         h.ticket.store(written, Ordering::Relaxed);
         // SYNC: Release: whoever sees this state sees the ticket stored
         // above (a reaper matching a claim announcement, design.md §3.12);
@@ -1480,7 +1476,7 @@ impl Ring {
             h.attempts.store(attempt, Ordering::Relaxed);
             h.holder_gen.store(me.generation, Ordering::Relaxed);
             // SYNC: Release pairs with the Acquire of a taker's CAS
-            // (`take_over`): this header, as the claim saw it, happens-before
+            // (`return_if_abandoned`): this header, as the claim saw it, happens-before
             // the taker's give-back.
             h.state.store(
                 (tag << 32) | (R_HELD << 24) | me.record_bits(),
@@ -1527,7 +1523,8 @@ impl Ring {
     }
 
     /// Gives a delivery back (a nack): its message is published again, in
-    /// place, for any receiver, with one more attempt counted. `Ok(true)`
+    /// place, for any receiver (its next delivery counts one more attempt,
+    /// at `take_record`). `Ok(true)`
     /// once it is in the index; `Ok(false)` if the index had no room (or
     /// the bound was reached): it is then `ORPHANED`, and the lane's next
     /// lease holder returns it. Never waits.
@@ -1550,7 +1547,14 @@ impl Ring {
     ) -> Result<bool, Corruption> {
         let h = self.record(lane, offset);
         let state = (tag << 32) | (R_RETURNING << 24) | me.record_bits();
-        let published = self.publish_at(lane, offset, state, "RETURNING, not yet published");
+        // The first ticket guess is never at or below the one the record
+        // last carried: a dead claimer's stale announcement names that one,
+        // and the hint lags after a publisher died between its slot CAS and
+        // its hint CAS, so the guess could match it while no slot refers to
+        // the record (a reaper would take it for that claimer's orphan).
+        // Only here: a fresh record's `ticket` field may hold old payload.
+        let floor = h.ticket.load(Ordering::Relaxed).wrapping_add(1);
+        let published = self.publish_at(lane, offset, state, floor, "RETURNING, not yet published");
         if let Ok(Ok(())) = published {
             return Ok(true);
         }

@@ -293,3 +293,64 @@ fn a_delivery_given_back_to_a_full_index_is_returned_by_the_lane_holder() {
         );
     }
 }
+
+/// Whether some model below crashed a lease holder right after it took
+/// over a dead holder's delivery (the step the loop must reach).
+static TAKEOVER_CRASH_REACHED: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+const TAKEOVER_STEP: &str = "abandoned delivery taken over (HELD by the lease holder)";
+
+#[test]
+fn a_lease_holder_killed_while_it_returns_a_dead_holders_delivery() {
+    quiet_crashes();
+    // the crash points of two sends, the second of which reclaims and
+    // takes the dead holder's record over; k beyond them crashes nowhere
+    for k in 0..=14 {
+        check(&format!("takeover_crash_after_step_{k}"), move || {
+            let r = ring(1, LANE, 2);
+            assert_eq!(try_send(&r, owner(0), &payload(1, 20)), Sent::Yes);
+            // the holder takes it and dies holding it
+            let _held = r.claim_as(owner(1), Take::Deliver).unwrap().unwrap();
+            reap(&r, 1);
+            let d = {
+                let r = Arc::clone(&r);
+                thread::spawn(move || {
+                    dying(k, || {
+                        let a = try_send(&r, owner(0), &payload(2, 20));
+                        let b = try_send(&r, owner(0), &payload(3, 20));
+                        (a, b)
+                    })
+                })
+            };
+            let outcome = d.join().unwrap();
+            reap(&r, 0);
+            let at = outcome.err();
+            if at == Some(TAKEOVER_STEP) {
+                TAKEOVER_CRASH_REACHED.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+            let mut got = Vec::new();
+            survivors_drain_and_send_two(&r, &mut got, at);
+            assert_eq!(
+                count(&got, &payload(1, 20)),
+                1,
+                "crash at {at:?}: returned once"
+            );
+            let again = got.iter().find(|g| g.0 == payload(1, 20)).unwrap();
+            assert_eq!(again.1, 2, "crash at {at:?}");
+            for tag in [2, 3] {
+                let n = count(&got, &payload(tag, 20));
+                assert!(n <= 1, "crash at {at:?}: message {tag} delivered {n} times");
+            }
+            if let Ok((a, b)) = outcome {
+                for (tag, sent) in [(2, a), (3, b)] {
+                    let n = count(&got, &payload(tag, 20));
+                    assert_eq!(n, usize::from(sent == Sent::Yes), "message {tag}: {sent:?}");
+                }
+            }
+        });
+    }
+    assert!(
+        TAKEOVER_CRASH_REACHED.load(std::sync::atomic::Ordering::Relaxed),
+        "no model crashed a lease holder right after its takeover"
+    );
+}

@@ -13,6 +13,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use pyo3::buffer::PyBuffer;
 use pyo3::prelude::*;
@@ -152,13 +153,21 @@ impl Got {
 /// the process that took them: a child forked meanwhile sees none (its
 /// parent delivers them).
 #[derive(Default)]
-pub struct Leftovers(Mutex<(u32, VecDeque<Vec<u8>>)>);
+pub struct Leftovers {
+    /// Whether any may be held: the common case, none, takes no lock and
+    /// asks for no pid (`getpid` is a system call) on every receive.
+    any: AtomicBool,
+    /// The pid that took them, and the copies, oldest first.
+    held: Mutex<(u32, VecDeque<Vec<u8>>)>,
+}
+
+type Held<'a> = std::sync::MutexGuard<'a, (u32, VecDeque<Vec<u8>>)>;
 
 impl Leftovers {
     /// This process's leftovers (a forked child's copy of its parent's
     /// is emptied first).
-    fn lock(&self) -> std::sync::MutexGuard<'_, (u32, VecDeque<Vec<u8>>)> {
-        let mut held = self.0.lock().unwrap_or_else(|p| p.into_inner());
+    fn lock(&self) -> Held<'_> {
+        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
         let me = std::process::id();
         if held.0 != me {
             *held = (me, VecDeque::new());
@@ -166,21 +175,37 @@ impl Leftovers {
         held
     }
 
+    /// [`lock`](Self::lock), unless none can be held.
+    fn lock_if_any(&self) -> Option<Held<'_>> {
+        self.any.load(Ordering::Acquire).then(|| self.lock())
+    }
+
+    /// Records whether any are left, before `held` is unlocked.
+    fn settle(&self, held: &Held<'_>) {
+        self.any.store(!held.1.is_empty(), Ordering::Release);
+    }
+
     /// The oldest leftover, if any.
     pub fn pop(&self) -> Option<Vec<u8>> {
-        self.lock().1.pop_front()
+        let mut held = self.lock_if_any()?;
+        let m = held.1.pop_front();
+        self.settle(&held);
+        m
     }
 
     /// Up to `max_messages` leftovers, oldest first, stopping once they
     /// reach `max_bytes`; and their total size.
     pub fn take(&self, max_messages: usize, max_bytes: usize) -> (Vec<Got>, usize) {
-        let mut held = self.lock();
         let (mut got, mut bytes) = (Vec::new(), 0);
+        let Some(mut held) = self.lock_if_any() else {
+            return (got, bytes);
+        };
         while got.len() < max_messages && bytes < max_bytes {
             let Some(m) = held.1.pop_front() else { break };
             bytes += m.len();
             got.push(Got::Copied(m));
         }
+        self.settle(&held);
         (got, bytes)
     }
 
@@ -191,16 +216,23 @@ impl Leftovers {
         for m in copies.into_iter().rev() {
             held.1.push_front(m);
         }
+        self.settle(&held);
     }
 
     /// How many are held.
     pub fn len(&self) -> usize {
-        self.lock().1.len()
+        self.lock_if_any().map_or(0, |held| {
+            self.settle(&held);
+            held.1.len()
+        })
     }
 
     /// Drops them all (the process stops receiving).
     pub fn clear(&self) {
-        self.lock().1.clear();
+        if let Some(mut held) = self.lock_if_any() {
+            held.1.clear();
+            self.settle(&held);
+        }
     }
 }
 
