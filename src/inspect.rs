@@ -141,6 +141,18 @@ pub struct Inspection {
     pub sleeping_senders: u32,
     /// Whether the region was marked removed (its name is going or gone).
     pub removed: bool,
+    /// Deliveries of a message before it is dropped
+    /// ([`Config::max_attempts`](crate::Config::max_attempts)); 0 =
+    /// unlimited.
+    pub max_attempts: u32,
+    /// Messages given back into the queue to be delivered again (nack, a
+    /// dropped `Delivery`, or a receiver that died holding it).
+    pub redeliveries: u64,
+    /// Messages dropped after `max_attempts` deliveries.
+    pub dropped: u64,
+    /// Messages moved to the dead-letter queue after `max_attempts`
+    /// deliveries.
+    pub dead_lettered: u64,
     /// Every registered entry of the participant table.
     pub participants: Vec<ParticipantInfo>,
     /// Every lane.
@@ -201,6 +213,7 @@ impl Inspection {
             })
             .collect();
         let cfg = &h.config;
+        let counts = ring.delivery_counts();
         Ok(Self {
             name: name.to_owned(),
             path: format!("{}/{name}", sys::dir_path()),
@@ -221,6 +234,10 @@ impl Inspection {
             sleeping_receivers: h.data.word.sleepers.load(Ordering::Relaxed),
             sleeping_senders: h.space.word.sleepers.load(Ordering::Relaxed),
             removed: h.roles.removed.load(Ordering::Acquire) != 0,
+            max_attempts: layout.max_attempts,
+            redeliveries: counts.redeliveries,
+            dropped: counts.dropped,
+            dead_lettered: counts.dead_lettered,
             participants,
             lanes,
         })

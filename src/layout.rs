@@ -26,7 +26,7 @@ use crate::sync::{AtomicU32, AtomicU64, Ordering};
 /// `"SHMQ"` in little-endian byte order.
 pub(crate) const MAGIC: u32 = u32::from_le_bytes(*b"SHMQ");
 /// Layout version; a region of another version is refused, never misread.
-pub(crate) const VERSION: u32 = 4;
+pub(crate) const VERSION: u32 = 5;
 
 /// The arena's allocation unit: record headers and payloads are aligned to it.
 pub(crate) const UNIT: u64 = 64;
@@ -92,6 +92,9 @@ pub(crate) struct ConfigLine {
     /// The most messages that may wait unclaimed (`1..=slot_count`;
     /// `Config::slots`): a publish needs ticket `t - max_waiting` claimed.
     pub max_waiting: AtomicU32,
+    /// Deliveries of one message before it is dropped instead of returned
+    /// (`Config::max_attempts`); 0 = unlimited.
+    pub max_attempts: AtomicU32,
 }
 
 /// A ticket hint on its own line.
@@ -143,6 +146,25 @@ pub(crate) struct TaskLine {
     pub done: WaitWord,
 }
 
+/// At-least-once bookkeeping (design.md §3.12): a line that changes only
+/// when a holder of deliveries dies or gives one up without room, and the
+/// counts `shmq inspect` shows.
+#[repr(C, align(128))]
+#[derive(Debug, Default)]
+pub(crate) struct DeliveryLine {
+    /// Raised after a record may have been left for a sweep (a dead
+    /// participant that took deliveries, a give-back without room); a lane
+    /// whose `swept` is below it is walked by its next lease holder.
+    pub orphan_epoch: AtomicU64,
+    /// Messages given back (nack, drop, or their holder's death).
+    pub redeliveries: AtomicU64,
+    /// Messages that reached `max_attempts` and were dropped.
+    pub dropped: AtomicU64,
+    /// Messages that reached `max_attempts` and were moved to the
+    /// dead-letter queue.
+    pub dead_lettered: AtomicU64,
+}
+
 /// Role bits.
 pub(crate) const ROLE_SENDER: u32 = 1;
 pub(crate) const ROLE_RECEIVER: u32 = 2;
@@ -163,6 +185,7 @@ pub(crate) struct Header {
     pub space: WaitLine,
     pub roles: RoleLine,
     pub tasks: TaskLine,
+    pub deliveries: DeliveryLine,
 }
 
 /// One entry of the participant table.
@@ -179,8 +202,12 @@ pub(crate) struct Participant {
     /// later one at the same place).
     pub claim: AtomicU64,
     pub pid: AtomicU32,
-    pub _reserved: AtomicU32,
-    pub _reserved2: AtomicU64,
+    /// The generation of this entry's participant once it may hold a
+    /// delivery (stored before its first `HELD` store or takeover), 0
+    /// otherwise: its end raises the orphan epoch, and only then is this
+    /// cleared, by a CAS from that generation (design.md §3.12).
+    pub delivering: AtomicU32,
+    pub _reserved: AtomicU64,
 }
 
 /// Participant states.
@@ -209,6 +236,8 @@ pub(crate) struct Lane {
     /// bits of its header's position) above, its reader's owner bits and
     /// the `STREAM_*` flags below (see `ring`).
     pub stream: AtomicU64,
+    /// The orphan epoch the lane's last complete sweep read (§3.12).
+    pub swept: AtomicU64,
 }
 
 /// The header unit of a record in the arena.
@@ -249,7 +278,11 @@ mod asserts {
     const_assert_eq!(size_of::<WaitLine>(), 128);
     const_assert_eq!(size_of::<RoleLine>(), 128);
     const_assert_eq!(size_of::<TaskLine>(), 128);
-    const_assert_eq!(size_of::<Header>(), 896);
+    const_assert_eq!(size_of::<Header>(), 1024);
+    const_assert_eq!(offset_of!(Header, deliveries), 896);
+    const_assert_eq!(offset_of!(ConfigLine, max_attempts), 96);
+    const_assert_eq!(offset_of!(Participant, delivering), 20);
+    const_assert_eq!(offset_of!(Lane, swept), 40);
     const_assert_eq!(offset_of!(Header, enq), 128);
     const_assert_eq!(offset_of!(Header, deq), 256);
     const_assert_eq!(offset_of!(Header, data), 384);
@@ -293,6 +326,8 @@ pub struct Layout {
     pub slot_count: u32,
     /// The most messages that may wait unclaimed (`1..=slot_count`).
     pub max_waiting: u32,
+    /// Deliveries of a message before it is dropped; 0 = unlimited.
+    pub max_attempts: u32,
     /// Entries of the participant table.
     pub participant_count: u32,
     /// Largest payload a record may carry.
@@ -368,6 +403,7 @@ impl Layout {
             lane_size,
             slot_count,
             max_waiting: slot_count,
+            max_attempts: 0,
             participant_count,
             // a record (header unit + payload) of at most lane_size/8 + 64
             // always fits an empty lane at any start (<= lane_size/2), and
@@ -396,6 +432,15 @@ impl Layout {
         })
     }
 
+    /// The same geometry, with a message dropped after `n` deliveries
+    /// (0 = unlimited).
+    pub fn with_max_attempts(self, n: u32) -> Self {
+        Self {
+            max_attempts: n,
+            ..self
+        }
+    }
+
     /// Lane size in units.
     pub fn lane_units(&self) -> u64 {
         self.lane_size / UNIT
@@ -421,6 +466,7 @@ impl Layout {
         cfg.arena_offset.store(self.arena_offset, r);
         cfg.removal.store(removal, r);
         cfg.max_waiting.store(self.max_waiting, r);
+        cfg.max_attempts.store(self.max_attempts, r);
     }
 
     /// Validates the configuration line of an untrusted mapping of
@@ -445,6 +491,7 @@ impl Layout {
             cfg.participant_count.load(r),
         )
         .and_then(|l| l.with_max_waiting(cfg.max_waiting.load(r)))
+        .map(|l| l.with_max_attempts(cfg.max_attempts.load(r)))
         .map_err(|e| ValidateError::Corrupted(format!("header: {e}")))?;
         let stored = Self {
             max_message: cfg.max_message.load(r),
@@ -501,7 +548,7 @@ mod tests {
     #[test]
     fn geometry_is_aligned_and_checked() {
         let l = Layout::new(4, 1 << 16, 256, 8).unwrap();
-        assert_eq!(l.participants_offset, 896);
+        assert_eq!(l.participants_offset, 1024);
         assert_eq!(l.lanes_offset % LINE, 0);
         assert_eq!(l.slots_offset % LINE, 0);
         assert_eq!(l.arena_offset % PAGE, 0);

@@ -61,8 +61,8 @@ pub use crate::inspect::{
 };
 #[cfg(not(loom))]
 pub use crate::queue::{
-    Config, Disconnect, Iter, Message, MessageReader, MessageWriter, OwnedMessage, Queue, Receiver,
-    Removal, Sender, TryIter, WaitStrategy, WriteGrant,
+    Config, Delivery, Disconnect, Iter, Message, MessageReader, MessageWriter, OwnedMessage, Queue,
+    Receiver, Removal, Sender, TryIter, WaitStrategy, WriteGrant,
 };
 
 /// The protocol internals, exported only to the loom models in
@@ -72,8 +72,8 @@ pub use crate::queue::{
 pub mod __loom {
     pub use crate::layout::{Layout, WaitWord};
     pub use crate::ring::{
-        Allocation, Busy, Claim, Fragment, LaneLease, Next, Owner, Ring, StreamRead, StreamStatus,
-        Take,
+        Allocation, Busy, Claim, Fragment, GaveBack, LaneLease, Next, Owner, Ring, StreamRead,
+        StreamStatus, Take,
     };
     pub use crate::sync::{Wake, crash};
 }

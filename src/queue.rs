@@ -14,15 +14,17 @@ use crate::error::{
     TrySendError,
 };
 use crate::layout::{Layout, PAGE, ROLE_RECEIVER, ROLE_SENDER};
-use crate::ring::{Allocation, Busy, Claim, LaneLease, Owner, Ring};
+use crate::ring::{Allocation, Busy, Claim, LaneLease, Owner, Ring, StreamRead, Take};
 use crate::sync::{self, AtomicU32, AtomicU64, Ordering, Wake};
 use crate::sys::{self, ShmFile};
 
 pub use crate::region::Removal;
 use crate::region::{Check, Registration, Shared};
 
+mod delivery;
 mod spin;
 mod stream;
+pub use delivery::Delivery;
 use spin::Spin;
 pub use stream::{MessageReader, MessageWriter};
 
@@ -91,12 +93,13 @@ pub struct Config {
     mode: u32,
     wait: WaitStrategy,
     removal: Removal,
+    max_attempts: u32,
 }
 
 impl Default for Config {
     /// A 64 MiB arena in 8 lanes, 65 536 index slots, 256 participants,
     /// mode 0600, [`WaitStrategy::SpinThenPark`],
-    /// [`Removal::WhenUnusedAndEmpty`].
+    /// [`Removal::WhenUnusedAndEmpty`], unlimited delivery attempts.
     fn default() -> Self {
         Self {
             capacity_bytes: 64 << 20,
@@ -106,6 +109,7 @@ impl Default for Config {
             mode: 0o600,
             wait: WaitStrategy::SpinThenPark,
             removal: Removal::WhenUnusedAndEmpty,
+            max_attempts: 0,
         }
     }
 }
@@ -157,6 +161,18 @@ impl Config {
         self
     }
 
+    /// Poison messages: a message delivered this many times
+    /// ([`Receiver::recv_delivery`]) and given back once more is not
+    /// delivered again: it is dropped and counted (`dropped` in
+    /// [`Queue::inspect`] and `shmq inspect`). `0` (the default) means
+    /// unlimited. Recorded in the region: it applies to every process.
+    /// Large messages (above `max_message`) are sent again by their sender
+    /// and not counted.
+    pub fn max_attempts(mut self, n: u32) -> Self {
+        self.max_attempts = n;
+        self
+    }
+
     fn layout(&self) -> Result<Layout, OpenError> {
         let cap = self
             .capacity_bytes
@@ -185,6 +201,7 @@ impl Config {
         };
         Layout::new(lanes, cap / u64::from(lanes), slots, self.participants)
             .and_then(|l| l.with_max_waiting(waiting))
+            .map(|l| l.with_max_attempts(self.max_attempts))
             .map_err(OpenError::InvalidConfig)
     }
 }
@@ -690,6 +707,11 @@ impl Handle {
                 let Some(mut lease) = ring.try_lease(lane, owner)? else {
                     continue;
                 };
+                // a dead holder's deliveries go back first (design.md §3.12)
+                if let Err(c) = ring.sweep_due(&lease) {
+                    ring.unlease(lease);
+                    return Err(c.into());
+                }
                 match alloc(ring, &mut lease) {
                     Ok(Some(a)) => {
                         if lane != pref {
@@ -779,24 +801,37 @@ impl Handle {
     /// message read whole into `buf` (heads of given-up streams are
     /// skipped). The deadline applies to waiting for a message; a large
     /// message, once started, is read as fast as its sender writes it.
-    fn receive(&self, deadline: Option<Duration>, buf: &mut Vec<u8>) -> Result<Received, Fail> {
+    ///
+    /// With [`Take::Deliver`] the record is `HELD` until acknowledged, and
+    /// a large message is read whole with its `DONE` left to the ack
+    /// ([`Received::HeldStream`]).
+    fn receive(
+        &self,
+        deadline: Option<Duration>,
+        buf: &mut Vec<u8>,
+        take: Take,
+    ) -> Result<Received, Fail> {
         loop {
-            let c = self.claim(deadline)?;
+            let c = self.claim(deadline, take)?;
             if !c.is_stream() {
                 return Ok(Received::Record(c));
             }
-            if let Some(n) = self.recv_stream(c, buf)? {
+            if take == Take::Deliver {
+                if let Some((n, s)) = self.recv_stream_held(c, buf)? {
+                    return Ok(Received::HeldStream(n, s));
+                }
+            } else if let Some(n) = self.recv_stream(c, buf)? {
                 return Ok(Received::Stream(n));
             }
         }
     }
 
-    fn claim(&self, deadline: Option<Duration>) -> Result<Claim, Fail> {
+    fn claim(&self, deadline: Option<Duration>, take: Take) -> Result<Claim, Fail> {
         let ring = self.ring();
         let owner = self.owner()?;
         let spin = Spin::new();
         loop {
-            if let Some(c) = ring.claim(owner)? {
+            if let Some(c) = ring.claim_as(owner, take)? {
                 // Pass the baton: more messages and more sleepers.
                 let data = ring.data_word();
                 if data.sleepers.load(Ordering::Relaxed) > 0 && ring.has_message() {
@@ -804,13 +839,15 @@ impl Handle {
                 }
                 return Ok(c);
             }
+            self.return_abandoned_deliveries(owner)?;
             if self.gone_before_waiting(deadline) {
                 // SYNC: the senders' publishes happen-before their Release
                 // decrement that we observed: one more look finds them all.
-                return match ring.claim(owner)? {
-                    Some(c) => Ok(c),
-                    None => Err(Fail::Disconnected),
-                };
+                if let Some(c) = ring.claim_as(owner, take)? {
+                    return Ok(c);
+                }
+                self.wait_for_outstanding_deliveries(owner, deadline)?;
+                continue;
             }
             let r = self.wait_once(&spin, deadline, ring.data_word(), || {
                 ring.has_message() || self.gone_before_waiting(deadline)
@@ -818,7 +855,10 @@ impl Handle {
             match r {
                 Ok(()) => {}
                 Err(Fail::Disconnected) => {
-                    return ring.claim(owner)?.ok_or(Fail::Disconnected);
+                    if let Some(c) = ring.claim_as(owner, take)? {
+                        return Ok(c);
+                    }
+                    self.wait_for_outstanding_deliveries(owner, deadline)?;
                 }
                 Err(e) => {
                     if ring.has_message() {
@@ -836,10 +876,14 @@ impl Handle {
 /// What [`Handle::receive`] got.
 #[derive(Debug)]
 enum Received {
-    /// A record, claimed: read it in place, then release it.
+    /// A record, claimed: read it in place, then release it (or, if it is
+    /// held as a delivery, acknowledge or give it back).
     Record(Claim),
     /// A large message of this many bytes, now in the caller's buffer.
     Stream(usize),
+    /// A large message read whole as a delivery: its writer learns that it
+    /// was delivered (`DONE`) only at the ack.
+    HeldStream(usize, StreamRead),
 }
 
 /// The deadline `timeout` from now. A zero timeout is a try, which reads
@@ -1255,7 +1299,10 @@ impl Receiver {
     /// that attached has detached or died.
     pub fn recv(&mut self) -> Result<Message<'_>, RecvError> {
         let mut buf = Vec::new();
-        let got = self.h.receive(None, &mut buf).map_err(recv_error)?;
+        let got = self
+            .h
+            .receive(None, &mut buf, Take::Read)
+            .map_err(recv_error)?;
         Ok(Message(Lent::new(self, (got, buf))))
     }
 
@@ -1267,7 +1314,7 @@ impl Receiver {
         let mut buf = Vec::new();
         let got = self
             .h
-            .receive(Some(Duration::ZERO), &mut buf)
+            .receive(Some(Duration::ZERO), &mut buf, Take::Read)
             .map_err(try_recv_error)?;
         Ok(Message(Lent::new(self, (got, buf))))
     }
@@ -1280,7 +1327,7 @@ impl Receiver {
         let mut buf = Vec::new();
         let got = self
             .h
-            .receive(deadline_after(timeout), &mut buf)
+            .receive(deadline_after(timeout), &mut buf, Take::Read)
             .map_err(recv_timeout_error)?;
         Ok(Message(Lent::new(self, (got, buf))))
     }
@@ -1316,7 +1363,7 @@ impl Receiver {
 
     fn receive_owned(&self, deadline: Option<Duration>) -> Result<OwnedMessage, Fail> {
         let mut buf = Vec::new();
-        let got = self.h.receive(deadline, &mut buf)?;
+        let got = self.h.receive(deadline, &mut buf, Take::Read)?;
         Ok(OwnedMessage(Lent::new(self.clone(), (got, buf))))
     }
 
@@ -1324,7 +1371,8 @@ impl Receiver {
         let (got, buf) = got;
         let c = match got {
             Received::Record(c) => c,
-            Received::Stream(n) => return n,
+            // a delivery never comes here (`Take::Read`)
+            Received::Stream(n) | Received::HeldStream(n, _) => return n,
         };
         let ring = self.h.ring();
         ring.read_payload(&c, buf);
@@ -1340,7 +1388,7 @@ impl Receiver {
     /// # Errors
     /// As [`Receiver::recv`].
     pub fn recv_into(&self, buf: &mut Vec<u8>) -> Result<usize, RecvError> {
-        let got = self.h.receive(None, buf).map_err(recv_error)?;
+        let got = self.h.receive(None, buf, Take::Read).map_err(recv_error)?;
         Ok(self.copy_out((got, buf)))
     }
 
@@ -1351,7 +1399,7 @@ impl Receiver {
     pub fn try_recv_into(&self, buf: &mut Vec<u8>) -> Result<usize, TryRecvError> {
         let got = self
             .h
-            .receive(Some(Duration::ZERO), buf)
+            .receive(Some(Duration::ZERO), buf, Take::Read)
             .map_err(try_recv_error)?;
         Ok(self.copy_out((got, buf)))
     }
@@ -1367,7 +1415,7 @@ impl Receiver {
     ) -> Result<usize, RecvTimeoutError> {
         let got = self
             .h
-            .receive(deadline_after(timeout), buf)
+            .receive(deadline_after(timeout), buf, Take::Read)
             .map_err(recv_timeout_error)?;
         Ok(self.copy_out((got, buf)))
     }
@@ -1490,7 +1538,7 @@ impl<R: Borrow<Receiver>> Lent<R> {
                 });
                 (Some(c), Vec::new())
             }
-            (Received::Stream(_), owned) => (None, owned),
+            (Received::Stream(_) | Received::HeldStream(..), owned) => (None, owned),
         };
         Self {
             rx,
@@ -1512,8 +1560,10 @@ impl<R: Borrow<Receiver>> Lent<R> {
     }
 }
 
-impl<R: Borrow<Receiver>> Drop for Lent<R> {
-    fn drop(&mut self) {
+impl<R: Borrow<Receiver>> Lent<R> {
+    /// Ends the claim, in the process that made it: a plain message is
+    /// released; a delivery is released if `ack`, else given back.
+    fn finish(&mut self, ack: bool) {
         if let Some(c) = self.claim.take()
             && self.fork_gen == sys::fork_generation()
         {
@@ -1528,8 +1578,18 @@ impl<R: Borrow<Receiver>> Drop for Lent<R> {
                     *e = None;
                 }
             });
-            h.ring().release(c);
+            if c.is_held() && !ack {
+                h.give_back(c);
+            } else {
+                h.ring().release(c);
+            }
         }
+    }
+}
+
+impl<R: Borrow<Receiver>> Drop for Lent<R> {
+    fn drop(&mut self) {
+        self.finish(false);
     }
 }
 

@@ -120,18 +120,31 @@ struct Attachment {
 }
 
 /// Frees the participant entries of dead processes (their liveness lock is
-/// gone) and wakes the other side if a role count reached zero.
-fn reap_dead(ring: &Ring, file: &ShmFile) {
+/// gone) and wakes the other side if a role count reached zero. `me` is this
+/// process's attachment, which returns a dead claimer's record under its
+/// lane's lease before the entry is retired (design.md §3.12); without one
+/// (inside registration) entries that announce a claim are left for later.
+fn reap_dead(ring: &Ring, file: &ShmFile, me: Option<Owner>) {
+    let alive = |j: u32| {
+        file.byte_locked_by_other(PARTICIPANT_LOCK_BASE + u64::from(j))
+            .unwrap_or(true)
+    };
     for i in 0..ring.layout().participant_count {
+        ring.settle_delivering(i);
         let Some(w) = ring.participant_alive_word(i) else {
             continue;
         };
-        let byte = PARTICIPANT_LOCK_BASE + u64::from(i);
-        if let Ok(false) = file.byte_locked_by_other(byte)
-            && let Some(role) = ring.reap_participant(i, w)
+        if !alive(i)
+            && let Some(role) = ring.reap_participant(i, w, me, &alive)
         {
+            ring.settle_delivering(i);
             after_retire(ring, role);
         }
+    }
+    if let Some(me) = me {
+        // returns of the deliveries of holders just retired, without
+        // waiting for a sender to lease their lanes
+        let _ = ring.sweep_due_lanes(me);
     }
 }
 
@@ -169,7 +182,7 @@ fn register(ring: &Ring, file: &ShmFile, role: u32) -> Result<(Owner, LockFile),
             let _ = lock.file().unlock_byte(byte);
         }
         if pass == 0 {
-            reap_dead(ring, file);
+            reap_dead(ring, file, None);
         }
     }
     Err(OpenError::TooManyParticipants {
@@ -269,7 +282,12 @@ impl Shared {
             return false;
         }
         self.last_reap.store(now, Ordering::Relaxed);
-        reap_dead(&self.ring, &self.file);
+        let me = self
+            .attachment
+            .as_ref()
+            .filter(|a| a.fork_gen == sys::fork_generation())
+            .map(|a| a.owner);
+        reap_dead(&self.ring, &self.file, me);
         true
     }
 

@@ -69,7 +69,10 @@ const KIND_STREAM: u32 = 3;
 /// consumer that claimed its stream's head.
 const KIND_FRAGMENT: u32 = 4;
 
+mod deliver;
 mod stream;
+#[cfg(loom)]
+pub use deliver::GaveBack;
 pub use stream::{Fragment, Next, StreamRead, StreamStatus};
 
 const LEASE_BUSY: u64 = 1 << 31;
@@ -200,30 +203,18 @@ pub struct Claim {
     stream: bool,
     /// The producer's 24 owner bits, from the record's `READY` word.
     producer: u64,
-    // Read by the queue's `recv_delivery` once it is built (issue 13); the
-    // loom models drive it now.
-    #[cfg_attr(not(loom), allow(dead_code))]
     /// Taken as a delivery (`HELD`)?
     held: bool,
-    // Read by the queue's `recv_delivery` once it is built (issue 13); the
-    // loom models drive it now.
-    #[cfg_attr(not(loom), allow(dead_code))]
     /// Which delivery of its message this is (1 for the first).
     attempt: u32,
 }
 
 impl Claim {
-    // Used by the queue's `recv_delivery` once it is built (issue 13); the
-    // loom models drive it now.
-    #[cfg_attr(not(loom), allow(dead_code))]
     /// Which delivery of its message this is: 1 for the first.
     pub fn attempt(&self) -> u32 {
         self.attempt
     }
 
-    // Used by the queue's `recv_delivery` once it is built (issue 13); the
-    // loom models drive it now.
-    #[cfg_attr(not(loom), allow(dead_code))]
     /// Whether it was taken as a delivery ([`Take::Deliver`]).
     pub fn is_held(&self) -> bool {
         self.held
@@ -934,127 +925,6 @@ impl Ring {
                 .is_ok())
     }
 
-    /// Recovery of a delivery, by the lease holder of its lane, on the
-    /// record at `f` (state word `s`): a `HELD` record whose holder died,
-    /// a `RETURNING` one whose returner died before any slot or live claim
-    /// took it, or an `ORPHANED` one, is taken over (a CAS from exactly
-    /// `s`) and given back into the index. Returns whether it did.
-    fn return_if_abandoned(&self, lease: &LaneLease, f: u64, s: u64) -> Result<bool, Corruption> {
-        let lane = lease.lane;
-        let h = self.record(lane, f);
-        let bits = s & 0xff_ffff;
-        let abandoned = match (s >> 24) & 0xff {
-            R_HELD => !self.holder_alive(bits, h.holder_gen.load(Ordering::Relaxed)),
-            R_RETURNING if self.record_owner_alive(bits) => false,
-            R_RETURNING => {
-                // a claimer may have won its slot CAS a moment ago and not
-                // yet stored HELD: its announcement keeps the record
-                let r = self.record_ref(lane, f);
-                !self.index_refers_to(r) && !self.claimed_by_live_consumer(r)
-            }
-            R_ORPHANED => true,
-            _ => false,
-        };
-        if !abandoned {
-            return Ok(false);
-        }
-        // Only a whole message record is ever a delivery: a forged state on
-        // a pad, a fragment or an impossible length is corruption, never
-        // published.
-        let len = h.len.load(Ordering::Relaxed);
-        let units = u64::from(h.units.load(Ordering::Relaxed));
-        let room_in_lap = self.layout.lane_units() - (f & (self.layout.lane_units() - 1));
-        if h.kind.load(Ordering::Relaxed) != KIND_MESSAGE
-            || len > self.layout.max_message
-            || units != Self::record_units(len)
-            || units > room_in_lap
-        {
-            return Err(Corruption(
-                "a delivery record has an impossible kind or length",
-            ));
-        }
-        let me = lease.owner;
-        let tag = self.tag(f);
-        // SYNC: AcqRel: Acquire pairs with the Release of the HELD,
-        // RETURNING or ORPHANED store: the header as its last owner left it
-        // happens-before our give-back. Only the lease holder does this,
-        // the one writer that could reuse the bytes.
-        if h.state
-            .compare_exchange(
-                s,
-                (tag << 32) | (R_HELD << 24) | me.record_bits(),
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            )
-            .is_err()
-        {
-            return Ok(false);
-        }
-        h.holder_gen.store(me.generation, Ordering::Relaxed);
-        sync::crash_point("abandoned delivery taken over (HELD by the lease holder)");
-        self.give_back_at(lane, f, tag, me)?;
-        Ok(true)
-    }
-
-    /// Whether the holder of a `HELD` record (its 24 owner bits, and the
-    /// full generation it stored) is alive.
-    fn holder_alive(&self, bits: u64, generation: u32) -> bool {
-        let idx = ((bits >> 8) & 0xffff) as u32;
-        if idx >= self.layout.participant_count {
-            return false;
-        }
-        let w = self.participant(idx).word.load(Ordering::Acquire);
-        w & 0xff == P_ALIVE && (w >> 32) as u32 == generation
-    }
-
-    /// Retires dead participant `i` (whose alive word is `word`), like
-    /// [`retire_participant`](Self::retire_participant), and then frees the
-    /// record it had claimed but not yet marked `READING`, if any: a
-    /// `READY` record that its announcement names, that no index slot
-    /// refers to and that no live participant announces (at most once).
-    /// The CAS is from the exact state word: a `READY` record is never
-    /// reused before it is `FREE`, and a reused one has another lap tag.
-    pub fn reap_participant(&self, i: u32, word: u64) -> Option<u32> {
-        let announced = self.participant(i).claim.load(Ordering::Acquire);
-        let role = self.retire_participant(i, word)?;
-        if announced != 0 {
-            self.free_claimed_orphan(announced);
-        }
-        Some(role)
-    }
-
-    /// Frees the record a dead consumer's announcement names, if it is still
-    /// that record (published under the same ticket), `READY`, out of the
-    /// index and claimed by no live participant.
-    fn free_claimed_orphan(&self, announced: u64) {
-        let r = slot_ref(announced);
-        let Some((lane, offset)) = self.ref_location(r) else {
-            return; // names no record (a hostile value)
-        };
-        let h = self.record(lane, offset);
-        let s = h.state.load(Ordering::Acquire);
-        // A fragment of a large message is never claimed through the index,
-        // and its header keeps the ticket of whatever record was there
-        // before: it must never pass for the announced record (the loom
-        // model of a stream reader killed mid-claim caught the reaper
-        // freeing the restarted stream's first fragment).
-        // A RETURNING record is freed too, at most once, like a READY one:
-        // returning it instead is the reaper's next step (design.md §3.12).
-        if matches!((s >> 24) & 0xff, R_READY | R_RETURNING)
-            && h.kind.load(Ordering::Relaxed) != KIND_FRAGMENT
-            && announcement(h.ticket.load(Ordering::Relaxed), r) == announced
-            && !self.index_refers_to(r)
-            && !self.claimed_by_live_consumer(r)
-        {
-            let _ = h.state.compare_exchange(
-                s,
-                (s & !0xffff_ffff) | (R_FREE << 24),
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            );
-        }
-    }
-
     /// Whether some index slot holds a published (FULL) reference to `r`.
     fn index_refers_to(&self, r: u32) -> bool {
         // SYNC: Acquire: a consumer's claim CAS (Release) that emptied the
@@ -1358,7 +1228,8 @@ impl Ring {
     }
 
     /// Claims the message at the head of the index to read it once
-    /// (`READING`). `Ok(None)` if empty.
+    /// (`READING`). `Ok(None)` if empty. (The queue calls `claim_as`.)
+    #[cfg_attr(not(any(loom, fuzzing)), allow(dead_code))]
     pub fn claim(&self, me: Owner) -> Result<Option<Claim>, Corruption> {
         self.claim_as(me, Take::Read)
     }
@@ -1366,6 +1237,10 @@ impl Ring {
     /// Claims the message at the head of the index as `take` says.
     /// `Ok(None)` if empty.
     pub fn claim_as(&self, me: Owner, take: Take) -> Result<Option<Claim>, Corruption> {
+        if take == Take::Deliver {
+            // before any HELD store of ours: our death must lead to a sweep
+            self.mark_delivering(me);
+        }
         let deq = &self.header().deq.hint;
         let mut helped = 0u32;
         loop {
@@ -1520,56 +1395,6 @@ impl Ring {
             .store((c.tag << 32) | (R_FREE << 24), Ordering::Release);
         sync::crash_point("released (FREE)");
         self.wake(&self.header().space.word, u32::MAX);
-    }
-
-    /// Gives a delivery back (a nack): its message is published again, in
-    /// place, for any receiver (its next delivery counts one more attempt,
-    /// at `take_record`). `Ok(true)`
-    /// once it is in the index; `Ok(false)` if the index had no room (or
-    /// the bound was reached): it is then `ORPHANED`, and the lane's next
-    /// lease holder returns it. Never waits.
-    // Used by the queue's `recv_delivery` once it is built (issue 13); the
-    // loom models drive it now.
-    #[cfg_attr(not(loom), allow(dead_code))]
-    pub fn give_back(&self, c: Claim, me: Owner) -> Result<bool, Corruption> {
-        assert!(c.held, "only a delivery (Take::Deliver) can be given back");
-        self.give_back_at(c.lane, c.offset, c.tag, me)
-    }
-
-    /// [`give_back`](Self::give_back) of the record at `offset` of `lane`,
-    /// with lap tag `tag`, which `me` holds as `HELD(me)`.
-    fn give_back_at(
-        &self,
-        lane: u32,
-        offset: u64,
-        tag: u64,
-        me: Owner,
-    ) -> Result<bool, Corruption> {
-        let h = self.record(lane, offset);
-        let state = (tag << 32) | (R_RETURNING << 24) | me.record_bits();
-        // The first ticket guess is never at or below the one the record
-        // last carried: a dead claimer's stale announcement names that one,
-        // and the hint lags after a publisher died between its slot CAS and
-        // its hint CAS, so the guess could match it while no slot refers to
-        // the record (a reaper would take it for that claimer's orphan).
-        // Only here: a fresh record's `ticket` field may hold old payload.
-        let floor = h.ticket.load(Ordering::Relaxed).wrapping_add(1);
-        let published = self.publish_at(lane, offset, state, floor, "RETURNING, not yet published");
-        if let Ok(Ok(())) = published {
-            return Ok(true);
-        }
-        // No room in the index (or a corrupted one): nobody holds it now.
-        // A CAS from our own RETURNING word, never a plain store: if
-        // anything else changed the word, the bytes are not ours to write.
-        // SYNC: Release pairs with the Acquire of the taker's CAS.
-        let _ = h.state.compare_exchange(
-            state,
-            (tag << 32) | (R_ORPHANED << 24),
-            Ordering::Release,
-            Ordering::Relaxed,
-        );
-        sync::crash_point("given back: ORPHANED");
-        published.map(|_| false)
     }
 
     /// Whether a message is waiting at the head of the index.
@@ -1882,7 +1707,12 @@ mod tests {
     }
 
     fn kill(r: &Ring, index: u32) {
-        // what the reaper does when the participant's lock is gone
+        assert_eq!(try_reap(r, index), Some(ROLE_SENDER));
+    }
+
+    /// What the reaper does when participant `index`'s lock is gone: the
+    /// retired role, or `None` if it must wait (for a lane's lease).
+    fn try_reap(r: &Ring, index: u32) -> Option<u32> {
         let w = Ring::alive_word(
             Owner {
                 index,
@@ -1890,7 +1720,12 @@ mod tests {
             },
             ROLE_SENDER,
         );
-        assert_eq!(r.reap_participant(index, w), Some(ROLE_SENDER));
+        // the reaper is a participant that lives (index 3)
+        let reaper = Owner {
+            index: 3,
+            generation: 1,
+        };
+        r.reap_participant(index, w, Some(reaper), &|j| j != index)
     }
 
     fn other() -> Owner {
@@ -1961,7 +1796,7 @@ mod tests {
     }
 
     #[test]
-    fn a_record_a_live_consumer_is_claiming_is_kept_and_a_dead_ones_freed() {
+    fn a_record_a_live_consumer_is_claiming_is_kept_and_a_dead_ones_returned() {
         let h = heap(1, 4096, 16);
         let r = &h.ring;
         assert!(send(r, b"m").unwrap());
@@ -1975,13 +1810,18 @@ mod tests {
         let mut lease = r.try_lease(0, other()).unwrap().unwrap();
         r.reclaim(&mut lease).unwrap();
         assert_eq!(lease.frontier(), 0, "kept while its claimant lives");
-        kill(r, 2);
+        // the claimant dies: its reaper returns the record, which needs the
+        // lane's lease, so it waits while a live holder has it
+        assert_eq!(try_reap(r, 2), None, "the reaper waits for the lease");
         r.reclaim(&mut lease).unwrap();
-        assert_eq!(
-            lease.frontier(),
-            lease.end(),
-            "freed once its claimant died"
-        );
+        assert_eq!(lease.frontier(), 0, "never freed: it was committed");
+        r.unlease(lease);
+        kill(r, 2);
+        // delivered again, whole
+        assert_eq!(recv(r).unwrap(), b"m");
+        let mut lease = r.try_lease(0, other()).unwrap().unwrap();
+        r.reclaim(&mut lease).unwrap();
+        assert_eq!(lease.frontier(), lease.end(), "freed once read");
         r.unlease(lease);
     }
 
@@ -2030,14 +1870,19 @@ mod tests {
         // its producer is about to publish it under the next ticket
         let next = r.header().enq.hint.load(Ordering::Relaxed);
         r.record(0, 64).ticket.store(next, Ordering::Relaxed);
-        kill(r, 2);
+        // its reaper waits for the lease the producer holds
+        assert_eq!(try_reap(r, 2), None);
         assert_eq!(
             r.record(0, 64).state.load(Ordering::Relaxed),
             ready,
-            "the reaper freed a record its stale announcement did not name"
+            "the reaper touched a record under a live lease holder"
         );
         assert!(r.publish(&lease, &a).unwrap().is_ok());
         r.unlease(lease);
-        assert!(recv(r).is_some());
+        // with the lease free, it finds the record published (in a slot):
+        // not the one its stale announcement names
+        kill(r, 2);
+        assert_eq!(recv(r).unwrap().len(), 3);
+        assert!(recv(r).is_none(), "delivered once");
     }
 }

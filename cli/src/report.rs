@@ -82,6 +82,10 @@ pub fn inspection_json(i: &Inspection) -> Value {
         "dead_entries": i.dead_entries,
         "sleeping_receivers": i.sleeping_receivers,
         "sleeping_senders": i.sleeping_senders,
+        "max_attempts": i.max_attempts,
+        "redeliveries": i.redeliveries,
+        "dropped": i.dropped,
+        "dead_lettered": i.dead_lettered,
         "participants": i.participants.iter().map(|p| json!({
             "index": p.index,
             "role": p.role.to_string(),
@@ -126,6 +130,16 @@ pub fn print_inspection(i: &Inspection) {
     println!(
         "sleeping     {} receiver(s) waiting for data, {} sender(s) waiting for room",
         i.sleeping_receivers, i.sleeping_senders
+    );
+    println!(
+        "deliveries   {} redelivered, {} dropped, {} dead-lettered (max attempts: {})",
+        i.redeliveries,
+        i.dropped,
+        i.dead_lettered,
+        match i.max_attempts {
+            0 => "unlimited".to_string(),
+            n => n.to_string(),
+        }
     );
     println!();
     println!(

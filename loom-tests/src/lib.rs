@@ -66,10 +66,22 @@ pub fn ring_with(lanes: u32, lane_size: u64, slots: u32, max_waiting: u32) -> Ar
 /// (a model's stand-in for the queue layer's reaper): retire it, and free
 /// the record it was claiming, if any.
 pub fn reap(r: &Ring, index: u32) {
+    // the reaper is participant 3's process (`reaper`); only `index` died
     assert!(
-        r.reap_participant(index, Ring::alive_word(owner(index), 1))
-            .is_some()
+        r.reap_participant(
+            index,
+            Ring::alive_word(owner(index), 1),
+            Some(reaper(index)),
+            &|j| j != index
+        )
+        .is_some()
     );
+    r.settle_delivering(index);
+}
+
+/// The participant that reaps `dead`: 3, or 2 when 3 is the one that died.
+pub fn reaper(dead: u32) -> Owner {
+    owner(if dead == 3 { 2 } else { 3 })
 }
 
 /// Participant `i` (generation 1).

@@ -16,7 +16,7 @@
 use loom::sync::Arc;
 use loom::thread;
 use loom_tests::{Sent, check, dying, owner, payload, quiet_crashes, reap, ring, try_send};
-use shmq::__loom::{Owner, Ring, Take};
+use shmq::__loom::{GaveBack, Owner, Ring, Take};
 
 /// One lane of 4 units: a held 2-unit message and one more fill it, so a
 /// sender needs the held record's space and its reclaim reaches it.
@@ -42,8 +42,9 @@ fn take_and_nack(r: &Ring, me: Owner) -> Option<Vec<u8>> {
     assert!(c.is_held());
     let mut v = Vec::new();
     r.read_payload(&c, &mut v);
-    assert!(
+    assert_eq!(
         r.give_back(c, me).expect("no corruption"),
+        GaveBack::Returned,
         "the index has room"
     );
     Some(v)
@@ -267,7 +268,7 @@ fn a_delivery_given_back_to_a_full_index_is_returned_by_the_lane_holder() {
         // true: published again at once; false: ORPHANED, for the lane's
         // next lease holder to return
         thread::yield_now();
-        let in_the_index = r.give_back(c, owner(1)).expect("no corruption");
+        let in_the_index = r.give_back(c, owner(1)).expect("no corruption") == GaveBack::Returned;
         GIVE_BACK_OUTCOMES[usize::from(in_the_index)]
             .store(true, std::sync::atomic::Ordering::Relaxed);
         let mut got = rx.join().unwrap();

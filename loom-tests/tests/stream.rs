@@ -11,8 +11,8 @@ use loom::thread;
 use shmq::__loom::{Ring, StreamStatus};
 
 use loom_tests::{
-    Sent, StreamRecv, check, check_long, dying, owner, payload, quiet_crashes, read_stream, ring,
-    try_recv, try_send, write_stream,
+    Sent, StreamRecv, check, check_long, dying, owner, payload, quiet_crashes, read_stream, reaper,
+    ring, try_recv, try_send, write_stream,
 };
 
 /// One lane of 4 units (256 B): fragments are at most 32 B (2 units).
@@ -61,8 +61,13 @@ fn a_stream_writer_killed_after_any_step_never_delivers_a_partial_message() {
                 Err(_) => {
                     // its liveness lock is gone: the reaper retires it
                     assert!(
-                        r.reap_participant(0, Ring::alive_word(owner(0), 1))
-                            .is_some()
+                        r.reap_participant(
+                            0,
+                            Ring::alive_word(owner(0), 1),
+                            Some(reaper(0)),
+                            &|j| j != 0
+                        )
+                        .is_some()
                     );
                     true
                 }
@@ -146,8 +151,13 @@ fn a_stream_reader_killed_after_any_step_makes_the_writer_send_it_again_whole() 
                 if first.is_err() {
                     // its liveness lock is gone: the reaper retires it
                     assert!(
-                        r.reap_participant(1, Ring::alive_word(owner(1), 1))
-                            .is_some()
+                        r.reap_participant(
+                            1,
+                            Ring::alive_word(owner(1), 1),
+                            Some(reaper(1)),
+                            &|j| j != 1
+                        )
+                        .is_some()
                     );
                 }
                 // a second reader gets the message whole unless the first did

@@ -7,6 +7,7 @@ use super::{Fail, Handle, LIVENESS_PERIOD, Receiver, Sender, Spin, WriteGrant, s
 use crate::error::{RecvError, SendError};
 use crate::ring::{
     Allocation, Claim, Fragment, LaneLease, MAX_STREAM_LEN, Next, Ring, StreamRead, StreamStatus,
+    Take,
 };
 use crate::sync;
 use crate::sys;
@@ -238,6 +239,22 @@ impl Handle {
     /// to `buf` (which is cleared first). `Ok(None)`: the stream was given
     /// up before anyone attached; claim the next message instead.
     pub(super) fn recv_stream(&self, c: Claim, buf: &mut Vec<u8>) -> Result<Option<usize>, Fail> {
+        let Some((n, s)) = self.recv_stream_held(c, buf)? else {
+            return Ok(None);
+        };
+        self.ring().stream_done(&s);
+        Ok(Some(n))
+    }
+
+    /// [`recv_stream`](Self::recv_stream) for a delivery: the stream is
+    /// read whole but not marked `DONE`, so its writer keeps waiting (and
+    /// starts over if this receiver dies or gives it back). The caller
+    /// marks it done at the ack.
+    pub(super) fn recv_stream_held(
+        &self,
+        c: Claim,
+        buf: &mut Vec<u8>,
+    ) -> Result<Option<(usize, StreamRead)>, Fail> {
         let ring = self.ring();
         let owner = self.owner()?;
         let Some(mut s) = ring.stream_attach(c, owner)? else {
@@ -257,8 +274,8 @@ impl Handle {
                 }
             };
             ring.read_fragment(&s, &f, buf);
-            if ring.fragment_done(&mut s, f) {
-                return Ok(Some(buf.len()));
+            if ring.fragment_freed(&mut s, f) {
+                return Ok(Some((buf.len(), s)));
             }
         }
     }
@@ -590,7 +607,7 @@ impl std::fmt::Debug for MessageReader<'_> {
 impl<'a> MessageReader<'a> {
     pub(super) fn new(rx: &'a mut Receiver, deadline: Option<Duration>) -> Result<Self, Fail> {
         loop {
-            let c = rx.h.claim(deadline)?;
+            let c = rx.h.claim(deadline, Take::Read)?;
             if !c.is_stream() {
                 let len = c.len();
                 return Ok(Self {

@@ -514,6 +514,23 @@ impl Ring {
     /// Frees a fragment the reader is done with. Returns `true` when it was
     /// the last one: the message is complete and marked `DONE`.
     pub fn fragment_done(&self, s: &mut StreamRead, f: Fragment) -> bool {
+        let done = self.fragment_freed(s, f);
+        if done {
+            self.stream_done(s);
+        }
+        done
+    }
+
+    /// Marks the stream `DONE` once its reader has all of it: its writer's
+    /// send returns. A delivery (`recv_delivery`) does it at its ack.
+    pub fn stream_done(&self, s: &StreamRead) {
+        self.set_reader_flag(s, DONE);
+    }
+
+    /// Frees a fragment the reader is done with, like
+    /// [`fragment_done`](Self::fragment_done), but leaves `DONE` to
+    /// [`stream_done`](Self::stream_done). Returns whether it was the last.
+    pub fn fragment_freed(&self, s: &mut StreamRead, f: Fragment) -> bool {
         let h = self.record(s.lane, f.pos);
         // SYNC: Release pairs with the writer's reclaim (Acquire): our reads
         // happen-before it reuses the space.
@@ -523,9 +540,7 @@ impl Ring {
         s.cursor = f.pos + f.units;
         s.got += f.len;
         let done = s.got == s.total;
-        if done {
-            self.set_reader_flag(s, DONE);
-        } else {
+        if !done {
             self.wake(&self.lane(s.lane).space, u32::MAX);
         }
         done

@@ -1,0 +1,252 @@
+//! At-least-once receiving: [`Receiver::recv_delivery`] and [`Delivery`]
+//! (the protocol is in `ring::deliver`, design.md §3.12).
+//!
+//! A message taken as a delivery stays owned by the queue until it is
+//! acknowledged. Given back (`nack`, or the `Delivery` dropped), or left by
+//! a receiver that dies, it is published again for any receiver.
+
+use std::fmt;
+use std::ops::Deref;
+use std::time::Duration;
+
+use super::{
+    Fail, Handle, LIVENESS_PERIOD, Lent, Received, Receiver, deadline_after, recv_error,
+    recv_timeout_error, try_recv_error,
+};
+use crate::error::{RecvError, RecvTimeoutError, TryRecvError};
+use crate::layout::ROLE_SENDER;
+use crate::region::Check;
+use crate::ring::{Owner, StreamRead, Take};
+use crate::sync;
+use crate::sys;
+
+/// A message received with [`Receiver::recv_delivery`]: it stays in the
+/// queue until [`ack`](Self::ack)ed.
+///
+/// * [`ack`](Self::ack): done; its space is released.
+/// * [`nack`](Self::nack), or dropping the `Delivery`: it is given back and
+///   delivered again, to any receiver, as a later attempt.
+/// * The receiving process dies (even by `SIGKILL`) before either: it is
+///   delivered again to another receiver once the death is noticed (within
+///   the liveness period, 200 ms, of a receiver or sender that looks).
+///
+/// A message that came back may be received after messages sent later than
+/// it. With [`Config::max_attempts`](crate::Config::max_attempts), a
+/// message given back that many times is dropped instead (and counted).
+///
+/// A `Delivery` borrows nothing: hold several, and ack them in any order,
+/// from any thread. It keeps its receiver attached (a clone) and pins its
+/// space in the queue until acked or given back, as an
+/// [`OwnedMessage`](crate::OwnedMessage) does. A large message (above
+/// `max_message`) is read whole into memory of its own; its sender's
+/// `send` returns only once it is acknowledged.
+///
+/// In a process forked while it was held, a `Delivery` belongs to the
+/// parent: `ack` and `nack` do nothing there.
+///
+/// # Examples
+///
+/// ```
+/// # let name = format!("shmq-doc-delivery-{}", std::process::id());
+/// let q = shmq::Queue::create(&name, shmq::Config::default().capacity_bytes(1 << 20))?;
+/// let tx = q.sender()?;
+/// let rx = q.receiver()?;
+/// tx.send(b"job")?;
+/// let d = rx.recv_delivery()?;
+/// assert_eq!((&*d, d.attempt()), (&b"job"[..], 1));
+/// d.nack(); // not done: it comes back
+/// let d = rx.recv_delivery()?;
+/// assert_eq!((&*d, d.attempt()), (&b"job"[..], 2));
+/// d.ack(); // done: gone from the queue
+/// assert!(rx.try_recv_delivery().is_err());
+/// # shmq::Queue::unlink(&name)?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct Delivery {
+    /// The held record (given back when dropped unacknowledged), or a
+    /// large message's bytes.
+    lent: Lent<Receiver>,
+    /// A large message read whole: `DONE` at the ack, `LOST` (its writer
+    /// sends it again) when given back.
+    stream: Option<StreamRead>,
+    attempt: u32,
+}
+
+static_assertions::assert_impl_all!(Delivery: Send, Sync);
+
+impl Delivery {
+    fn new(rx: Receiver, got: Received, buf: Vec<u8>) -> Self {
+        match got {
+            Received::Record(c) => {
+                let attempt = c.attempt();
+                Self {
+                    lent: Lent::new(rx, (Received::Record(c), Vec::new())),
+                    stream: None,
+                    attempt,
+                }
+            }
+            Received::HeldStream(n, s) => Self {
+                lent: Lent::new(rx, (Received::Stream(n), buf)),
+                stream: Some(s),
+                attempt: 1,
+            },
+            // `receive` with `Take::Deliver` never reads a stream unheld
+            Received::Stream(n) => Self {
+                lent: Lent::new(rx, (Received::Stream(n), buf)),
+                stream: None,
+                attempt: 1,
+            },
+        }
+    }
+
+    /// Which delivery of this message this is: 1 the first time, one more
+    /// each time it came back (given back, or its receiver died).
+    pub fn attempt(&self) -> u32 {
+        self.attempt
+    }
+
+    /// Acknowledges the message: it is done, and its space is released.
+    /// For a large message, its sender's `send` returns now.
+    pub fn ack(mut self) {
+        if let Some(s) = self.stream.take()
+            && self.lent.fork_gen == sys::fork_generation()
+        {
+            self.lent.rx.h.ring().stream_done(&s);
+        }
+        self.lent.finish(true);
+        self.lent.rx.h.after_delivery_settled();
+    }
+
+    /// Gives the message back: it is delivered again, to any receiver (this
+    /// one included), as its next attempt. The same as dropping it.
+    pub fn nack(self) {
+        drop(self);
+    }
+}
+
+impl Drop for Delivery {
+    /// An unacknowledged delivery is given back (a nack).
+    fn drop(&mut self) {
+        if let Some(s) = self.stream.take()
+            && self.lent.fork_gen == sys::fork_generation()
+        {
+            // its writer, alive, sends it again to the next receiver
+            self.lent.rx.h.ring().stream_lost(&s);
+        }
+        self.lent.finish(false);
+        self.lent.rx.h.after_delivery_settled();
+    }
+}
+
+impl Deref for Delivery {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        self.lent.bytes()
+    }
+}
+
+impl fmt::Debug for Delivery {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Delivery")
+            .field("len", &self.len())
+            .field("attempt", &self.attempt)
+            .finish()
+    }
+}
+
+impl Receiver {
+    /// Receives the next message as a [`Delivery`], which stays in the
+    /// queue until acknowledged, waiting as long as it takes.
+    ///
+    /// # Errors
+    /// As [`Receiver::recv`]. `Disconnected` also waits for deliveries that
+    /// other receivers hold (they may come back); a receiver's own
+    /// unacknowledged deliveries do not keep it waiting.
+    pub fn recv_delivery(&self) -> Result<Delivery, RecvError> {
+        self.receive_delivery(None).map_err(recv_error)
+    }
+
+    /// [`recv_delivery`](Self::recv_delivery) if a message is ready; never
+    /// blocks.
+    ///
+    /// # Errors
+    /// As [`Receiver::try_recv`].
+    pub fn try_recv_delivery(&self) -> Result<Delivery, TryRecvError> {
+        self.receive_delivery(Some(Duration::ZERO))
+            .map_err(try_recv_error)
+    }
+
+    /// [`recv_delivery`](Self::recv_delivery), waiting at most `timeout`.
+    ///
+    /// # Errors
+    /// As [`Receiver::recv_timeout`].
+    pub fn recv_delivery_timeout(&self, timeout: Duration) -> Result<Delivery, RecvTimeoutError> {
+        self.receive_delivery(deadline_after(timeout))
+            .map_err(recv_timeout_error)
+    }
+
+    fn receive_delivery(&self, deadline: Option<Duration>) -> Result<Delivery, Fail> {
+        let mut buf = Vec::new();
+        let got = self.h.receive(deadline, &mut buf, Take::Deliver)?;
+        Ok(Delivery::new(self.clone(), got, buf))
+    }
+}
+
+impl Handle {
+    /// Gives back a delivery this handle holds. A corrupted index leaves
+    /// the record `ORPHANED` (or as it was), for a sweep to judge: nothing
+    /// is freed on a guess.
+    pub(super) fn give_back(&self, c: crate::ring::Claim) {
+        if let Ok(me) = self.owner() {
+            let _ = self.ring().give_back(c, me);
+        }
+    }
+
+    /// After an ack or a give-back: a receiver that waits only because
+    /// this delivery might come back (every sender gone) looks again.
+    fn after_delivery_settled(&self) {
+        if self.shared.role_gone(ROLE_SENDER, Check::Counts) {
+            self.ring().wake_all(self.ring().data_word());
+        }
+    }
+
+    /// Returns what dead receivers left held, where it is due: reaps dead
+    /// participants (rate-limited) and sweeps the lanes whose sweep is
+    /// behind the orphan epoch and whose lease is free.
+    pub(super) fn return_abandoned_deliveries(&self, owner: Owner) -> Result<(), Fail> {
+        self.shared.reap(false);
+        let ring = self.ring();
+        if ring.sweep_pending() {
+            ring.sweep_due_lanes(owner)?;
+        }
+        Ok(())
+    }
+
+    /// Every sender is gone and the index is empty: `Disconnected`, unless
+    /// a delivery held by another receiver (alive, or dead and not yet
+    /// returned) may still come back. Then waits for it (one liveness
+    /// slice at most, or up to `deadline`) and returns `Ok` to look again.
+    pub(super) fn wait_for_outstanding_deliveries(
+        &self,
+        owner: Owner,
+        deadline: Option<Duration>,
+    ) -> Result<(), Fail> {
+        let ring = self.ring();
+        self.shared.reap(true);
+        ring.sweep_due_lanes(owner)?;
+        if ring.has_message() {
+            return Ok(());
+        }
+        if !ring.deliveries_outstanding(Some(owner)) {
+            return Err(Fail::Disconnected);
+        }
+        let now = sync::now();
+        if deadline.is_some_and(|d| now >= d) {
+            return Err(Fail::Timeout);
+        }
+        let slice = now + LIVENESS_PERIOD;
+        let until = deadline.map_or(slice, |d| d.min(slice));
+        let _ = ring.park(ring.data_word(), until, || ring.has_message());
+        Ok(())
+    }
+}

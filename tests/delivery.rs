@@ -1,0 +1,283 @@
+//! At-least-once deliveries (`Receiver::recv_delivery`, `Delivery`):
+//! ack, nack, drop, attempts, poison messages, large messages, disconnect,
+//! and a receiver killed while it holds deliveries (the test binary
+//! re-executes itself as that receiver, see `common::spawn_role`).
+
+#![cfg(not(loom))]
+
+mod common;
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::{TempName, child_role, wait_or_kill};
+use shmq::{Config, Queue, RecvError, RecvTimeoutError, TryRecvError};
+
+const WATCHDOG: Duration = Duration::from_secs(60);
+
+fn small_queue(name: &str) -> Queue {
+    Queue::create(name, Config::default().capacity_bytes(1 << 20)).expect("create")
+}
+
+#[test]
+fn an_acked_delivery_is_gone_and_a_nacked_one_comes_back_as_the_next_attempt() {
+    let name = TempName::new("dl-ack");
+    let q = small_queue(&name);
+    let tx = q.sender().unwrap();
+    let rx = q.receiver().unwrap();
+    tx.send(b"one").unwrap();
+    tx.send(b"two").unwrap();
+
+    let d = rx.recv_delivery().unwrap();
+    assert_eq!((&*d, d.attempt()), (&b"one"[..], 1));
+    d.nack();
+    // given back: published again behind "two"
+    let two = rx.recv_delivery().unwrap();
+    assert_eq!((&*two, two.attempt()), (&b"two"[..], 1));
+    let again = rx.recv_delivery().unwrap();
+    assert_eq!((&*again, again.attempt()), (&b"one"[..], 2));
+    two.ack();
+    again.ack();
+    assert!(matches!(rx.try_recv_delivery(), Err(TryRecvError::Empty)));
+    assert_eq!(q.len(), 0);
+    assert_eq!(q.inspect().unwrap().redeliveries, 1);
+    // and the acked space is reusable: the queue fills and drains again
+    let mut buf = Vec::new();
+    for round in 0..3u8 {
+        let msg = vec![round; q.max_message()];
+        for _ in 0..16 {
+            tx.send(&msg).unwrap();
+            rx.recv_delivery().unwrap().ack();
+        }
+        tx.send(&msg).unwrap();
+        rx.recv_into(&mut buf).unwrap();
+        assert_eq!(buf, msg);
+    }
+}
+
+#[test]
+fn a_dropped_delivery_is_a_nack_and_deliveries_can_be_acked_in_any_order_from_any_thread() {
+    let name = TempName::new("dl-drop");
+    let q = small_queue(&name);
+    let tx = q.sender().unwrap();
+    let rx = q.receiver().unwrap();
+    for i in 0..10u8 {
+        tx.send(&[i; 100]).unwrap();
+    }
+    {
+        let d = rx.recv_delivery().unwrap();
+        assert_eq!(d[0], 0);
+    } // dropped: given back
+    let mut held: Vec<_> = (0..10).map(|_| rx.recv_delivery().unwrap()).collect();
+    let mut firsts: Vec<u8> = held.iter().map(|d| d[0]).collect();
+    firsts.sort();
+    assert_eq!(firsts, (0..10).collect::<Vec<u8>>());
+    let zero = held.iter().find(|d| d[0] == 0).unwrap();
+    assert_eq!(zero.attempt(), 2);
+    // ack them backwards, half from another thread
+    let other: Vec<_> = held.drain(..5).collect();
+    std::thread::spawn(move || other.into_iter().rev().for_each(|d| d.ack()))
+        .join()
+        .unwrap();
+    held.into_iter().rev().for_each(|d| d.ack());
+    assert!(matches!(rx.try_recv_delivery(), Err(TryRecvError::Empty)));
+    assert_eq!(q.inspect().unwrap().bytes_in_use, 0);
+}
+
+#[test]
+fn a_poison_message_is_dropped_after_max_attempts_and_counted() {
+    let name = TempName::new("dl-poison");
+    let q = Queue::create(
+        &name,
+        Config::default().capacity_bytes(1 << 20).max_attempts(3),
+    )
+    .unwrap();
+    let tx = q.sender().unwrap();
+    let rx = q.receiver().unwrap();
+    tx.send(b"poison").unwrap();
+    tx.send(b"fine").unwrap();
+    let mut attempts = Vec::new();
+    loop {
+        let d = match rx.try_recv_delivery() {
+            Ok(d) => d,
+            Err(TryRecvError::Empty) => break,
+            Err(e) => panic!("{e}"),
+        };
+        if &*d == b"poison" {
+            attempts.push(d.attempt());
+            d.nack();
+        } else {
+            d.ack();
+        }
+    }
+    assert_eq!(attempts, [1, 2, 3]);
+    let info = q.inspect().unwrap();
+    assert_eq!(
+        (info.max_attempts, info.dropped, info.redeliveries),
+        (3, 1, 2)
+    );
+    assert_eq!(info.bytes_in_use, 0);
+}
+
+#[test]
+fn plain_receives_are_unchanged_next_to_deliveries() {
+    let name = TempName::new("dl-plain");
+    let q = small_queue(&name);
+    let tx = q.sender().unwrap();
+    let rx = q.receiver().unwrap();
+    tx.send(b"a").unwrap();
+    tx.send(b"b").unwrap();
+    let held = rx.recv_delivery().unwrap();
+    let mut buf = Vec::new();
+    rx.recv_into(&mut buf).unwrap();
+    assert_eq!(buf, b"b");
+    drop(held);
+    rx.recv_into(&mut buf).unwrap();
+    assert_eq!(buf, b"a");
+}
+
+#[test]
+fn disconnected_waits_for_deliveries_that_another_receiver_may_give_back() {
+    let name = TempName::new("dl-disc");
+    let q = small_queue(&name);
+    let tx = q.sender().unwrap();
+    let holder = q.receiver().unwrap();
+    let waiter = q.receiver().unwrap();
+    tx.send(b"held").unwrap();
+    drop(tx);
+    let d = holder.recv_delivery().unwrap();
+    // a timed receive times out rather than calling it disconnected
+    assert!(matches!(
+        waiter.recv_delivery_timeout(Duration::from_millis(50)),
+        Err(RecvTimeoutError::Timeout)
+    ));
+    // the holder's own deliveries do not keep it waiting
+    assert!(matches!(
+        holder.recv_delivery(),
+        Err(RecvError::Disconnected)
+    ));
+    let t = std::thread::spawn(move || {
+        let again = waiter
+            .recv_delivery()
+            .expect("given back, not disconnected");
+        assert_eq!((&*again, again.attempt()), (&b"held"[..], 2));
+        again.ack();
+        waiter.recv_delivery().map(|d| d.to_vec())
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    d.nack();
+    assert!(matches!(t.join().unwrap(), Err(RecvError::Disconnected)));
+}
+
+#[test]
+fn a_large_message_is_committed_at_its_ack_and_sent_again_when_given_back() {
+    let name = TempName::new("dl-large");
+    let q = small_queue(&name);
+    let big: Vec<u8> = (0..q.max_message() * 5).map(|i| (i * 7) as u8).collect();
+    let tx = q.sender().unwrap();
+    let rx = q.receiver().unwrap();
+    let sent = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (big2, sent2) = (big.clone(), std::sync::Arc::clone(&sent));
+    let sender = std::thread::spawn(move || {
+        tx.send(&big2).unwrap();
+        sent2.store(true, std::sync::atomic::Ordering::SeqCst);
+    });
+    let d = rx.recv_delivery().unwrap();
+    assert_eq!(&*d, &big[..]);
+    std::thread::sleep(Duration::from_millis(50));
+    assert!(
+        !sent.load(std::sync::atomic::Ordering::SeqCst),
+        "send returned before the ack"
+    );
+    d.nack();
+    let d = rx.recv_delivery().unwrap();
+    assert_eq!(&*d, &big[..]);
+    d.ack();
+    sender.join().unwrap();
+    assert!(sent.load(std::sync::atomic::Ordering::SeqCst));
+}
+
+/// The receiver killed while it holds deliveries: it takes `HELD` of them,
+/// acks the rest of what it took, prints the acked ones' numbers, and waits
+/// to be killed.
+fn holding_receiver(name: &str) {
+    let q = Queue::open(name).unwrap();
+    let rx = q.receiver().unwrap();
+    let mut held = Vec::new();
+    let mut acked = Vec::new();
+    for i in 0..20 {
+        let d = rx.recv_delivery().unwrap();
+        if i % 2 == 0 {
+            held.push(d);
+        } else {
+            acked.push(u32::from_le_bytes(d[..4].try_into().unwrap()));
+            d.ack();
+        }
+    }
+    println!("{acked:?}");
+    std::thread::sleep(Duration::from_secs(600));
+}
+
+#[test]
+fn deliveries_of_a_killed_receiver_are_delivered_again_and_acked_ones_are_not() {
+    const TEST: &str = "deliveries_of_a_killed_receiver_are_delivered_again_and_acked_ones_are_not";
+    if let Some(role) = child_role() {
+        if let Some(name) = role.strip_prefix("holder:") {
+            holding_receiver(name);
+        }
+        return;
+    }
+    let name = TempName::new("dl-kill");
+    let q = small_queue(&name);
+    let tx = q.sender().unwrap();
+    for i in 0..30u32 {
+        let mut m = i.to_le_bytes().to_vec();
+        m.resize(200, i as u8);
+        tx.send(&m).unwrap();
+    }
+    let mut child = {
+        let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
+        cmd.args([TEST, "--exact", "--nocapture", "--test-threads=1"])
+            .env(common::ROLE_VAR, format!("holder:{}", &*name))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped());
+        cmd.spawn().unwrap()
+    };
+    // the child prints the numbers it acked once it holds the rest
+    let mut out = String::new();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut byte = [0u8; 1];
+    while !out.ends_with(']') {
+        assert_eq!(stdout.read(&mut byte).unwrap(), 1, "child output: {out}");
+        out.push(byte[0] as char);
+    }
+    let line = &out[out.rfind('[').unwrap()..];
+    let acked: Vec<u32> = line
+        .trim_matches(|c| c == '[' || c == ']')
+        .split(", ")
+        .map(|s| s.parse().unwrap())
+        .collect();
+    assert_eq!(acked.len(), 10);
+    child.kill().unwrap();
+    wait_or_kill(&mut child, WATCHDOG, "killed holder");
+
+    // everything not acked comes back, each once, the held ones as attempt 2
+    let rx = q.receiver().unwrap();
+    let mut got: HashMap<u32, u32> = HashMap::new();
+    while got.len() < 20 {
+        let d = rx
+            .recv_delivery_timeout(WATCHDOG)
+            .unwrap_or_else(|e| panic!("after {} of 20: {e}", got.len()));
+        let i = u32::from_le_bytes(d[..4].try_into().unwrap());
+        assert!(d[4..].iter().all(|&b| b == i as u8), "message {i} corrupt");
+        assert!(!acked.contains(&i), "acked message {i} delivered again");
+        assert!(got.insert(i, d.attempt()).is_none(), "{i} delivered twice");
+        d.ack();
+    }
+    let again = got.values().filter(|&&a| a == 2).count();
+    assert_eq!(again, 10, "the ten held ones come back as attempt 2");
+    assert!(matches!(rx.try_recv_delivery(), Err(TryRecvError::Empty)));
+    assert!(q.inspect().unwrap().redeliveries >= 10);
+}
