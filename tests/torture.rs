@@ -5,12 +5,20 @@
 //! `SHMQ_TORTURE_SECS` sets the length of the killing phase (default 12 s,
 //! at least 200 kills); `SHMQ_TORTURE_KILL_MS` the pause between kills.
 //!
+//! Two modes, one test each: consumers that `recv_into` (at most once),
+//! and consumers that take each message with `recv_delivery` and ack it
+//! after logging it (at least once).
+//!
 //! Checked at the end:
 //! * no corrupt payload was ever delivered (consumers verify checksums);
-//! * no message was delivered twice;
-//! * every message whose `send` returned before its producer was killed
-//!   was delivered, except at most one per killed consumer (a reader killed
-//!   mid-read loses that message: at-most-once, docs/design.md);
+//! * at most once: no message was delivered twice, and every message whose
+//!   `send` returned before its producer was killed was delivered, except
+//!   at most one per killed consumer (a reader killed mid-read loses that
+//!   message, docs/design.md);
+//! * at least once: every such message was delivered (0 lost), and every
+//!   message delivered twice was first logged by a consumer that was then
+//!   killed before its ack (one at most per killed consumer), and came
+//!   again as a later attempt;
 //! * no blocking call of a survivor lasted longer than the bound below;
 //! * the queue still works for new participants.
 
@@ -25,7 +33,14 @@ use std::time::{Duration, Instant};
 use common::{Rng, TempName, child_role, fnv, spawn_role, wait_or_kill};
 use shmq::{Config, Queue, RecvTimeoutError, SendTimeoutError};
 
-const TEST: &str = "producers_and_consumers_survive_random_sigkills";
+/// How consumers take messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// `recv_into_timeout`.
+    AtMostOnce,
+    /// `recv_delivery_timeout`, logged, then acked.
+    AtLeastOnce,
+}
 const PRODUCERS: usize = 2;
 const CONSUMERS: usize = 2;
 /// A blocking call that takes longer than this is a failure: waiting on a
@@ -111,7 +126,7 @@ fn producer(name: &str, instance: u64) {
 
 /// Consumer: receive until disconnected, verifying every payload and
 /// logging `(instance, seq)` of each.
-fn consumer(name: &str, instance: u64) {
+fn consumer(name: &str, instance: u64, mode: Mode) {
     let q = Queue::open(name).unwrap();
     let rx = q.receiver().unwrap();
     let log = std::fs::OpenOptions::new()
@@ -125,8 +140,18 @@ fn consumer(name: &str, instance: u64) {
     let mut n = 0u64;
     loop {
         let start = Instant::now();
-        match rx.recv_into_timeout(&mut buf, Duration::from_secs(30)) {
-            Ok(_) => {}
+        let got = match mode {
+            Mode::AtMostOnce => rx
+                .recv_into_timeout(&mut buf, Duration::from_secs(30))
+                .map(|_| None),
+            Mode::AtLeastOnce => rx.recv_delivery_timeout(Duration::from_secs(30)).map(|d| {
+                buf.clear();
+                buf.extend_from_slice(&d);
+                Some(d)
+            }),
+        };
+        let delivery = match got {
+            Ok(d) => d,
             Err(RecvTimeoutError::Disconnected) => {
                 // Every producer is gone: at the end, or for a moment when
                 // the parent has killed them all and their replacements
@@ -139,7 +164,7 @@ fn consumer(name: &str, instance: u64) {
                 continue;
             }
             Err(e) => panic!("consumer {instance}: {e}"),
-        }
+        };
         let took = start.elapsed();
         assert!(took < MAX_BLOCK, "consumer {instance} blocked {took:?}");
         assert!(buf.len() >= HEADER, "short message");
@@ -150,11 +175,18 @@ fn consumer(name: &str, instance: u64) {
         let mut want = Vec::new();
         message(p, seq, q.max_message(), &mut want);
         assert_eq!(buf, want, "wrong contents for {p}/{seq}");
+        // the attempt rides in the high half of the producer's number
+        let attempt = delivery.as_ref().map_or(1, |d| d.attempt());
         let mut rec = [0u8; 16];
-        rec[..8].copy_from_slice(&p.to_le_bytes());
+        rec[..8].copy_from_slice(&(p | u64::from(attempt) << 32).to_le_bytes());
         rec[8..].copy_from_slice(&seq.to_le_bytes());
         log.write_all_at(&rec, 16 * n).unwrap();
         n += 1;
+        // acked only once it is logged: a consumer killed in between has
+        // it delivered again (a duplicate the check explains)
+        if let Some(d) = delivery {
+            d.ack();
+        }
     }
 }
 
@@ -191,13 +223,29 @@ impl Drop for Peer {
 
 #[test]
 fn producers_and_consumers_survive_random_sigkills() {
+    torture(
+        "producers_and_consumers_survive_random_sigkills",
+        Mode::AtMostOnce,
+    );
+}
+
+#[test]
+fn at_least_once_consumers_killed_holding_deliveries_lose_nothing() {
+    torture(
+        "at_least_once_consumers_killed_holding_deliveries_lose_nothing",
+        Mode::AtLeastOnce,
+    );
+}
+
+/// The test named `test` (which calls this at once) in `mode`.
+fn torture(test: &str, mode: Mode) {
     if let Some(role) = child_role() {
         let name = std::env::var("SHMQ_NAME").unwrap();
         let (kind, inst) = role.split_once(':').unwrap();
         let inst: u64 = inst.parse().unwrap();
         match kind {
             "producer" => producer(&name, inst),
-            _ => consumer(&name, inst),
+            _ => consumer(&name, inst, mode),
         }
         return;
     }
@@ -239,7 +287,7 @@ fn producers_and_consumers_survive_random_sigkills() {
             if producer { "producer" } else { "consumer" }
         );
         Peer {
-            child: spawn_role(TEST, &role, &env),
+            child: spawn_role(test, &role, &env),
             instance,
             producer,
         }
@@ -251,6 +299,7 @@ fn producers_and_consumers_survive_random_sigkills() {
     let mut rng = Rng(0x5eed ^ u64::from(std::process::id()));
     let (mut producer_kills, mut consumer_kills) = (0u64, 0u64);
     let mut consumers_seen = Vec::new();
+    let mut killed_consumers = std::collections::HashSet::new();
     let deadline = Instant::now() + Duration::from_secs(secs);
     while Instant::now() < deadline || producer_kills + consumer_kills < 200 {
         std::thread::sleep(Duration::from_millis(rng.below(2 * pause_ms + 1)));
@@ -266,6 +315,7 @@ fn producers_and_consumers_survive_random_sigkills() {
         } else {
             consumer_kills += 1;
             consumers_seen.push(p.instance);
+            killed_consumers.insert(p.instance);
         }
         let producer = p.producer;
         peers[i] = spawn(producer);
@@ -286,7 +336,10 @@ fn producers_and_consumers_survive_random_sigkills() {
         ledger.read_exact_at(&mut b, 8 * inst as u64).unwrap();
         *a = u64::from_le_bytes(b);
     }
-    let mut seen = std::collections::HashSet::new();
+    // (producer, seq) -> how many times it was logged, how many of those
+    // by consumers that were killed, and the highest attempt seen
+    let mut seen: std::collections::HashMap<(u64, u64), (u32, u32, u32)> =
+        std::collections::HashMap::new();
     let mut delivered = 0u64;
     for c in &consumers_seen {
         let path = log_path(&name, *c);
@@ -295,13 +348,37 @@ fn producers_and_consumers_survive_random_sigkills() {
         };
         let _ = std::fs::remove_file(&path);
         for rec in bytes.chunks_exact(16) {
-            let p = u64::from_le_bytes(rec[..8].try_into().unwrap());
+            let word = u64::from_le_bytes(rec[..8].try_into().unwrap());
+            let (p, attempt) = (word & 0xffff_ffff, (word >> 32) as u32);
             let seq = u64::from_le_bytes(rec[8..].try_into().unwrap());
-            if p == 0 && seq == 0 {
+            if word == 0 && seq == 0 {
                 continue; // a killed consumer's log may end in a torn record
             }
-            assert!(seen.insert((p, seq)), "message {p}/{seq} delivered twice");
+            let e = seen.entry((p, seq)).or_insert((0, 0, 0));
+            e.0 += 1;
+            e.1 += u32::from(killed_consumers.contains(c));
+            e.2 = e.2.max(attempt);
             delivered += 1;
+        }
+    }
+    let twice: Vec<_> = seen.iter().filter(|(_, e)| e.0 > 1).collect();
+    match mode {
+        Mode::AtMostOnce => assert!(twice.is_empty(), "delivered twice: {twice:?}"),
+        Mode::AtLeastOnce => {
+            // each extra delivery is explained by a consumer killed
+            // holding it (it logged it, then died before its ack)
+            for ((p, seq), (n, by_killed, attempt)) in &twice {
+                assert!(
+                    n - 1 <= *by_killed && attempt >= n,
+                    "message {p}/{seq} delivered {n} times ({by_killed} to consumers that \
+                     were killed, highest attempt {attempt})"
+                );
+            }
+            let extra: u64 = twice.iter().map(|(_, e)| u64::from(e.0 - 1)).sum();
+            assert!(
+                extra <= consumer_kills,
+                "{extra} extra deliveries, but only {consumer_kills} consumers were killed"
+            );
         }
     }
     let mut lost = 0u64;
@@ -309,18 +386,24 @@ fn producers_and_consumers_survive_random_sigkills() {
     for (inst, &a) in acked.iter().enumerate().skip(1) {
         committed += a;
         lost += (0..a)
-            .filter(|s| !seen.contains(&(inst as u64, *s)))
+            .filter(|s| !seen.contains_key(&(inst as u64, *s)))
             .count() as u64;
     }
     let _ = std::fs::remove_file(ledger_path(&name));
     println!(
         "torture: {} kills ({producer_kills} producers, {consumer_kills} consumers), \
-         {committed} acknowledged sends, {delivered} deliveries, {lost} lost to killed readers",
-        producer_kills + consumer_kills
+         {committed} acknowledged sends, {delivered} deliveries, {} delivered twice, \
+         {lost} lost ({mode:?})",
+        producer_kills + consumer_kills,
+        twice.len()
     );
+    let allowed = match mode {
+        Mode::AtMostOnce => consumer_kills,
+        Mode::AtLeastOnce => 0,
+    };
     assert!(
-        lost <= consumer_kills,
-        "{lost} acknowledged messages lost, but only {consumer_kills} readers were killed"
+        lost <= allowed,
+        "{lost} acknowledged messages lost ({mode:?}, {consumer_kills} readers killed)"
     );
     // The queue still works for new participants.
     let tx = q.sender().unwrap();

@@ -26,6 +26,7 @@ timeout, on an empty queue whose every producer has gone, raises
 from __future__ import annotations
 
 import atexit
+import collections
 import os
 import time
 import uuid
@@ -47,6 +48,7 @@ from ._shmq import (
 
 __all__ = [
     "Queue",
+    "Delivery",
     "JoinableQueue",
     "SimpleQueue",
     "create_shared_memory_pair",
@@ -277,6 +279,25 @@ class Queue:
         """``get(False)``."""
         return self.get(False)
 
+    def get_delivery(self, block: bool = True, timeout: Optional[float] = None) -> "Delivery":
+        """Take an item **at least once**: it stays in the queue until
+        ``d.ack()``. ``d.nack()``, or dropping ``d`` unacknowledged, gives
+        it back, and so does this process dying (even by ``SIGKILL``)
+        first: it is then delivered again to another consumer, as
+        ``d.attempt`` one higher. An item that came back may arrive after
+        items put later than it.
+
+        Blocks as ``get`` does (``queue.Empty`` after ``timeout``). With no
+        timeout it raises ``DisconnectedError`` only once every producer
+        has gone and no item another consumer holds may still come back.
+        An item whose bytes do not decode is given back and the error
+        raised (set a poison-message limit with ``max_attempts`` on the
+        Rust side, or ack it from ``d``'s error handler)."""
+        raw = self._q().recv_delivery(_timeout(block, timeout))
+        if raw is None:
+            raise Empty
+        return Delivery(_codec.decode(*raw.object()), raw)
+
     def get_many(
         self,
         block: bool = True,
@@ -340,15 +361,88 @@ class Queue:
         return "<shmq.%s %r>" % (type(self).__name__, self._name)
 
 
+class Delivery:
+    """An item taken with :meth:`Queue.get_delivery`: ``value`` (the
+    object), ``attempt`` (1 the first time, one more each time it came
+    back), ``ack()`` (done: it leaves the queue) and ``nack()`` (give it
+    back: delivered again, to any consumer). Dropped without either, it is
+    given back. Each of ``ack``/``nack`` may be called once."""
+
+    __slots__ = ("value", "_raw")
+
+    def __init__(self, value: Any, raw: Any) -> None:
+        self.value = value
+        self._raw = raw
+
+    @property
+    def attempt(self) -> int:
+        return self._raw.attempt
+
+    def ack(self) -> None:
+        self._raw.ack()
+
+    def nack(self) -> None:
+        self._raw.nack()
+
+    def __repr__(self) -> str:
+        return "<shmq.Delivery attempt=%d %r>" % (self.attempt, self.value)
+
+
 class JoinableQueue(Queue):
     """``multiprocessing.JoinableQueue``: a :class:`Queue` that counts
-    unfinished tasks, in shared memory (every process sees one count).
+    unfinished tasks, in shared memory (every process sees one count), and
+    delivers each item **at least once**.
 
     Each ``put`` counts a task; a consumer calls ``task_done()`` after
     processing an item; ``join()`` sleeps (on a futex, no polling) until
-    every task put is done. A consumer killed between ``get`` and
-    ``task_done`` leaves its task unfinished, as with ``multiprocessing``.
+    every task put is done. An item stays in the queue until its
+    ``task_done()``: ``task_done`` acknowledges the oldest item this
+    process took and has not yet marked done. If the consumer dies first
+    (even by ``SIGKILL``), or exits without calling it, the item is
+    delivered again to another consumer, so ``join()`` still returns once
+    every item has been done (``multiprocessing`` loses the item and
+    ``join()`` never returns). Items taken and not yet done keep their
+    space in the queue; a consumer that takes many before marking them done
+    makes producers wait for room.
     """
+
+    def _setup(self, name: str, maxsize: int, raw: RawQueue) -> None:
+        super()._setup(name, maxsize, raw)
+        self._held: "collections.deque[Delivery]" = collections.deque()
+        self._held_pid = os.getpid()
+
+    def _held_here(self) -> "collections.deque[Delivery]":
+        if self._held_pid != os.getpid():
+            # forked: the parent's items are the parent's to mark done
+            self._held, self._held_pid = collections.deque(), os.getpid()
+        return self._held
+
+    def get(self, block: bool = True, timeout: Optional[float] = None, *, copy: bool = True) -> Any:
+        """Remove and return an item, as ``Queue.get``; it stays owned by
+        the queue until ``task_done()``. (Items are always copied out:
+        ``copy`` is accepted for compatibility.)"""
+        d = self.get_delivery(block, timeout)
+        self._held_here().append(d)
+        return d.value
+
+    def get_many(
+        self,
+        block: bool = True,
+        timeout: Optional[float] = None,
+        max_messages_to_get: int = _MANY,
+        max_bytes_to_get: Optional[int] = None,
+    ) -> List[Any]:
+        """As ``Queue.get_many``, each item at least once (one
+        ``task_done()`` per item). ``max_bytes_to_get`` is not applied."""
+        if max_messages_to_get < 1:
+            raise ValueError("max_messages_to_get must be >= 1")
+        got = [self.get(block, timeout)]
+        while len(got) < max_messages_to_get:
+            try:
+                got.append(self.get(False))
+            except Empty:
+                break
+        return got
 
     def put(self, obj: Any, block: bool = True, timeout: Optional[float] = None) -> None:
         q = self._q()
@@ -378,9 +472,17 @@ class JoinableQueue(Queue):
             raise
 
     def task_done(self) -> None:
-        """Indicate that an item taken from the queue is processed.
-        Raises ``ValueError`` if called more times than items were put."""
-        if not self._q().task_done():
+        """Indicate that an item taken from the queue is processed: the
+        oldest item this process took and has not marked done leaves the
+        queue. Raises ``ValueError`` if called more times than items were
+        put."""
+        q = self._q()
+        held = self._held_here()
+        if held:
+            # acked first: a process killed between the two steps leaves
+            # the count one too high, never the item lost or done twice
+            held.popleft().ack()
+        if not q.task_done():
             raise ValueError("task_done() called too many times")
 
     def join(self) -> None:

@@ -14,6 +14,7 @@
 //! `multiprocessing` API) is in `shmq/__init__.py`.
 
 mod batch;
+mod delivery;
 mod errors;
 mod read;
 mod wait;
@@ -32,6 +33,7 @@ use shmq::{
 };
 
 use batch::{EncodedBatch, Got, Leftovers, decode_batch};
+use delivery::{RawDelivery, first_delivery};
 use errors::{
     Failure, NoSpaceError, ShmqError, TruncatedError, io_failure, open_error, recv_failure,
     send_failure,
@@ -515,6 +517,21 @@ impl RawQueue {
             .transpose()
     }
 
+    /// Receives the next message as a delivery ([`RawDelivery`]): it stays
+    /// in the queue until acked, and comes back if nacked, dropped, or if
+    /// this process dies first. `None` if none arrived in time; `timeout`
+    /// as `recv`'s. (Leftovers of a failed batch, already copied out of
+    /// the queue, are not delivered here: `recv` hands them out.)
+    #[pyo3(signature = (timeout=None))]
+    fn recv_delivery(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Option<RawDelivery>> {
+        let deadline = Deadline::new(timeout)?;
+        let rx = self.receiver()?;
+        let got = py
+            .allow_threads(|| first_delivery(&rx, &deadline))
+            .map_err(|f| f.into_py_err(py))?;
+        Ok(got.map(RawDelivery::new))
+    }
+
     /// Counts `n` more unfinished tasks (shared by every process).
     fn add_unfinished(&self, n: u64) -> PyResult<()> {
         self.queue()?.add_unfinished(n);
@@ -579,6 +596,7 @@ fn _shmq(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
     m.add_class::<RawQueue>()?;
     m.add_class::<MessageView>()?;
+    m.add_class::<RawDelivery>()?;
     m.add_function(wrap_pyfunction!(remove, m)?)?;
     m.add("ShmqError", py.get_type::<ShmqError>())?;
     m.add("NoSpaceError", py.get_type::<NoSpaceError>())?;

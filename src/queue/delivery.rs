@@ -185,6 +185,17 @@ impl Receiver {
             .map_err(recv_timeout_error)
     }
 
+    /// Whether messages that other receivers took as deliveries may still
+    /// come back into the queue: held and not yet acknowledged, or left by
+    /// a receiver that died and not yet returned. This receiver's own
+    /// deliveries do not count. A snapshot, for callers that decide by
+    /// themselves when a queue whose senders are gone is finished.
+    pub fn deliveries_pending(&self) -> bool {
+        self.h
+            .owner()
+            .is_ok_and(|me| self.h.ring().deliveries_outstanding(Some(me)))
+    }
+
     fn receive_delivery(&self, deadline: Option<Duration>) -> Result<Delivery, Fail> {
         let mut buf = Vec::new();
         let got = self.h.receive(deadline, &mut buf, Take::Deliver)?;
