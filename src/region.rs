@@ -262,7 +262,10 @@ impl Drop for Shared {
         if removal != REMOVE_NEVER
             && self.ring.header().roles.removed.load(Ordering::Acquire) == 0
             && live_entries(&self.ring, &probe) == 0
-            && (removal == REMOVE_WHEN_UNUSED || self.ring.published_exact() == 0)
+            && (removal == REMOVE_WHEN_UNUSED
+                || (self.ring.published_exact() == 0
+                    // a dead receiver's deliveries are committed messages
+                    && !self.ring.deliveries_outstanding(None)))
         {
             let _ = mark_removed_and_unlink(&self.ring, &probe, &self.name);
         }

@@ -23,9 +23,23 @@ pub struct Args {
     /// Ping-pong round trips for the latency run.
     #[arg(long, default_value_t = 20_000)]
     round_trips: u64,
+    /// How the peer receives in the one-way run.
+    #[arg(long, value_enum, default_value_t = Receive::InPlace)]
+    receive: Receive,
     /// Print JSON.
     #[arg(long)]
     json: bool,
+}
+
+/// How the peer receives the one-way messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Receive {
+    /// `recv`: read in place (zero-copy), released on drop.
+    InPlace,
+    /// `recv_into`: copied out into a reused buffer.
+    Copy,
+    /// `recv_delivery`, read in place, then `ack` (at least once).
+    Delivery,
 }
 
 /// Options of the hidden peer process.
@@ -36,6 +50,8 @@ pub struct PeerArgs {
     size: usize,
     messages: u64,
     round_trips: u64,
+    #[arg(value_enum)]
+    receive: Receive,
 }
 
 /// How long either side waits for the other at a handshake.
@@ -67,6 +83,10 @@ pub fn run(a: &Args) -> Outcome {
             a.size.to_string(),
             a.messages.to_string(),
             a.round_trips.to_string(),
+            clap::ValueEnum::to_possible_value(&a.receive)
+                .expect("no skipped variants")
+                .get_name()
+                .to_owned(),
         ])
         .stdin(Stdio::null())
         .spawn()?;
@@ -117,6 +137,7 @@ pub fn run(a: &Args) -> Outcome {
     if a.json {
         print_json(&json!({
             "size": a.size,
+            "receive": format!("{:?}", a.receive),
             "messages": a.messages,
             "seconds": secs,
             "messages_per_sec": msgs_per_s,
@@ -129,9 +150,10 @@ pub fn run(a: &Args) -> Outcome {
         }));
     } else {
         println!(
-            "shmq bench: 2 processes, {}-byte messages, queues of {}",
+            "shmq bench: 2 processes, {}-byte messages, queues of {}, receiving {:?}",
             a.size,
-            crate::report::human_bytes(capacity)
+            crate::report::human_bytes(capacity),
+            a.receive
         );
         println!(
             "  one-way     {} messages in {:.3} s: {:.2} M msg/s, {:.1} MB/s",
@@ -159,11 +181,25 @@ pub fn peer(a: &PeerArgs) -> Outcome {
     tx.send_timeout(b"ready", HANDSHAKE)
         .map_err(|e| e.without_message())?;
     let mut intact = true;
-    for _ in 0..a.messages {
-        let m = rx.recv()?;
-        intact &= m.len() == a.size
+    let ok = |m: &[u8]| {
+        m.len() == a.size
             && m.first().is_none_or(|&b| b == FILL)
-            && m.last().is_none_or(|&b| b == FILL);
+            && m.last().is_none_or(|&b| b == FILL)
+    };
+    let mut buf = Vec::new();
+    for _ in 0..a.messages {
+        match a.receive {
+            Receive::InPlace => intact &= ok(&rx.recv()?),
+            Receive::Copy => {
+                rx.recv_into(&mut buf)?;
+                intact &= ok(&buf);
+            }
+            Receive::Delivery => {
+                let d = rx.recv_delivery()?;
+                intact &= ok(&d);
+                d.ack();
+            }
+        }
     }
     let verdict: &[u8] = if intact { b"done" } else { b"corrupt" };
     tx.send(verdict).map_err(|e| e.without_message())?;

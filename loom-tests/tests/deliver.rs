@@ -7,9 +7,13 @@
 //! one is never delivered again; a nacked one comes back with its attempt
 //! counted; a live holder's record is never taken from it.
 //!
-//! Not yet built, so not modelled: the reaper returning a claim whose
-//! claimer died before marking it `HELD` (today it frees it, at most once),
-//! sweeps of records away from the frontier, and dead letters.
+//! A claimer killed between its slot CAS and its `HELD` store leaves a
+//! record in no slot: the reaper returns it (under the lane's lease, before
+//! it retires the entry), and the model checks it arrives exactly once.
+//!
+//! Not modelled yet: sweeps of records away from the frontier, and a
+//! reaper racing a live lease holder (the ring's unit tests and the
+//! torture test cover them).
 
 #![cfg(loom)]
 
@@ -102,7 +106,6 @@ fn a_holder_killed_after_any_step_of_a_delivery_and_its_ack() {
             let at = outcome.clone().err();
             let mut acked = false;
             let mut acked_by_the_dead = false;
-            let mut loss_allowed = false;
             match &outcome {
                 Ok(Some(m)) => {
                     assert_eq!(m.1, 1, "a first delivery is attempt 1");
@@ -112,9 +115,8 @@ fn a_holder_killed_after_any_step_of_a_delivery_and_its_ack() {
                 Ok(None) => {}
                 // acked, then killed: delivered once, to the dead one
                 Err("released (FREE)") => acked_by_the_dead = true,
-                // won the slot but killed before HELD: the reaper frees it
-                // (the reaper's return is not built yet, §3.12)
-                Err("slot claimed (EMPTY), record not yet READING") => loss_allowed = true,
+                // won the slot but killed before HELD: the reaper returns
+                // it (under the lane's lease, before it retires the entry)
                 Err(_) => {}
             }
             survivors_drain_and_send_two(&r, &mut got, at);
@@ -129,8 +131,6 @@ fn a_holder_killed_after_any_step_of_a_delivery_and_its_ack() {
                     n, 0,
                     "crash at {at:?}: an acked message is never delivered again"
                 );
-            } else if loss_allowed {
-                assert!(n <= 1, "crash at {at:?}: delivered {n} times");
             } else {
                 assert_eq!(
                     n, 1,
@@ -139,7 +139,10 @@ fn a_holder_killed_after_any_step_of_a_delivery_and_its_ack() {
                 let again = got.iter().find(|g| g.0 == payload(1, 20)).unwrap();
                 // the other receiver had it first, or the dying one had not
                 // claimed it yet: a first delivery
-                let first_try = matches!(outcome, Ok(None)) || at == Some("claim announced");
+                // (or it died before counting the attempt in `take_record`)
+                let first_try = matches!(outcome, Ok(None))
+                    || at == Some("claim announced")
+                    || at == Some("slot claimed (EMPTY), record not yet READING");
                 assert_eq!(again.1, if first_try { 1 } else { 2 }, "crash at {at:?}");
             }
             assert_eq!(count(&got, &payload(10, 20)), 1);
