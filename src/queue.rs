@@ -1562,8 +1562,9 @@ impl<R: Borrow<Receiver>> Lent<R> {
 
 impl<R: Borrow<Receiver>> Lent<R> {
     /// Ends the claim, in the process that made it: a plain message is
-    /// released; a delivery is released if `ack`, else given back.
-    fn finish(&mut self, ack: bool) {
+    /// released; a delivery is released if `ack`, else given back. Returns
+    /// whether it gave one back.
+    fn finish(&mut self, ack: bool) -> bool {
         if let Some(c) = self.claim.take()
             && self.fork_gen == sys::fork_generation()
         {
@@ -1580,16 +1581,17 @@ impl<R: Borrow<Receiver>> Lent<R> {
             });
             if c.is_held() && !ack {
                 h.give_back(c);
-            } else {
-                h.ring().release(c);
+                return true;
             }
+            h.ring().release(c);
         }
+        false
     }
 }
 
 impl<R: Borrow<Receiver>> Drop for Lent<R> {
     fn drop(&mut self) {
-        self.finish(false);
+        let _ = self.finish(false);
     }
 }
 

@@ -26,6 +26,10 @@ pub struct Args {
     /// How the peer receives in the one-way run.
     #[arg(long, value_enum, default_value_t = Receive::InPlace)]
     receive: Receive,
+    /// Pin this process to CPU 0 and the peer to CPU 1 (repeatable
+    /// figures on a shared machine).
+    #[arg(long)]
+    pin: bool,
     /// Print JSON.
     #[arg(long)]
     json: bool,
@@ -38,7 +42,8 @@ pub enum Receive {
     InPlace,
     /// `recv_into`: copied out into a reused buffer.
     Copy,
-    /// `recv_delivery`, read in place, then `ack` (at least once).
+    /// `recv_delivery`, copied out into a reused buffer, then `ack` (at
+    /// least once).
     Delivery,
 }
 
@@ -52,6 +57,26 @@ pub struct PeerArgs {
     round_trips: u64,
     #[arg(value_enum)]
     receive: Receive,
+    /// Pin to CPU 1.
+    #[arg(long)]
+    pin: bool,
+}
+
+/// Pins the calling thread (and the children it spawns later) to `cpu`.
+fn pin(cpu: usize) -> Result<(), String> {
+    // SAFETY: cpu_set_t is a plain bit set for which all-zeroes is valid.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: CPU_SET writes one bit inside `set`; `cpu` is 0 or 1, far
+    // below the set's 1024 bits.
+    unsafe { libc::CPU_SET(cpu, &mut set) };
+    // SAFETY: `set` is a valid cpu_set_t of the size given; pid 0 is the
+    // calling thread.
+    let rc = unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(format!("--pin: sched_setaffinity(cpu {cpu}) failed"))
+    }
 }
 
 /// How long either side waits for the other at a handshake.
@@ -76,6 +101,9 @@ pub fn run(a: &Args) -> Outcome {
     let reply = Queue::create(&format!("{tag}-reply"), cfg)?;
     let tx = data.sender()?;
     let mut rx = reply.receiver()?;
+    if a.pin {
+        pin(0)?;
+    }
     let mut child = Command::new(std::env::current_exe()?)
         .arg("bench-peer")
         .args([data.name(), reply.name()])
@@ -88,6 +116,7 @@ pub fn run(a: &Args) -> Outcome {
                 .get_name()
                 .to_owned(),
         ])
+        .args(a.pin.then_some("--pin"))
         .stdin(Stdio::null())
         .spawn()?;
     let ready = rx
@@ -174,6 +203,9 @@ pub fn run(a: &Args) -> Outcome {
 }
 
 pub fn peer(a: &PeerArgs) -> Outcome {
+    if a.pin {
+        pin(1)?;
+    }
     let data = Queue::open(&a.data)?;
     let reply = Queue::open(&a.reply)?;
     let mut rx = data.receiver()?;
@@ -195,9 +227,12 @@ pub fn peer(a: &PeerArgs) -> Outcome {
                 intact &= ok(&buf);
             }
             Receive::Delivery => {
+                // copied out as `recv_into` does, then acked: the same work
                 let d = rx.recv_delivery()?;
-                intact &= ok(&d);
+                buf.clear();
+                buf.extend_from_slice(&d);
                 d.ack();
+                intact &= ok(&buf);
             }
         }
     }

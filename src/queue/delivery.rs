@@ -17,7 +17,7 @@ use crate::error::{RecvError, RecvTimeoutError, TryRecvError};
 use crate::layout::ROLE_SENDER;
 use crate::region::Check;
 use crate::ring::{Owner, StreamRead, Take};
-use crate::sync;
+use crate::sync::{self, Ordering};
 use crate::sys;
 
 /// A message received with [`Receiver::recv_delivery`]: it stays in the
@@ -115,6 +115,7 @@ impl Delivery {
         }
         self.lent.finish(true);
         self.lent.rx.h.after_delivery_settled();
+        // `Drop` now finds nothing left to give back
     }
 
     /// Gives the message back: it is delivered again, to any receiver (this
@@ -127,14 +128,18 @@ impl Delivery {
 impl Drop for Delivery {
     /// An unacknowledged delivery is given back (a nack).
     fn drop(&mut self) {
+        let mut gave_back = false;
         if let Some(s) = self.stream.take()
             && self.lent.fork_gen == sys::fork_generation()
         {
             // its writer, alive, sends it again to the next receiver
             self.lent.rx.h.ring().stream_lost(&s);
+            gave_back = true;
         }
-        self.lent.finish(false);
-        self.lent.rx.h.after_delivery_settled();
+        gave_back |= self.lent.finish(false);
+        if gave_back {
+            self.lent.rx.h.after_delivery_settled();
+        }
     }
 }
 
@@ -216,8 +221,12 @@ impl Handle {
     /// After an ack or a give-back: a receiver that waits only because
     /// this delivery might come back (every sender gone) looks again.
     fn after_delivery_settled(&self) {
-        if self.shared.role_gone(ROLE_SENDER, Check::Counts) {
-            self.ring().wake_all(self.ring().data_word());
+        let ring = self.ring();
+        let data = ring.data_word();
+        if data.sleepers.load(Ordering::Relaxed) > 0
+            && self.shared.role_gone(ROLE_SENDER, Check::Counts)
+        {
+            ring.wake_all(data);
         }
     }
 
