@@ -153,6 +153,10 @@ pub struct Inspection {
     /// Messages moved to the dead-letter queue after `max_attempts`
     /// deliveries.
     pub dead_lettered: u64,
+    /// The dead-letter queue's name
+    /// ([`Config::dead_letter`](crate::Config::dead_letter)), if any (as
+    /// stored: lossily decoded).
+    pub dead_letter: Option<String>,
     /// Every registered entry of the participant table.
     pub participants: Vec<ParticipantInfo>,
     /// Every lane.
@@ -238,6 +242,9 @@ impl Inspection {
             redeliveries: counts.redeliveries,
             dropped: counts.dropped,
             dead_lettered: counts.dead_lettered,
+            dead_letter: ring
+                .dead_letter_name()
+                .map(|b| String::from_utf8_lossy(&b).into_owned()),
             participants,
             lanes,
         })

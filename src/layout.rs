@@ -165,6 +165,52 @@ pub(crate) struct DeliveryLine {
     pub dead_lettered: AtomicU64,
 }
 
+/// Longest dead-letter queue name stored ([`DeadLetterLine`]): the longest
+/// queue name.
+pub(crate) const DEAD_LETTER_MAX: usize = 200;
+
+/// The name of the queue that takes messages past `max_attempts`
+/// (`Config::dead_letter`), written once by the creator before the region
+/// is ready, then only read. `len` 0: none.
+#[repr(C, align(128))]
+#[derive(Debug, Default)]
+pub(crate) struct DeadLetterLine {
+    pub len: AtomicU32,
+    pub _pad: AtomicU32,
+    /// The name's bytes, little-endian, 8 to a word.
+    pub name: [AtomicU64; DEAD_LETTER_MAX / 8],
+}
+
+impl DeadLetterLine {
+    /// Stores `name` (at most [`DEAD_LETTER_MAX`] bytes; checked by the
+    /// caller).
+    pub(crate) fn write(&self, name: &[u8]) {
+        debug_assert!(name.len() <= DEAD_LETTER_MAX);
+        for (word, chunk) in self.name.iter().zip(name.chunks(8)) {
+            let mut b = [0u8; 8];
+            b[..chunk.len()].copy_from_slice(chunk);
+            word.store(u64::from_le_bytes(b), Ordering::Relaxed);
+        }
+        self.len.store(name.len() as u32, Ordering::Relaxed);
+    }
+
+    /// The stored name's bytes (untrusted: a length beyond the limit is
+    /// `None`; the caller validates the name).
+    pub(crate) fn read(&self) -> Option<Vec<u8>> {
+        let len = self.len.load(Ordering::Relaxed) as usize;
+        if len == 0 || len > DEAD_LETTER_MAX {
+            return None;
+        }
+        let mut v: Vec<u8> = self
+            .name
+            .iter()
+            .flat_map(|w| w.load(Ordering::Relaxed).to_le_bytes())
+            .collect();
+        v.truncate(len);
+        Some(v)
+    }
+}
+
 /// Role bits.
 pub(crate) const ROLE_SENDER: u32 = 1;
 pub(crate) const ROLE_RECEIVER: u32 = 2;
@@ -186,6 +232,7 @@ pub(crate) struct Header {
     pub roles: RoleLine,
     pub tasks: TaskLine,
     pub deliveries: DeliveryLine,
+    pub dead_letter: DeadLetterLine,
 }
 
 /// One entry of the participant table.
@@ -278,8 +325,10 @@ mod asserts {
     const_assert_eq!(size_of::<WaitLine>(), 128);
     const_assert_eq!(size_of::<RoleLine>(), 128);
     const_assert_eq!(size_of::<TaskLine>(), 128);
-    const_assert_eq!(size_of::<Header>(), 1024);
+    const_assert_eq!(size_of::<Header>(), 1280);
     const_assert_eq!(offset_of!(Header, deliveries), 896);
+    const_assert_eq!(offset_of!(Header, dead_letter), 1024);
+    const_assert_eq!(size_of::<DeadLetterLine>(), 256);
     const_assert_eq!(offset_of!(ConfigLine, max_attempts), 96);
     const_assert_eq!(offset_of!(Participant, delivering), 20);
     const_assert_eq!(offset_of!(Lane, swept), 40);
@@ -548,7 +597,7 @@ mod tests {
     #[test]
     fn geometry_is_aligned_and_checked() {
         let l = Layout::new(4, 1 << 16, 256, 8).unwrap();
-        assert_eq!(l.participants_offset, 1024);
+        assert_eq!(l.participants_offset, 1280);
         assert_eq!(l.lanes_offset % LINE, 0);
         assert_eq!(l.slots_offset % LINE, 0);
         assert_eq!(l.arena_offset % PAGE, 0);

@@ -94,6 +94,7 @@ pub struct Config {
     wait: WaitStrategy,
     removal: Removal,
     max_attempts: u32,
+    dead_letter: Option<String>,
 }
 
 impl Default for Config {
@@ -110,6 +111,7 @@ impl Default for Config {
             wait: WaitStrategy::SpinThenPark,
             removal: Removal::WhenUnusedAndEmpty,
             max_attempts: 0,
+            dead_letter: None,
         }
     }
 }
@@ -170,6 +172,20 @@ impl Config {
     /// and not counted.
     pub fn max_attempts(mut self, n: u32) -> Self {
         self.max_attempts = n;
+        self
+    }
+    /// Where poison messages go: with [`max_attempts`](Self::max_attempts),
+    /// a message that was delivered that many times is not dropped but
+    /// moved to the queue `name` (which must exist by then: create it
+    /// yourself), carrying its attempt count: its first delivery there
+    /// reports `attempt() == max_attempts + 1`. It is moved by the next
+    /// receiver that would take it with
+    /// [`recv_delivery`](Receiver::recv_delivery); if the dead-letter queue
+    /// cannot take it (missing, full, every receiver gone), that receiver
+    /// gets it instead, as a later attempt: nothing is dropped. Recorded in
+    /// the region. Counted as `dead_lettered` in [`Queue::inspect`].
+    pub fn dead_letter(mut self, name: &str) -> Self {
+        self.dead_letter = Some(name.to_owned());
         self
     }
 
@@ -292,7 +308,23 @@ impl Queue {
     pub fn create(name: &str, config: Config) -> Result<Self, OpenError> {
         sys::validate_name(name)?;
         let layout = config.layout()?;
-        let shared = Shared::create(name, layout, config.mode, config.removal)?;
+        let dead_letter = match &config.dead_letter {
+            Some(d) => {
+                let bare = sys::validate_name(d)?;
+                if bare == sys::validate_name(name)? {
+                    return Err(OpenError::InvalidConfig(
+                        "a queue cannot be its own dead-letter queue".into(),
+                    ));
+                }
+                Some(bare.to_owned())
+            }
+            None => None,
+        };
+        let shared = Shared::create(name, layout, config.mode, config.removal, |ring| {
+            if let Some(d) = &dead_letter {
+                ring.header().dead_letter.write(d.as_bytes());
+            }
+        })?;
         Ok(Self::with(shared, config.wait))
     }
 
@@ -520,6 +552,9 @@ struct Handle {
     fork_gen: AtomicU64,
     /// The lane this sender last wrote to (senders only).
     preferred_lane: AtomicU32,
+    /// A sender into the dead-letter queue, opened when first needed
+    /// (receivers only; `Config::dead_letter`).
+    dead_letter: Mutex<Option<Sender>>,
 }
 
 /// The internal outcome of a blocking operation that did not succeed.
@@ -558,6 +593,7 @@ impl Handle {
             fork_gen: AtomicU64::new(reg.fork_gen),
             reg: Mutex::new(reg),
             preferred_lane: AtomicU32::new(0),
+            dead_letter: Mutex::new(None),
         })
     }
 
@@ -784,9 +820,23 @@ impl Handle {
         if stream::is_large(self.ring(), msg.len()) {
             return self.send_stream(msg, deadline);
         }
+        self.send_record(msg, deadline, None)
+    }
+
+    /// Sends `msg` (at most `max_message`) as one record; with `attempts`,
+    /// the record carries that delivery count (a dead letter).
+    fn send_record(
+        &self,
+        msg: &[u8],
+        deadline: Option<Duration>,
+        attempts: Option<u32>,
+    ) -> Result<(), Fail> {
         let (mut lease, a) = self.reserve(msg.len(), deadline)?;
         let ring = self.ring();
         ring.write_payload(&lease, &a, msg);
+        if let Some(n) = attempts {
+            ring.set_attempts(&lease, &a, n);
+        }
         let r = self.publish(&lease, &a, deadline);
         if r.is_err() {
             ring.abort(&mut lease, a);

@@ -343,13 +343,15 @@ pub(crate) enum Check {
 
 impl Shared {
     /// Creates the region `name` with `layout` (exclusively), initialises
-    /// it and attaches this process. A full `/dev/shm` or any later failure
-    /// leaves nothing behind.
+    /// it and attaches this process. `init` writes the channel kind's own
+    /// header fields before the region becomes ready. A full `/dev/shm` or
+    /// any later failure leaves nothing behind.
     pub(crate) fn create(
         name: &str,
         layout: Layout,
         mode: u32,
         removal: Removal,
+        init: impl FnOnce(&Ring),
     ) -> Result<Arc<Self>, OpenError> {
         let bare = sys::validate_name(name)?;
         let file = ShmFile::create(bare, layout.total_size, mode, INIT_LOCK_BYTE)?;
@@ -365,6 +367,7 @@ impl Shared {
         let ring = unsafe { Ring::new(base, layout) };
         let cfg = &ring.header().config;
         layout.write_config(cfg, sys::getpid(), removal.to_raw());
+        init(&ring);
         ring.init_slots();
         // Attach before anyone can open it: nobody else can see the region
         // until it is ready, so no lifecycle lock is needed.

@@ -769,7 +769,7 @@ fn lane_positions_near_the_end_of_u64_are_corruption_not_overflow() {
     let q = Queue::create(&name, Config::default().capacity_bytes(1 << 16).lanes(1)).unwrap();
     let tx = q.sender().unwrap();
     let rx = q.receiver().unwrap();
-    let lanes_offset = 9216; // 1024 + 256 participants * 32, 128-aligned
+    let lanes_offset = 9472; // 1280 + 256 participants * 32, 128-aligned
     let f = OpenOptions::new()
         .write(true)
         .open(shm_path(&name))
@@ -796,7 +796,7 @@ fn a_hostile_frontier_near_the_end_of_u64_does_not_break_a_receive() {
     let tx = q.sender().unwrap();
     let rx = q.receiver().unwrap();
     tx.send(b"before").unwrap();
-    let lanes_offset = 9216;
+    let lanes_offset = 9472;
     let f = OpenOptions::new()
         .write(true)
         .open(shm_path(&name))

@@ -122,6 +122,73 @@ fn a_poison_message_is_dropped_after_max_attempts_and_counted() {
 }
 
 #[test]
+fn a_poison_message_moves_to_the_dead_letter_queue_with_its_attempt_count() {
+    let name = TempName::new("dl-src");
+    let dlq_name = TempName::new("dl-dlq");
+    let dlq = small_queue(&dlq_name);
+    let dead = dlq.receiver().unwrap();
+    let q = Queue::create(
+        &name,
+        Config::default()
+            .capacity_bytes(1 << 20)
+            .max_attempts(2)
+            .dead_letter(&dlq_name),
+    )
+    .unwrap();
+    let tx = q.sender().unwrap();
+    let rx = q.receiver().unwrap();
+    tx.send(b"poison").unwrap();
+    tx.send(b"fine").unwrap();
+    let mut attempts = Vec::new();
+    while let Ok(d) = rx.try_recv_delivery() {
+        if &*d == b"poison" {
+            attempts.push(d.attempt());
+            d.nack();
+        } else {
+            d.ack();
+        }
+    }
+    assert_eq!(attempts, [1, 2], "delivered max_attempts times, then moved");
+    let moved = dead.try_recv_delivery().expect("in the dead-letter queue");
+    assert_eq!((&*moved, moved.attempt()), (&b"poison"[..], 3));
+    moved.ack();
+    let info = q.inspect().unwrap();
+    assert_eq!((info.dead_lettered, info.dropped), (1, 0));
+    assert_eq!(info.dead_letter.as_deref(), Some(&*dlq_name));
+    assert_eq!(info.bytes_in_use, 0);
+}
+
+#[test]
+fn a_poison_message_whose_dead_letter_queue_is_missing_is_delivered_not_dropped() {
+    let name = TempName::new("dl-nodlq");
+    let q = Queue::create(
+        &name,
+        Config::default()
+            .capacity_bytes(1 << 20)
+            .max_attempts(1)
+            .dead_letter("shmq-test-no-such-dead-letter-queue"),
+    )
+    .unwrap();
+    let tx = q.sender().unwrap();
+    let rx = q.receiver().unwrap();
+    tx.send(b"poison").unwrap();
+    rx.recv_delivery().unwrap().nack();
+    let d = rx.try_recv_delivery().expect("still delivered");
+    assert_eq!((&*d, d.attempt()), (&b"poison"[..], 2));
+    d.ack();
+    assert_eq!(q.inspect().unwrap().dead_lettered, 0);
+    assert!(matches!(
+        Queue::create(&name, Config::default().dead_letter(&name)),
+        Err(shmq::OpenError::InvalidConfig(_) | shmq::OpenError::AlreadyExists { .. })
+    ));
+    let own = TempName::new("dl-own");
+    assert!(matches!(
+        Queue::create(&own, Config::default().dead_letter(&own)),
+        Err(shmq::OpenError::InvalidConfig(_))
+    ));
+}
+
+#[test]
 fn plain_receives_are_unchanged_next_to_deliveries() {
     let name = TempName::new("dl-plain");
     let q = small_queue(&name);

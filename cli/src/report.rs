@@ -86,6 +86,7 @@ pub fn inspection_json(i: &Inspection) -> Value {
         "redeliveries": i.redeliveries,
         "dropped": i.dropped,
         "dead_lettered": i.dead_lettered,
+        "dead_letter": i.dead_letter,
         "participants": i.participants.iter().map(|p| json!({
             "index": p.index,
             "role": p.role.to_string(),
@@ -132,14 +133,18 @@ pub fn print_inspection(i: &Inspection) {
         i.sleeping_receivers, i.sleeping_senders
     );
     println!(
-        "deliveries   {} redelivered, {} dropped, {} dead-lettered (max attempts: {})",
+        "deliveries   {} redelivered, {} dropped, {} dead-lettered (max attempts: {}{})",
         i.redeliveries,
         i.dropped,
         i.dead_lettered,
         match i.max_attempts {
             0 => "unlimited".to_string(),
             n => n.to_string(),
-        }
+        },
+        i.dead_letter
+            .as_deref()
+            .map(|d| format!(", then to {d}"))
+            .unwrap_or_default()
     );
     println!();
     println!(

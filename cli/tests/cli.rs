@@ -99,8 +99,10 @@ fn holder(role: &str) {
             std::thread::sleep(Duration::from_secs(120));
         }
         "idle" => {
-            let q = Queue::create(&name, small.removal(Removal::Never)).unwrap();
+            let q = Queue::create(&name, small.removal(Removal::Never).max_attempts(3)).unwrap();
             q.sender().unwrap().send(b"kept").unwrap();
+            // taken as a delivery and given back once: a redelivery
+            q.receiver().unwrap().recv_delivery().unwrap().nack();
             return; // exits cleanly: the queue stays, idle
         }
         _ => unreachable!("{role}"),
@@ -202,6 +204,21 @@ fn ls_inspect_rm_and_gc_on_live_idle_stale_and_foreign_files() {
     let text = ok(&dir, &["inspect", "stale-q"]);
     assert!(
         text.contains("DEAD") && text.contains("state        stale"),
+        "{text}"
+    );
+    // inspect: the delivery counters
+    let idle_info = json(&dir, &["inspect", "idle-q", "--json"]);
+    assert_eq!(
+        (
+            &idle_info["redeliveries"],
+            &idle_info["dropped"],
+            &idle_info["max_attempts"]
+        ),
+        (&Value::from(1), &Value::from(0), &Value::from(3))
+    );
+    let text = ok(&dir, &["inspect", "idle-q"]);
+    assert!(
+        text.contains("1 redelivered, 0 dropped, 0 dead-lettered (max attempts: 3)"),
         "{text}"
     );
     let missing = shmq(&dir, &["inspect", "nope"]);

@@ -22,26 +22,30 @@ use libfuzzer_sys::fuzz_target;
 use shmq::{Config, Queue};
 
 /// The configuration of the fuzzed queue: 2 lanes of 4 KiB, 4 slots, 4
-/// participants. Its layout (see docs/design.md): participants at 896,
-/// lanes at 1024 (128 B each), slots at 1280 (8 B each), arena at 4096.
-/// (Participants are 32 B: 896 + 4 * 32 = 1024.)
+/// participants, 3 delivery attempts. Its layout (layout version 5, see
+/// docs/design.md): the delivery line at 896, the dead-letter name at 1024,
+/// participants at 1280 (32 B each), lanes at 1408 (128 B each), slots at
+/// 1664 (8 B each), arena at 4096.
 fn config() -> Config {
     Config::default()
         .capacity_bytes(8192)
         .lanes(2)
         .slots(4)
         .participants(4)
+        .max_attempts(3)
 }
 
 /// Offsets of every 8-byte word a peer could corrupt.
 fn fields() -> Vec<u64> {
-    let mut f: Vec<u64> = (0..12).map(|i| i * 8).collect(); // config line
+    let mut f: Vec<u64> = (0..13).map(|i| i * 8).collect(); // config line
     f.extend([128, 256, 384, 512, 640, 648, 768, 776]); // hints, wait words, roles, tasks
-    f.extend((0..4).flat_map(|p| [896 + 32 * p, 904 + 32 * p, 912 + 32 * p])); // participants
-    f.extend(
-        (0..2).flat_map(|l| [1024 + 128 * l, 1032 + 128 * l, 1040 + 128 * l, 1048 + 128 * l]),
-    );
-    f.extend((0..4).map(|s| 1280 + 8 * s)); // index slots
+    f.extend([896, 904, 912, 920]); // orphan epoch, delivery counters
+    f.extend([1024, 1032]); // dead-letter name: length, first bytes
+    // participants: word, claim, pid | delivering
+    f.extend((0..4).flat_map(|p| [1280 + 32 * p, 1288 + 32 * p, 1296 + 32 * p]));
+    // lanes: owner, end, frontier, space, stream, swept
+    f.extend((0..2).flat_map(|l| (0..6).map(move |w| 1408 + 128 * l + 8 * w)));
+    f.extend((0..4).map(|s| 1664 + 8 * s)); // index slots
     // records: state, len, units|kind, ticket, aux, attempts|holder_gen
     f.extend((0..128).flat_map(|u| (0..6).map(move |w| 4096 + 64 * u + 8 * w)));
     f
@@ -73,9 +77,29 @@ fuzz_target!(|data: &[u8]| {
     let copier = rx.clone();
     let mut buf = Vec::new();
     let mut held = None;
+    let mut deliveries = Vec::new();
     let mut it = data.iter().copied();
     while let Some(op) = it.next() {
-        match op % 8 {
+        match op % 10 {
+            8 => {
+                // take a delivery (hold up to four)
+                if deliveries.len() < 4
+                    && let Ok(d) = copier.try_recv_delivery()
+                {
+                    deliveries.push(d);
+                }
+            }
+            9 => {
+                // end one: ack, nack or drop
+                if !deliveries.is_empty() {
+                    let d = deliveries.swap_remove(usize::from(op >> 4) % deliveries.len());
+                    match op >> 6 {
+                        0 => d.ack(),
+                        1 => d.nack(),
+                        _ => drop(d),
+                    }
+                }
+            }
             0 => {
                 let len = usize::from(it.next().unwrap_or(0)) * 2;
                 let _ = tx.try_send(&vec![op; len.min(q.max_message())]);
@@ -130,5 +154,7 @@ fuzz_target!(|data: &[u8]| {
     }
     let _ = held.as_deref().map(<[u8]>::len);
     drop(held);
+    let _ = deliveries.iter().map(|d| d.len() + d.attempt() as usize).sum::<usize>();
+    drop(deliveries);
     let _ = (q.len(), tx.is_disconnected(), copier.is_disconnected());
 });

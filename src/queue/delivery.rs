@@ -10,13 +10,13 @@ use std::ops::Deref;
 use std::time::Duration;
 
 use super::{
-    Fail, Handle, LIVENESS_PERIOD, Lent, Received, Receiver, deadline_after, recv_error,
-    recv_timeout_error, try_recv_error,
+    Fail, Handle, LIVENESS_PERIOD, Lent, Queue, Received, Receiver, Sender, deadline_after,
+    recv_error, recv_timeout_error, try_recv_error,
 };
 use crate::error::{RecvError, RecvTimeoutError, TryRecvError};
 use crate::layout::ROLE_SENDER;
 use crate::region::Check;
-use crate::ring::{Owner, StreamRead, Take};
+use crate::ring::{Claim, Owner, StreamRead, Take};
 use crate::sync::{self, Ordering};
 use crate::sys;
 
@@ -202,17 +202,73 @@ impl Receiver {
     }
 
     fn receive_delivery(&self, deadline: Option<Duration>) -> Result<Delivery, Fail> {
-        let mut buf = Vec::new();
-        let got = self.h.receive(deadline, &mut buf, Take::Deliver)?;
-        Ok(Delivery::new(self.clone(), got, buf))
+        loop {
+            let mut buf = Vec::new();
+            let got = match self.h.receive(deadline, &mut buf, Take::Deliver)? {
+                Received::Record(c) if self.h.past_max_attempts(&c) => {
+                    match self.h.move_to_dead_letter(c) {
+                        Ok(()) => continue,
+                        // the dead-letter queue cannot take it: deliver it
+                        Err(c) => Received::Record(c),
+                    }
+                }
+                got => got,
+            };
+            return Ok(Delivery::new(self.clone(), got, buf));
+        }
     }
 }
 
 impl Handle {
+    /// Whether a delivery just taken was delivered `max_attempts` times
+    /// before and the queue names a dead-letter queue to move it to.
+    fn past_max_attempts(&self, c: &Claim) -> bool {
+        let ring = self.ring();
+        let max = ring.layout().max_attempts;
+        max != 0 && c.attempt() > max && ring.has_dead_letter()
+    }
+
+    /// Moves a delivery to the dead-letter queue (a copy, carrying its
+    /// delivery count), then acknowledges it here. Gives the claim back
+    /// untouched if the dead-letter queue cannot take it now.
+    fn move_to_dead_letter(&self, c: Claim) -> Result<(), Claim> {
+        let mut slot = self.dead_letter.lock().unwrap_or_else(|p| p.into_inner());
+        if slot.is_none() {
+            *slot = self.open_dead_letter();
+        }
+        let Some(tx) = slot.as_ref() else {
+            return Err(c);
+        };
+        let (p, len) = c.payload();
+        // SAFETY: the claim (HELD by this receiver) gives exclusive access
+        // to its payload until it is released below; the receiver keeps the
+        // region mapped.
+        let msg = unsafe { std::slice::from_raw_parts(p.as_ptr(), len) };
+        let done = c.attempt() - 1; // deliveries made before this claim
+        if tx
+            .h
+            .send_record(msg, Some(Duration::ZERO), Some(done))
+            .is_err()
+        {
+            return Err(c);
+        }
+        let ring = self.ring();
+        ring.release(c);
+        ring.count_dead_lettered();
+        Ok(())
+    }
+
+    /// A sender into the region's dead-letter queue, if it names one that
+    /// opens.
+    fn open_dead_letter(&self) -> Option<Sender> {
+        let name = String::from_utf8(self.ring().dead_letter_name()?).ok()?;
+        Queue::open(&name).ok()?.sender().ok()
+    }
+
     /// Gives back a delivery this handle holds. A corrupted index leaves
     /// the record `ORPHANED` (or as it was), for a sweep to judge: nothing
     /// is freed on a guess.
-    pub(super) fn give_back(&self, c: crate::ring::Claim) {
+    pub(super) fn give_back(&self, c: Claim) {
         if let Ok(me) = self.owner() {
             let _ = self.ring().give_back(c, me);
         }

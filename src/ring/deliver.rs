@@ -13,8 +13,8 @@
 //! lease, before it retires the dead entry (whose announcement names it).
 
 use super::{
-    Claim, KIND_FRAGMENT, KIND_MESSAGE, KIND_STREAM, LaneLease, Owner, R_FREE, R_HELD, R_ORPHANED,
-    R_READY, R_RETURNING, Ring, announcement, slot_ref,
+    Allocation, Claim, KIND_FRAGMENT, KIND_MESSAGE, KIND_STREAM, LaneLease, Owner, R_FREE, R_HELD,
+    R_ORPHANED, R_READY, R_RETURNING, Ring, announcement, slot_ref,
 };
 use crate::error::Corruption;
 use crate::layout::P_ALIVE;
@@ -107,6 +107,36 @@ impl Ring {
         self.wake_all(&self.header().data.word);
     }
 
+    /// Whether the region names a dead-letter queue. Then a message
+    /// given back after `max_attempts` deliveries is returned, not dropped,
+    /// and the receiver that takes it next moves it there.
+    pub fn has_dead_letter(&self) -> bool {
+        self.header().dead_letter.len.load(Ordering::Relaxed) != 0
+    }
+
+    /// The dead-letter queue's name as stored (untrusted bytes).
+    pub fn dead_letter_name(&self) -> Option<Vec<u8>> {
+        self.header().dead_letter.read()
+    }
+
+    /// Counts a message moved to the dead-letter queue.
+    pub fn count_dead_lettered(&self) {
+        self.header()
+            .deliveries
+            .dead_lettered
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Sets the delivery count of a record allocated in the leased lane and
+    /// not yet published (a dead letter carries its count from its first
+    /// queue). Ordered by the publish's Release like the other header
+    /// fields.
+    pub fn set_attempts(&self, lease: &LaneLease, a: &Allocation, attempts: u32) {
+        self.record(lease.lane, a.pos)
+            .attempts
+            .store(attempts, Ordering::Relaxed);
+    }
+
     /// The delivery counters.
     pub fn delivery_counts(&self) -> DeliveryCounts {
         let d = &self.header().deliveries;
@@ -143,7 +173,7 @@ impl Ring {
     ) -> Result<GaveBack, Corruption> {
         let h = self.record(lane, offset);
         let max = self.layout.max_attempts;
-        if max != 0 && h.attempts.load(Ordering::Relaxed) >= max {
+        if max != 0 && h.attempts.load(Ordering::Relaxed) >= max && !self.has_dead_letter() {
             sync::crash_point("about to drop a message delivered max_attempts times");
             // SYNC: Release pairs with the Acquire load in `reclaim`, as in
             // `release`.
