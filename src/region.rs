@@ -265,7 +265,7 @@ impl Drop for Shared {
             && (removal == REMOVE_WHEN_UNUSED
                 || (self.ring.published_exact() == 0
                     // a dead receiver's deliveries are committed messages
-                    && !self.ring.deliveries_outstanding(None)))
+                    && !self.ring.deliveries_outstanding()))
         {
             let _ = mark_removed_and_unlink(&self.ring, &probe, &self.name);
         }

@@ -189,6 +189,27 @@ fn a_poison_message_whose_dead_letter_queue_is_missing_is_delivered_not_dropped(
 }
 
 #[test]
+fn a_send_blocked_only_by_the_callers_own_delivery_is_an_error_not_a_deadlock() {
+    let name = TempName::new("dl-ownpin");
+    let q = Queue::create(&name, Config::default().capacity_bytes(1 << 14).lanes(1)).unwrap();
+    let tx = q.sender().unwrap();
+    let rx = q.receiver().unwrap();
+    let msg = vec![3u8; q.max_message()];
+    tx.send(&msg).unwrap();
+    let held = rx.recv_delivery().unwrap(); // pins the lane's oldest record
+    let mut buf = Vec::new();
+    for _ in 0..2 {
+        while tx.try_send(&msg).is_ok() {}
+        while rx.try_recv_into(&mut buf).is_ok() {}
+    }
+    // only `held` (this thread's) keeps the space now
+    let e = tx.send(&msg).unwrap_err();
+    assert!(e.is_would_deadlock(), "{e:?}");
+    held.ack();
+    tx.send(&msg).unwrap();
+}
+
+#[test]
 fn plain_receives_are_unchanged_next_to_deliveries() {
     let name = TempName::new("dl-plain");
     let q = small_queue(&name);

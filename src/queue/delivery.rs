@@ -195,10 +195,18 @@ impl Receiver {
     /// a receiver that died and not yet returned. This receiver's own
     /// deliveries do not count. A snapshot, for callers that decide by
     /// themselves when a queue whose senders are gone is finished.
+    ///
+    /// It looks under each lane's lease: a lane that another sender or
+    /// receiver is using right now counts as pending (look again later),
+    /// and a corrupted lane as holding nothing (the next receive reports
+    /// the corruption).
     pub fn deliveries_pending(&self) -> bool {
-        self.h
-            .owner()
-            .is_ok_and(|me| self.h.ring().deliveries_outstanding(Some(me)))
+        self.h.owner().is_ok_and(|me| {
+            self.h
+                .ring()
+                .deliveries_outstanding_leased(me)
+                .unwrap_or(false)
+        })
     }
 
     fn receive_delivery(&self, deadline: Option<Duration>) -> Result<Delivery, Fail> {
@@ -313,7 +321,7 @@ impl Handle {
         if ring.has_message() {
             return Ok(());
         }
-        if !ring.deliveries_outstanding(Some(owner)) {
+        if !ring.deliveries_outstanding_leased(owner)? {
             return Err(Fail::Disconnected);
         }
         let now = sync::now();

@@ -409,11 +409,10 @@ impl Ring {
     /// Whether some lane holds a delivery that may still come back into the
     /// index (`HELD`, `RETURNING` or `ORPHANED`): a receiver must not call
     /// the queue disconnected, nor the last process remove it, while one
-    /// does. `HELD` records of `except` (the caller: its own deliveries
-    /// come back only if it gives them back) do not count. A read-only peek
-    /// (inconsistent lanes count as holding one).
-    pub fn deliveries_outstanding(&self, except: Option<Owner>) -> bool {
-        let mine = except.map(|o| (R_HELD << 24) | o.record_bits());
+    /// does. A read-only peek (inconsistent lanes count as holding one:
+    /// the region's last user then keeps its name rather than risk a
+    /// committed message).
+    pub fn deliveries_outstanding(&self) -> bool {
         let lu = self.layout.lane_units();
         (0..self.layout.lane_count).any(|lane| {
             let l = self.lane(lane);
@@ -430,15 +429,38 @@ impl Ring {
                     // moved under us (a reclaim): look again later
                     return true;
                 }
-                if matches!((s >> 24) & 0xff, R_HELD | R_RETURNING | R_ORPHANED)
-                    && Some(s & 0xffff_ffff) != mine
-                {
+                if matches!((s >> 24) & 0xff, R_HELD | R_RETURNING | R_ORPHANED) {
                     return true;
                 }
                 f += units;
             }
             false
         })
+    }
+
+    /// Whether some lane holds a delivery that may still come back into the
+    /// index, as [`deliveries_outstanding`](Self::deliveries_outstanding)
+    /// says, but walked under each lane's lease as `me`, so that an
+    /// inconsistent lane is `Corruption`, not a reason to wait forever. A
+    /// lane whose lease another live participant holds counts as holding
+    /// one (it is busy: look again later). Never waits.
+    pub fn deliveries_outstanding_leased(&self, me: Owner) -> Result<bool, Corruption> {
+        let mine = (R_HELD << 24) | me.record_bits();
+        for lane in 0..self.layout.lane_count {
+            let Some(lease) = self.try_lease(lane, me)? else {
+                return Ok(true);
+            };
+            let walked = self.walk_lane(&lease, |_, s| {
+                let outstanding = matches!((s >> 24) & 0xff, R_HELD | R_RETURNING | R_ORPHANED)
+                    && s & 0xffff_ffff != mine;
+                Ok(!outstanding)
+            });
+            self.unlease(lease);
+            if !walked? {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     /// Retires dead participant `i` (whose alive word is `word`), like
