@@ -7,7 +7,7 @@ use std::fmt;
 
 use crate::error::OpenError;
 use crate::layout::{
-    P_ALIVE, PARTICIPANT_LOCK_BASE, ROLE_ATTACH, ROLE_RECEIVER, ROLE_SENDER, UNIT, VERSION,
+    P_ALIVE, P_DYING, PARTICIPANT_LOCK_BASE, ROLE_ATTACH, ROLE_RECEIVER, ROLE_SENDER, UNIT, VERSION,
 };
 use crate::queue::{Queue, Removal};
 use crate::region::map_region;
@@ -183,12 +183,15 @@ impl Inspection {
         let (mut senders, mut receivers, mut processes, mut dead) = (0, 0, 0, 0);
         for i in 0..layout.participant_count {
             let (word, pid, claim) = ring.participant_snapshot(i);
-            if word & 0xff != P_ALIVE {
+            // a dying entry (dead, its claim not yet returned) counts as dead
+            let dying = word & 0xff == P_DYING;
+            if word & 0xff != P_ALIVE && !dying {
                 continue;
             }
-            let alive = probe
-                .byte_locked_by_other(PARTICIPANT_LOCK_BASE + u64::from(i))
-                .map_err(OpenError::Io)?;
+            let alive = !dying
+                && probe
+                    .byte_locked_by_other(PARTICIPANT_LOCK_BASE + u64::from(i))
+                    .map_err(OpenError::Io)?;
             let role = match ((word >> 8) & 0xff) as u32 {
                 ROLE_SENDER => Role::Sender,
                 ROLE_RECEIVER => Role::Receiver,

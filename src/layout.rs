@@ -146,9 +146,9 @@ pub(crate) struct TaskLine {
     pub done: WaitWord,
 }
 
-/// At-least-once bookkeeping (design.md §3.12): a line that changes only
-/// when a holder of deliveries dies or gives one up without room, and the
-/// counts `shmq inspect` shows.
+/// At-least-once bookkeeping (design.md §3.12): a line every lease taker
+/// reads and that changes only when a holder of deliveries dies, or gives
+/// one up without room in the index.
 #[repr(C, align(128))]
 #[derive(Debug, Default)]
 pub(crate) struct DeliveryLine {
@@ -156,6 +156,19 @@ pub(crate) struct DeliveryLine {
     /// participant that took deliveries, a give-back without room); a lane
     /// whose `swept` is below it is walked by its next lease holder.
     pub orphan_epoch: AtomicU64,
+}
+
+/// Longest dead-letter queue name stored ([`DeliveryLog`]): the longest
+/// queue name.
+pub(crate) const DEAD_LETTER_MAX: usize = 200;
+
+/// What became of deliveries (the counts `shmq inspect` shows), and the
+/// name of the queue that takes messages past `max_attempts`
+/// (`Config::dead_letter`), written once by the creator before the region
+/// is ready, then only read (`dead_letter_len` 0: none).
+#[repr(C, align(128))]
+#[derive(Debug, Default)]
+pub(crate) struct DeliveryLog {
     /// Messages given back (nack, drop, or their holder's death).
     pub redeliveries: AtomicU64,
     /// Messages that reached `max_attempts` and were dropped.
@@ -163,46 +176,35 @@ pub(crate) struct DeliveryLine {
     /// Messages that reached `max_attempts` and were moved to the
     /// dead-letter queue.
     pub dead_lettered: AtomicU64,
-}
-
-/// Longest dead-letter queue name stored ([`DeadLetterLine`]): the longest
-/// queue name.
-pub(crate) const DEAD_LETTER_MAX: usize = 200;
-
-/// The name of the queue that takes messages past `max_attempts`
-/// (`Config::dead_letter`), written once by the creator before the region
-/// is ready, then only read. `len` 0: none.
-#[repr(C, align(128))]
-#[derive(Debug, Default)]
-pub(crate) struct DeadLetterLine {
-    pub len: AtomicU32,
+    pub dead_letter_len: AtomicU32,
     pub _pad: AtomicU32,
-    /// The name's bytes, little-endian, 8 to a word.
-    pub name: [AtomicU64; DEAD_LETTER_MAX / 8],
+    /// The dead-letter queue name's bytes, little-endian, 8 to a word.
+    pub dead_letter: [AtomicU64; DEAD_LETTER_MAX / 8],
 }
 
-impl DeadLetterLine {
-    /// Stores `name` (at most [`DEAD_LETTER_MAX`] bytes; checked by the
-    /// caller).
-    pub(crate) fn write(&self, name: &[u8]) {
+impl DeliveryLog {
+    /// Stores the dead-letter queue's `name` (at most [`DEAD_LETTER_MAX`]
+    /// bytes; checked by the caller).
+    pub(crate) fn write_dead_letter(&self, name: &[u8]) {
         debug_assert!(name.len() <= DEAD_LETTER_MAX);
-        for (word, chunk) in self.name.iter().zip(name.chunks(8)) {
+        for (word, chunk) in self.dead_letter.iter().zip(name.chunks(8)) {
             let mut b = [0u8; 8];
             b[..chunk.len()].copy_from_slice(chunk);
             word.store(u64::from_le_bytes(b), Ordering::Relaxed);
         }
-        self.len.store(name.len() as u32, Ordering::Relaxed);
+        self.dead_letter_len
+            .store(name.len() as u32, Ordering::Relaxed);
     }
 
-    /// The stored name's bytes (untrusted: a length beyond the limit is
-    /// `None`; the caller validates the name).
-    pub(crate) fn read(&self) -> Option<Vec<u8>> {
-        let len = self.len.load(Ordering::Relaxed) as usize;
+    /// The stored dead-letter name's bytes (untrusted: a length beyond the
+    /// limit is `None`; the caller validates the name).
+    pub(crate) fn read_dead_letter(&self) -> Option<Vec<u8>> {
+        let len = self.dead_letter_len.load(Ordering::Relaxed) as usize;
         if len == 0 || len > DEAD_LETTER_MAX {
             return None;
         }
         let mut v: Vec<u8> = self
-            .name
+            .dead_letter
             .iter()
             .flat_map(|w| w.load(Ordering::Relaxed).to_le_bytes())
             .collect();
@@ -232,7 +234,7 @@ pub(crate) struct Header {
     pub roles: RoleLine,
     pub tasks: TaskLine,
     pub deliveries: DeliveryLine,
-    pub dead_letter: DeadLetterLine,
+    pub delivery_log: DeliveryLog,
 }
 
 /// One entry of the participant table.
@@ -260,6 +262,10 @@ pub(crate) struct Participant {
 /// Participant states.
 pub(crate) const P_FREE: u64 = 0;
 pub(crate) const P_ALIVE: u64 = 1;
+/// Dead and no longer counted in its role, but its claim announcement
+/// still names a record the reaper must return (under the record's lane
+/// lease) before the entry may be freed and reused (design.md §3.12).
+pub(crate) const P_DYING: u64 = 2;
 
 /// Packs a participant word.
 pub(crate) const fn participant_word(generation: u32, role: u32, state: u64) -> u64 {
@@ -327,8 +333,9 @@ mod asserts {
     const_assert_eq!(size_of::<TaskLine>(), 128);
     const_assert_eq!(size_of::<Header>(), 1280);
     const_assert_eq!(offset_of!(Header, deliveries), 896);
-    const_assert_eq!(offset_of!(Header, dead_letter), 1024);
-    const_assert_eq!(size_of::<DeadLetterLine>(), 256);
+    const_assert_eq!(offset_of!(Header, delivery_log), 1024);
+    const_assert_eq!(size_of::<DeliveryLog>(), 256);
+    const_assert_eq!(offset_of!(DeliveryLog, dead_letter_len), 24);
     const_assert_eq!(offset_of!(ConfigLine, max_attempts), 96);
     const_assert_eq!(offset_of!(Participant, delivering), 20);
     const_assert_eq!(offset_of!(Lane, swept), 40);

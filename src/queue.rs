@@ -222,12 +222,12 @@ impl Config {
     }
 }
 
-/// Messages (borrowed records) held by this thread: `(queue, lane, pos)`.
+/// Messages (borrowed records) held by this thread: `(queue, lane, pos, delivery count)`.
 /// Lets a sender see that the space it would wait for is pinned by the
 /// calling thread itself. Fixed size, so tracking never allocates; when full,
 /// further messages are simply not tracked.
 const HELD_MAX: usize = 16;
-type HeldEntry = Option<(usize, u32, u64)>;
+type HeldEntry = Option<(usize, u32, u64, u32)>;
 
 thread_local! {
     static HELD: std::cell::RefCell<[HeldEntry; HELD_MAX]> =
@@ -266,7 +266,7 @@ impl Shared {
                 && self
                     .ring
                     .lane_blocked_by_reader(lane)
-                    .is_some_and(|pos| held.contains(&Some((key, lane, pos))))
+                    .is_some_and(|(pos, n)| held.contains(&Some((key, lane, pos, n))))
         })
     }
 }
@@ -322,7 +322,7 @@ impl Queue {
         };
         let shared = Shared::create(name, layout, config.mode, config.removal, |ring| {
             if let Some(d) = &dead_letter {
-                ring.header().dead_letter.write(d.as_bytes());
+                ring.header().delivery_log.write_dead_letter(d.as_bytes());
             }
         })?;
         Ok(Self::with(shared, config.wait))
@@ -887,6 +887,7 @@ impl Handle {
                 if data.sleepers.load(Ordering::Relaxed) > 0 && ring.has_message() {
                     ring.wake(data, 1);
                 }
+                self.reap_now_and_then();
                 return Ok(c);
             }
             self.return_abandoned_deliveries(owner)?;
@@ -1579,8 +1580,8 @@ impl<R: Borrow<Receiver>> Lent<R> {
     fn new(rx: R, got: (Received, Vec<u8>)) -> Self {
         let (claim, owned) = match got {
             (Received::Record(c), _) => {
-                let (lane, pos) = c.location();
-                let entry = Some((rx.borrow().h.shared.key(), lane, pos));
+                let (lane, pos, n) = c.location();
+                let entry = Some((rx.borrow().h.shared.key(), lane, pos, n));
                 held_update(|h| {
                     if let Some(free) = h.iter_mut().find(|e| e.is_none()) {
                         *free = entry;
@@ -1619,11 +1620,12 @@ impl<R: Borrow<Receiver>> Lent<R> {
             && self.fork_gen == sys::fork_generation()
         {
             let h = &self.rx.borrow().h;
-            let (lane, pos) = c.location();
+            let (lane, pos, n) = c.location();
             // Only the thread that received it has it in its table; dropped
             // elsewhere, the stale entry never matches again (positions only
-            // grow, and keys are never reused).
-            let entry = Some((h.shared.key(), lane, pos));
+            // grow, keys are never reused, and a delivery given back comes
+            // back at its position with a higher count).
+            let entry = Some((h.shared.key(), lane, pos, n));
             held_update(|t| {
                 if let Some(e) = t.iter_mut().find(|e| **e == entry) {
                     *e = None;

@@ -101,6 +101,9 @@ pub(crate) struct Shared {
     _map: Mapping,
     /// Monotonic nanoseconds of the last liveness scan in this process.
     pub(crate) last_reap: AtomicU64,
+    /// The orphan epoch at which this process last swept for abandoned
+    /// deliveries as a waiting receiver (design.md §3.12).
+    pub(crate) swept_epoch: AtomicU64,
     /// Unique in this process for its lifetime (an address could be
     /// reused): this queue's key in the table of held messages.
     pub(crate) id: usize,
@@ -131,6 +134,9 @@ fn reap_dead(ring: &Ring, file: &ShmFile, me: Option<Owner>) {
     };
     for i in 0..ring.layout().participant_count {
         ring.settle_delivering(i);
+        if let Some(me) = me {
+            ring.finish_dying(i, me, &alive);
+        }
         let Some(w) = ring.participant_alive_word(i) else {
             continue;
         };
@@ -534,6 +540,7 @@ impl Shared {
             ring,
             _map: map,
             last_reap: AtomicU64::new(0),
+            swept_epoch: AtomicU64::new(0),
             id: NEXT_SHARED_ID.fetch_add(1, Ordering::Relaxed),
             removal,
             attachment: Some(attachment),

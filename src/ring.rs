@@ -28,8 +28,8 @@ use std::time::Duration;
 
 use crate::error::Corruption;
 use crate::layout::{
-    Header, Lane, Layout, P_ALIVE, P_FREE, Participant, RecordHeader, Slot, UNIT, WaitWord,
-    participant_word,
+    Header, Lane, Layout, P_ALIVE, P_DYING, P_FREE, Participant, RecordHeader, Slot, UNIT,
+    WaitWord, participant_word,
 };
 use crate::sync::{self, Ordering, Wake, fence};
 
@@ -220,10 +220,17 @@ impl Claim {
         self.held
     }
 
-    /// The record's lane and its identity within the lane (lap tag and
-    /// offset, see [`Ring::record_id`]).
-    pub fn location(&self) -> (u32, u64) {
-        (self.lane, (self.tag << 32) | self.offset)
+    /// The record's lane, its identity within the lane (lap tag and
+    /// offset, see [`Ring::record_id`]), and its header's delivery count
+    /// as this claim left it: a delivery given back comes back at the same
+    /// place, so the count tells this taking of it from a later one.
+    pub fn location(&self) -> (u32, u64, u32) {
+        let attempts = if self.held {
+            self.attempt
+        } else {
+            self.attempt - 1
+        };
+        (self.lane, (self.tag << 32) | self.offset, attempts)
     }
 
     /// The payload. Valid until [`Ring::release`].
@@ -648,10 +655,15 @@ impl Ring {
     /// decrements its role count. Returns the role if this call did it, so
     /// exactly one of a deregistering owner and a reaper counts it down.
     pub fn retire_participant(&self, i: u32, word: u64) -> Option<u32> {
+        self.leave_role(i, word, (word & !0xffff) | P_FREE)
+    }
+
+    /// Moves entry `i` from exactly `word` (alive) to `to` (free, or dying)
+    /// and decrements its role count. Returns the role if this call did it.
+    pub(crate) fn leave_role(&self, i: u32, word: u64, to: u64) -> Option<u32> {
         let p = self.participant(i);
-        let freed = (word & !0xffff) | P_FREE;
         p.word
-            .compare_exchange(word, freed, Ordering::AcqRel, Ordering::Relaxed)
+            .compare_exchange(word, to, Ordering::AcqRel, Ordering::Relaxed)
             .ok()?;
         let role = ((word >> 8) & 0xff) as u32;
         if let Some(counter) = self.role_counter(role) {
@@ -786,9 +798,11 @@ impl Ring {
     }
 
     /// The oldest record of `lane` that is not yet released, as its
-    /// [`record_id`](Self::record_id), if it is being read (`READING`): the record
-    /// that keeps the lane's space from being reclaimed. A read-only peek.
-    pub fn lane_blocked_by_reader(&self, lane: u32) -> Option<u64> {
+    /// [`record_id`](Self::record_id) and delivery count (see
+    /// [`Claim::location`]), if it is being read (`READING`) or held
+    /// (`HELD`): the record that keeps the lane's space from being
+    /// reclaimed. A read-only peek.
+    pub fn lane_blocked_by_reader(&self, lane: u32) -> Option<(u64, u32)> {
         let l = self.lane(lane);
         let end = l.end.load(Ordering::Acquire);
         let mut f = l.frontier.load(Ordering::Acquire);
@@ -803,7 +817,9 @@ impl Ring {
             }
             match (s >> 24) & 0xff {
                 R_FREE | R_PAD => {}
-                R_READING | R_HELD => return Some(self.record_id(f)),
+                R_READING | R_HELD => {
+                    return Some((self.record_id(f), h.attempts.load(Ordering::Relaxed)));
+                }
                 _ => return None,
             }
             let units = u64::from(h.units.load(Ordering::Relaxed));
@@ -877,12 +893,15 @@ impl Ring {
     /// * `READING(dead consumer)`: the reader died mid-read: freed (the
     ///   message is delivered at most once).
     /// * `READY(dead producer)`: published and waiting in the index: kept;
-    ///   being claimed by a live consumer (its announcement names it):
-    ///   kept; otherwise never published, or claimed by a consumer that
-    ///   died before marking it `READING`: freed (at most once).
+    ///   being claimed by a live consumer, or by a dead one whose entry is
+    ///   not retired yet (alive or `DYING`: its announcement names it):
+    ///   kept; otherwise never published: freed (at most once).
     /// * `READY(live producer)`: kept. If a consumer claimed it and died
-    ///   before marking it `READING`, [`reap_participant`](Self::reap_participant)
-    ///   frees it.
+    ///   before marking it `READING`,
+    ///   [`reap_participant`](Self::reap_participant) returns it into the
+    ///   index (design.md §3.12).
+    /// * `HELD`, `RETURNING`, `ORPHANED` (deliveries): never freed here;
+    ///   returned if abandoned (`return_if_abandoned`).
     ///
     /// Every free is a CAS from exactly `s`, done only by the lane's holder
     /// (the only writer that could reuse the space), so it cannot land on
@@ -936,12 +955,13 @@ impl Ring {
     }
 
     /// Whether a live participant announces a claim of record `r` (any
-    /// ticket: a live claimer's stale announcement only delays a free).
+    /// ticket: a live claimer's stale announcement only delays a free), or
+    /// a dying one whose claim its reaper has yet to return (§3.12).
     fn claimed_by_live_consumer(&self, r: u32) -> bool {
         (0..self.layout.participant_count).any(|i| {
             let p = self.participant(i);
             slot_ref(p.claim.load(Ordering::Acquire)) == r
-                && p.word.load(Ordering::Acquire) & 0xff == P_ALIVE
+                && matches!(p.word.load(Ordering::Acquire) & 0xff, P_ALIVE | P_DYING)
         })
     }
 
@@ -1710,8 +1730,17 @@ mod tests {
         assert_eq!(try_reap(r, index), Some(ROLE_SENDER));
     }
 
+    /// A later reaping pass over a dying entry `index` (by the reaper, 3).
+    fn finish_reap(r: &Ring, index: u32) {
+        let reaper = Owner {
+            index: 3,
+            generation: 1,
+        };
+        r.finish_dying(index, reaper, &|j| j != index);
+    }
+
     /// What the reaper does when participant `index`'s lock is gone: the
-    /// retired role, or `None` if it must wait (for a lane's lease).
+    /// role it took the entry out of (`None`: already done).
     fn try_reap(r: &Ring, index: u32) -> Option<u32> {
         let w = Ring::alive_word(
             Owner {
@@ -1811,12 +1840,17 @@ mod tests {
         r.reclaim(&mut lease).unwrap();
         assert_eq!(lease.frontier(), 0, "kept while its claimant lives");
         // the claimant dies: its reaper returns the record, which needs the
-        // lane's lease, so it waits while a live holder has it
-        assert_eq!(try_reap(r, 2), None, "the reaper waits for the lease");
+        // lane's lease; while a live holder has it, the entry is only dying
+        assert_eq!(try_reap(r, 2), Some(ROLE_SENDER), "out of its role");
+        assert_eq!(
+            r.participant(2).word.load(Ordering::Relaxed) & 0xff,
+            P_DYING
+        );
         r.reclaim(&mut lease).unwrap();
         assert_eq!(lease.frontier(), 0, "never freed: it was committed");
         r.unlease(lease);
-        kill(r, 2);
+        finish_reap(r, 2);
+        assert_eq!(r.participant(2).word.load(Ordering::Relaxed) & 0xff, P_FREE);
         // delivered again, whole
         assert_eq!(recv(r).unwrap(), b"m");
         let mut lease = r.try_lease(0, other()).unwrap().unwrap();
@@ -1870,8 +1904,8 @@ mod tests {
         // its producer is about to publish it under the next ticket
         let next = r.header().enq.hint.load(Ordering::Relaxed);
         r.record(0, 64).ticket.store(next, Ordering::Relaxed);
-        // its reaper waits for the lease the producer holds
-        assert_eq!(try_reap(r, 2), None);
+        // its reaper waits for the lease the producer holds (dying)
+        assert_eq!(try_reap(r, 2), Some(ROLE_SENDER));
         assert_eq!(
             r.record(0, 64).state.load(Ordering::Relaxed),
             ready,
@@ -1881,7 +1915,7 @@ mod tests {
         r.unlease(lease);
         // with the lease free, it finds the record published (in a slot):
         // not the one its stale announcement names
-        kill(r, 2);
+        finish_reap(r, 2);
         assert_eq!(recv(r).unwrap().len(), 3);
         assert!(recv(r).is_none(), "delivered once");
     }

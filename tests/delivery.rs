@@ -260,6 +260,30 @@ fn disconnected_waits_for_deliveries_that_another_receiver_may_give_back() {
 }
 
 #[test]
+fn two_receivers_that_each_hold_a_delivery_do_not_wait_for_each_other() {
+    let name = TempName::new("dl-mutual");
+    let q = small_queue(&name);
+    let tx = q.sender().unwrap();
+    let (r1, r2) = (q.receiver().unwrap(), q.receiver().unwrap());
+    tx.send(b"one").unwrap();
+    tx.send(b"two").unwrap();
+    drop(tx);
+    let (d1, d2) = (r1.recv_delivery().unwrap(), r2.recv_delivery().unwrap());
+    // each holds one: an untimed receive reports Disconnected, no hang
+    let (done, finished) = std::sync::mpsc::channel();
+    for rx in [r1, r2] {
+        let done = done.clone();
+        std::thread::spawn(move || done.send(rx.recv_delivery().map(|d| d.to_vec())).unwrap());
+    }
+    for _ in 0..2 {
+        let got = finished.recv_timeout(WATCHDOG).expect("a receiver hung");
+        assert!(matches!(got, Err(RecvError::Disconnected)), "{got:?}");
+    }
+    d1.ack();
+    d2.ack();
+}
+
+#[test]
 fn a_large_message_is_committed_at_its_ack_and_sent_again_when_given_back() {
     let name = TempName::new("dl-large");
     let q = small_queue(&name);

@@ -23,7 +23,7 @@ use shmq::{Config, Queue};
 
 /// The configuration of the fuzzed queue: 2 lanes of 4 KiB, 4 slots, 4
 /// participants, 3 delivery attempts. Its layout (layout version 5, see
-/// docs/design.md): the delivery line at 896, the dead-letter name at 1024,
+/// docs/design.md): the orphan epoch at 896, the delivery log at 1024,
 /// participants at 1280 (32 B each), lanes at 1408 (128 B each), slots at
 /// 1664 (8 B each), arena at 4096.
 fn config() -> Config {
@@ -39,8 +39,9 @@ fn config() -> Config {
 fn fields() -> Vec<u64> {
     let mut f: Vec<u64> = (0..13).map(|i| i * 8).collect(); // config line
     f.extend([128, 256, 384, 512, 640, 648, 768, 776]); // hints, wait words, roles, tasks
-    f.extend([896, 904, 912, 920]); // orphan epoch, delivery counters
-    f.extend([1024, 1032]); // dead-letter name: length, first bytes
+    f.push(896); // orphan epoch
+    // the delivery log: counters, dead-letter name length, its first bytes
+    f.extend([1024, 1032, 1040, 1048, 1056]);
     // participants: word, claim, pid | delivering
     f.extend((0..4).flat_map(|p| [1280 + 32 * p, 1288 + 32 * p, 1296 + 32 * p]));
     // lanes: owner, end, frontier, space, stream, swept

@@ -28,6 +28,7 @@ from __future__ import annotations
 import atexit
 import collections
 import os
+import threading
 import time
 import uuid
 import weakref
@@ -106,7 +107,7 @@ def _timeout(block: bool, timeout: Optional[float]) -> Optional[float]:
 class Queue:
     """A multi-producer multi-consumer queue between processes, in shared memory.
 
-    ``Queue(maxsize=0, *, capacity_bytes=None, name=None)``
+    ``Queue(maxsize=0, *, capacity_bytes=None, name=None, max_attempts=0, dead_letter=None)``
 
     * ``maxsize``: as ``multiprocessing.Queue``'s; ``0`` means as many
       messages as fit. With a positive ``maxsize``, ``put`` waits (or raises
@@ -122,6 +123,11 @@ class Queue:
       processes (``multiprocessing.Process(args=(q,))``), which works with
       the fork, spawn and forkserver start methods. A private queue's memory
       is freed when the last process using it is done.
+    * ``max_attempts``: poison items of ``get_delivery`` and
+      ``JoinableQueue``: an item delivered this many times and given back
+      (or whose consumer died) once more is dropped, or moved to the queue
+      named ``dead_letter`` (which must exist: a ``Queue(name=...)``).
+      ``0`` (the default): unlimited. Only for a queue this call creates.
     """
 
     def __init__(
@@ -130,17 +136,23 @@ class Queue:
         *,
         capacity_bytes: Optional[int] = None,
         name: Optional[str] = None,
+        max_attempts: int = 0,
+        dead_letter: Optional[str] = None,
     ) -> None:
         if maxsize < 0:
             raise ValueError("maxsize must be >= 0")
+        if max_attempts < 0:
+            raise ValueError("max_attempts must be >= 0")
         capacity = capacity_bytes or DEFAULT_CAPACITY
         slots = maxsize if maxsize > 0 else None
         if name is None:
             name = "shmq-py-%d-%s" % (os.getpid(), uuid.uuid4().hex[:12])
-            raw = RawQueue.create(name, capacity, slots, "when_unused")
+            raw = RawQueue.create(name, capacity, slots, "when_unused", max_attempts, dead_letter)
         else:
             try:
-                raw = RawQueue.create(name, capacity, slots, "when_unused_and_empty")
+                raw = RawQueue.create(
+                    name, capacity, slots, "when_unused_and_empty", max_attempts, dead_letter
+                )
             except FileExistsError:
                 raw = RawQueue.open(name)
         self._setup(name, maxsize, raw)
@@ -289,10 +301,10 @@ class Queue:
 
         Blocks as ``get`` does (``queue.Empty`` after ``timeout``). With no
         timeout it raises ``DisconnectedError`` only once every producer
-        has gone and no item another consumer holds may still come back.
-        An item whose bytes do not decode is given back and the error
-        raised (set a poison-message limit with ``max_attempts`` on the
-        Rust side, or ack it from ``d``'s error handler)."""
+        has gone and no item another consumer holds may still come back
+        (unless this process holds one itself). An item whose bytes do not
+        decode is given back and the error raised: bound its retries with
+        the queue's ``max_attempts`` (and ``dead_letter``)."""
         raw = self._q().recv_delivery(_timeout(block, timeout))
         if raw is None:
             raise Empty
@@ -403,19 +415,21 @@ class JoinableQueue(Queue):
     every item has been done (``multiprocessing`` loses the item and
     ``join()`` never returns). Items taken and not yet done keep their
     space in the queue; a consumer that takes many before marking them done
-    makes producers wait for room.
+    makes producers wait for room. Each thread's ``task_done()`` marks the
+    oldest item *that thread* took.
     """
 
     def _setup(self, name: str, maxsize: int, raw: RawQueue) -> None:
         super()._setup(name, maxsize, raw)
-        self._held: "collections.deque[Delivery]" = collections.deque()
-        self._held_pid = os.getpid()
+        self._local = threading.local()
 
     def _held_here(self) -> "collections.deque[Delivery]":
-        if self._held_pid != os.getpid():
-            # forked: the parent's items are the parent's to mark done
-            self._held, self._held_pid = collections.deque(), os.getpid()
-        return self._held
+        """The items this thread took and has not marked done."""
+        local = self._local
+        if getattr(local, "pid", None) != os.getpid():
+            # new thread, or forked: the parent's items are the parent's
+            local.held, local.pid = collections.deque(), os.getpid()
+        return local.held
 
     def get(self, block: bool = True, timeout: Optional[float] = None, *, copy: bool = True) -> Any:
         """Remove and return an item, as ``Queue.get``; it stays owned by
@@ -473,7 +487,7 @@ class JoinableQueue(Queue):
 
     def task_done(self) -> None:
         """Indicate that an item taken from the queue is processed: the
-        oldest item this process took and has not marked done leaves the
+        oldest item this thread took and has not marked done leaves the
         queue. Raises ``ValueError`` if called more times than items were
         put."""
         q = self._q()

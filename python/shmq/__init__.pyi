@@ -13,7 +13,13 @@ DEFAULT_CAPACITY: int
 
 class Queue:
     def __init__(
-        self, maxsize: int = 0, *, capacity_bytes: Optional[int] = None, name: Optional[str] = None
+        self,
+        maxsize: int = 0,
+        *,
+        capacity_bytes: Optional[int] = None,
+        name: Optional[str] = None,
+        max_attempts: int = 0,
+        dead_letter: Optional[str] = None,
     ) -> None: ...
     @property
     def name(self) -> str: ...

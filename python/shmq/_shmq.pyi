@@ -19,6 +19,8 @@ class RawQueue:
         capacity_bytes: int,
         slots: Optional[int] = None,
         removal_policy: str = "when_unused_and_empty",
+        max_attempts: int = 0,
+        dead_letter: Optional[str] = None,
     ) -> RawQueue: ...
     @staticmethod
     def open(name: str) -> RawQueue: ...

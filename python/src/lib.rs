@@ -270,19 +270,27 @@ fn first_owned(rx: &Receiver, deadline: &Deadline) -> Result<Option<OwnedMessage
 impl RawQueue {
     /// Creates the queue `name`. `slots`: the most messages that may wait
     /// at once (exact; the index is rounded up to a power of two).
+    /// `max_attempts` and `dead_letter`: `Config::max_attempts` and
+    /// `Config::dead_letter` (poison messages of `recv_delivery`).
     #[staticmethod]
-    #[pyo3(signature = (name, capacity_bytes, slots=None, removal_policy="when_unused_and_empty"))]
+    #[pyo3(signature = (name, capacity_bytes, slots=None, removal_policy="when_unused_and_empty", max_attempts=0, dead_letter=None))]
     fn create(
         name: &str,
         capacity_bytes: usize,
         slots: Option<usize>,
         removal_policy: &str,
+        max_attempts: u32,
+        dead_letter: Option<&str>,
     ) -> PyResult<Self> {
         let mut cfg = Config::default()
             .capacity_bytes(capacity_bytes)
-            .removal(removal(removal_policy)?);
+            .removal(removal(removal_policy)?)
+            .max_attempts(max_attempts);
         if let Some(n) = slots {
             cfg = cfg.slots(n);
+        }
+        if let Some(d) = dead_letter {
+            cfg = cfg.dead_letter(d);
         }
         Ok(Self::new(Queue::create(name, cfg).map_err(open_error)?))
     }

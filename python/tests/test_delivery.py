@@ -141,3 +141,48 @@ def test_joinable_get_many_holds_each_item_until_its_task_done():
     jq.join()
     with pytest.raises(ValueError):
         jq.task_done()
+
+
+def test_a_poison_item_goes_to_the_dead_letter_queue():
+    dead = shmq.Queue(name="shmq-pytest-dlq-%d" % os.getpid())
+    q = shmq.Queue(max_attempts=2, dead_letter=dead.name)
+    q.put("poison")
+    for attempt in (1, 2):
+        d = q.get_delivery(timeout=5)
+        assert (d.value, d.attempt) == ("poison", attempt)
+        d.nack()
+    with pytest.raises(queue.Empty):
+        q.get_delivery(timeout=0.1)  # moved, not delivered a third time
+    d = dead.get_delivery(timeout=5)
+    assert (d.value, d.attempt) == ("poison", 3)
+    d.ack()
+
+
+def test_a_poison_item_without_a_dead_letter_queue_is_dropped_after_max_attempts():
+    q = shmq.Queue(max_attempts=1)
+    q.put("poison")
+    q.get_delivery(timeout=5).nack()
+    with pytest.raises(queue.Empty):
+        q.get_delivery(timeout=0.1)
+
+
+def test_joinable_task_done_marks_the_oldest_item_of_its_own_thread():
+    import threading
+
+    jq = shmq.JoinableQueue()
+    jq.put("a")
+    jq.put("b")
+    assert jq.get(timeout=5) == "a"  # this thread holds "a"
+    taken = []
+
+    def other():
+        taken.append(jq.get(timeout=5))  # holds "b"
+        jq.task_done()  # marks "b", not this thread's "a"
+
+    t = threading.Thread(target=other)
+    t.start()
+    t.join(10)
+    assert taken == ["b"]
+    assert len(jq._held_here()) == 1  # "a" is still held here
+    jq.task_done()
+    jq.join()

@@ -164,9 +164,9 @@ impl Receiver {
     /// queue until acknowledged, waiting as long as it takes.
     ///
     /// # Errors
-    /// As [`Receiver::recv`]. `Disconnected` also waits for deliveries that
-    /// other receivers hold (they may come back); a receiver's own
-    /// unacknowledged deliveries do not keep it waiting.
+    /// As [`Receiver::recv`]. Before `Disconnected`, an empty queue whose
+    /// senders are gone also waits for deliveries that other receivers hold
+    /// (they may come back), unless this receiver holds one itself.
     pub fn recv_delivery(&self) -> Result<Delivery, RecvError> {
         self.receive_delivery(None).map_err(recv_error)
     }
@@ -190,11 +190,13 @@ impl Receiver {
             .map_err(recv_timeout_error)
     }
 
-    /// Whether messages that other receivers took as deliveries may still
-    /// come back into the queue: held and not yet acknowledged, or left by
-    /// a receiver that died and not yet returned. This receiver's own
-    /// deliveries do not count. A snapshot, for callers that decide by
-    /// themselves when a queue whose senders are gone is finished.
+    /// Whether this receiver should wait for messages that other receivers
+    /// took as deliveries and may still come back into the queue (held and
+    /// not yet acknowledged, or left by a receiver that died and not yet
+    /// returned): false while this receiver holds a delivery itself (two
+    /// receivers that each hold one would otherwise wait for each other).
+    /// A snapshot, for callers that decide by themselves when a queue whose
+    /// senders are gone is finished.
     ///
     /// It looks under each lane's lease: a lane that another sender or
     /// receiver is using right now counts as pending (look again later),
@@ -226,6 +228,10 @@ impl Receiver {
         }
     }
 }
+
+/// Messages a thread takes between two looks for dead holders when it
+/// never waits (`Handle::reap_now_and_then`).
+const REAP_EVERY: u32 = 4096;
 
 impl Handle {
     /// Whether a delivery just taken was delivered `max_attempts` times
@@ -297,13 +303,38 @@ impl Handle {
     /// Returns what dead receivers left held, where it is due: reaps dead
     /// participants (rate-limited) and sweeps the lanes whose sweep is
     /// behind the orphan epoch and whose lease is free.
+    /// Sweeps when the epoch moved since this process last looked, and
+    /// again once per reap interval (lanes busy at the last look), so an
+    /// idle receiver does not contend for leases on every spin.
     pub(super) fn return_abandoned_deliveries(&self, owner: Owner) -> Result<(), Fail> {
-        self.shared.reap(false);
+        let reaped = self.shared.reap(false);
         let ring = self.ring();
-        if ring.sweep_pending() {
+        let epoch = ring.orphan_epoch();
+        if epoch != 0 && (reaped || epoch != self.shared.swept_epoch.load(Ordering::Relaxed)) {
+            self.shared.swept_epoch.store(epoch, Ordering::Relaxed);
             ring.sweep_due_lanes(owner)?;
         }
         Ok(())
+    }
+
+    /// Called after each message a thread takes: once every few thousand,
+    /// a rate-limited reap, so that a receiver that never waits still
+    /// notices dead holders (and the sweeps that return their deliveries
+    /// run) within about the liveness period.
+    pub(super) fn reap_now_and_then(&self) {
+        thread_local! {
+            static TAKEN: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+        }
+        let due = TAKEN
+            .try_with(|n| {
+                let k = n.get().wrapping_add(1);
+                n.set(k);
+                k.is_multiple_of(REAP_EVERY)
+            })
+            .unwrap_or(false);
+        if due {
+            self.shared.reap(false);
+        }
     }
 
     /// Every sender is gone and the index is empty: `Disconnected`, unless

@@ -17,7 +17,7 @@ use super::{
     R_ORPHANED, R_READY, R_RETURNING, Ring, announcement, slot_ref,
 };
 use crate::error::Corruption;
-use crate::layout::P_ALIVE;
+use crate::layout::{P_ALIVE, P_DYING, P_FREE};
 use crate::sync::{self, Ordering};
 
 /// What became of a delivery that was given back.
@@ -111,18 +111,22 @@ impl Ring {
     /// given back after `max_attempts` deliveries is returned, not dropped,
     /// and the receiver that takes it next moves it there.
     pub fn has_dead_letter(&self) -> bool {
-        self.header().dead_letter.len.load(Ordering::Relaxed) != 0
+        self.header()
+            .delivery_log
+            .dead_letter_len
+            .load(Ordering::Relaxed)
+            != 0
     }
 
     /// The dead-letter queue's name as stored (untrusted bytes).
     pub fn dead_letter_name(&self) -> Option<Vec<u8>> {
-        self.header().dead_letter.read()
+        self.header().delivery_log.read_dead_letter()
     }
 
     /// Counts a message moved to the dead-letter queue.
     pub fn count_dead_lettered(&self) {
         self.header()
-            .deliveries
+            .delivery_log
             .dead_lettered
             .fetch_add(1, Ordering::Relaxed);
     }
@@ -139,7 +143,7 @@ impl Ring {
 
     /// The delivery counters.
     pub fn delivery_counts(&self) -> DeliveryCounts {
-        let d = &self.header().deliveries;
+        let d = &self.header().delivery_log;
         DeliveryCounts {
             redeliveries: d.redeliveries.load(Ordering::Relaxed),
             dropped: d.dropped.load(Ordering::Relaxed),
@@ -154,12 +158,7 @@ impl Ring {
     /// Never waits.
     pub fn give_back(&self, c: Claim, me: Owner) -> Result<GaveBack, Corruption> {
         assert!(c.held, "only a delivery (Take::Deliver) can be given back");
-        let gave = self.give_back_at(c.lane, c.offset, c.tag, me);
-        if let Ok(GaveBack::Orphaned) | Err(_) = gave {
-            // a sweep must find it: the lane may have been swept already
-            self.raise_orphan_epoch();
-        }
-        gave
+        self.give_back_at(c.lane, c.offset, c.tag, me)
     }
 
     /// [`give_back`](Self::give_back) of the record at `offset` of `lane`,
@@ -180,7 +179,7 @@ impl Ring {
             h.state
                 .store((tag << 32) | (R_FREE << 24), Ordering::Release);
             self.header()
-                .deliveries
+                .delivery_log
                 .dropped
                 .fetch_add(1, Ordering::Relaxed);
             self.wake(&self.header().space.word, u32::MAX);
@@ -197,7 +196,7 @@ impl Ring {
         let published = self.publish_at(lane, offset, state, floor, "RETURNING, not yet published");
         if let Ok(Ok(())) = published {
             self.header()
-                .deliveries
+                .delivery_log
                 .redeliveries
                 .fetch_add(1, Ordering::Relaxed);
             return Ok(GaveBack::Returned);
@@ -213,6 +212,10 @@ impl Ring {
             Ordering::Relaxed,
         );
         sync::crash_point("given back: ORPHANED");
+        // a sweep must find it, whoever gave it back (a holder, a taker at
+        // the frontier or in a sweep, a reaper): its lane may have been
+        // swept at the current epoch already
+        self.raise_orphan_epoch();
         published.map(|_| GaveBack::Orphaned)
     }
 
@@ -289,15 +292,27 @@ impl Ring {
         // RETURNING or ORPHANED store (or of READY by `publish`): the header
         // as its last owner left it happens-before our give-back. Only the
         // lease holder does this, the one writer that could reuse the bytes.
+        let mine = (tag << 32) | (R_HELD << 24) | me.record_bits();
         if h.state
-            .compare_exchange(
-                s,
-                (tag << 32) | (R_HELD << 24) | me.record_bits(),
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            )
+            .compare_exchange(s, mine, Ordering::AcqRel, Ordering::Acquire)
             .is_err()
         {
+            return Ok(Err(()));
+        }
+        // The word matched, but a `HELD` word recurs: its holder may have
+        // given it back and taken it again since the caller read
+        // `holder_gen` (an ABA across two deliveries). Our Acquire above
+        // synchronised with the latest HELD store, so `holder_gen` is now
+        // that holder's: if it lives, put its word back and leave it. (It
+        // may have acked or given it back meanwhile with a plain store:
+        // then the word is not ours any more and nothing is done.)
+        if (s >> 24) & 0xff == R_HELD
+            && self.holder_alive(s & 0xff_ffff, h.holder_gen.load(Ordering::Relaxed))
+        {
+            // SYNC: Release: as the holder's HELD store, for the next taker
+            let _ = h
+                .state
+                .compare_exchange(mine, s, Ordering::Release, Ordering::Relaxed);
             return Ok(Err(()));
         }
         h.holder_gen.store(me.generation, Ordering::Relaxed);
@@ -346,15 +361,6 @@ impl Ring {
             f += units;
         }
         Ok(true)
-    }
-
-    /// Whether some lane has not been swept since the orphan epoch last
-    /// rose (a peek).
-    pub fn sweep_pending(&self) -> bool {
-        let epoch = self.orphan_epoch();
-        epoch != 0
-            && (0..self.layout.lane_count)
-                .any(|lane| self.lane(lane).swept.load(Ordering::Relaxed) < epoch)
     }
 
     /// Whether `lane` has not been swept since the orphan epoch last rose
@@ -438,29 +444,38 @@ impl Ring {
         })
     }
 
-    /// Whether some lane holds a delivery that may still come back into the
-    /// index, as [`deliveries_outstanding`](Self::deliveries_outstanding)
-    /// says, but walked under each lane's lease as `me`, so that an
-    /// inconsistent lane is `Corruption`, not a reason to wait forever. A
-    /// lane whose lease another live participant holds counts as holding
+    /// Whether a receiver `me` whose senders are gone should wait for a
+    /// delivery that may still come back into the index: some lane holds a
+    /// `HELD` record of another participant, or a `RETURNING` or
+    /// `ORPHANED` one, and `me` holds no delivery itself. (Two receivers
+    /// that each hold one and wait for the other's would wait forever: one
+    /// that holds a delivery is busy with the queue, and gets
+    /// `Disconnected` instead.) Walked under each lane's lease as `me`, so
+    /// an inconsistent lane is `Corruption`, not a reason to wait forever;
+    /// a lane whose lease another live participant holds counts as holding
     /// one (it is busy: look again later). Never waits.
     pub fn deliveries_outstanding_leased(&self, me: Owner) -> Result<bool, Corruption> {
         let mine = (R_HELD << 24) | me.record_bits();
+        let (mut others, mut own) = (false, false);
         for lane in 0..self.layout.lane_count {
             let Some(lease) = self.try_lease(lane, me)? else {
-                return Ok(true);
+                others = true;
+                continue;
             };
             let walked = self.walk_lane(&lease, |_, s| {
-                let outstanding = matches!((s >> 24) & 0xff, R_HELD | R_RETURNING | R_ORPHANED)
-                    && s & 0xffff_ffff != mine;
-                Ok(!outstanding)
+                if matches!((s >> 24) & 0xff, R_HELD | R_RETURNING | R_ORPHANED) {
+                    if s & 0xffff_ffff == mine {
+                        own = true;
+                    } else {
+                        others = true;
+                    }
+                }
+                Ok(true)
             });
             self.unlease(lease);
-            if !walked? {
-                return Ok(true);
-            }
+            walked?;
         }
-        Ok(false)
+        Ok(others && !own)
     }
 
     /// Retires dead participant `i` (whose alive word is `word`), like
@@ -471,10 +486,16 @@ impl Ring {
     /// `j`'s process lives (by its liveness lock, not its word: a dead
     /// claimer whose entry is not yet retired must not keep the record).
     ///
-    /// Returns the retired role, or `None` if the entry was left for a later
-    /// pass: someone else retired it, or its announced record's lane is
-    /// leased by a live holder (the return needs the lease), or there is no
-    /// `me` (the reap inside registration) and the entry announces a claim.
+    /// If the return cannot be done now (the record's lane is leased by a
+    /// live holder, which may be this very process, or there is no `me`:
+    /// the reap inside registration), the entry becomes `DYING`: it leaves
+    /// its role at once (so its peers see it gone: a sender blocked while
+    /// holding that lane gets `Disconnected`), and keeps its announcement,
+    /// which keeps the record from being freed, until a later pass returns
+    /// the record and frees the entry ([`finish_dying`](Self::finish_dying)).
+    ///
+    /// Returns the role if this call took the entry out of it (`None`:
+    /// someone else did).
     pub fn reap_participant(
         &self,
         i: u32,
@@ -483,10 +504,35 @@ impl Ring {
         alive: &dyn Fn(u32) -> bool,
     ) -> Option<u32> {
         let announced = self.participant(i).claim.load(Ordering::Acquire);
-        if announced != 0 && !self.return_claimed_orphan(announced, i, me?, alive) {
-            return None;
+        if announced != 0
+            && !me.is_some_and(|me| self.return_claimed_orphan(announced, i, me, alive))
+        {
+            sync::crash_point("reaper: dead claimer's record not returned yet");
+            return self.leave_role(i, word, (word & !0xff) | P_DYING);
         }
         self.retire_participant(i, word)
+    }
+
+    /// A later reaping pass over entry `i`: if it is `DYING`, returns the
+    /// record its announcement names (as `reap_participant` would) and, once
+    /// that is done, frees the entry for reuse.
+    pub fn finish_dying(&self, i: u32, me: Owner, alive: &dyn Fn(u32) -> bool) {
+        let p = self.participant(i);
+        let w = p.word.load(Ordering::Acquire);
+        if w & 0xff != P_DYING {
+            return;
+        }
+        let announced = p.claim.load(Ordering::Acquire);
+        if announced != 0 && !self.return_claimed_orphan(announced, i, me, alive) {
+            return; // the lane is still leased: next pass
+        }
+        // SYNC: AcqRel as in `retire_participant`; the role was left already
+        let _ = p.word.compare_exchange(
+            w,
+            (w & !0xffff) | P_FREE,
+            Ordering::AcqRel,
+            Ordering::Relaxed,
+        );
     }
 
     /// The reaper's return of the record dead participant `i` announces
@@ -530,9 +576,9 @@ impl Ring {
         if let (Ok(_), Some((pos, s))) = (walked, found)
             && self.is_claimed_orphan(announced, lane, pos, s, i, alive)
             && self.check_message_record(lane, pos).is_ok()
-            && let Ok(Ok(GaveBack::Orphaned)) = self.take_over(&lease, pos, s)
         {
-            self.raise_orphan_epoch();
+            // ORPHANED (no room in the index) raises the epoch in give-back
+            let _ = self.take_over(&lease, pos, s);
         }
         self.unlease(lease);
         true
