@@ -251,6 +251,18 @@ static_assertions::assert_impl_all!(Message<'static>: Send);
 static_assertions::assert_impl_all!(OwnedMessage: Send, Sync);
 
 impl Shared {
+    /// Whether the calling thread holds a message of this queue in `lane`
+    /// (received and not dropped): a large message streamed through that
+    /// lane may need that space before it can end.
+    fn holds_in_lane(&self, lane: u32) -> bool {
+        let key = self.key();
+        HELD.try_with(|h| {
+            h.try_borrow()
+                .is_ok_and(|t| t.iter().flatten().any(|e| e.0 == key && e.1 == lane))
+        })
+        .unwrap_or(false)
+    }
+
     /// Whether every lane's space is held up by a message that the calling
     /// thread has received and not dropped: waiting for room would never end.
     fn pinned_by_this_thread(&self, need: u64) -> bool {
@@ -865,6 +877,16 @@ impl Handle {
             let c = self.claim(deadline, take)?;
             if !c.is_stream() {
                 return Ok(Received::Record(c));
+            }
+            if deadline == Some(Duration::ZERO) && self.shared.holds_in_lane(c.location().0) {
+                // A try (a batch that holds earlier messages, say) must not
+                // start reading a large message whose writer may need the
+                // room this thread's own messages pin in its lane: both
+                // would wait for ever. Give it back to its writer, which
+                // sends it again (to this receiver once it let go, or to
+                // another), and report nothing ready.
+                self.give_up_stream(c)?;
+                return Err(Fail::Timeout);
             }
             if take == Take::Deliver {
                 if let Some((n, s)) = self.recv_stream_held(c, buf)? {

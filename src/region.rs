@@ -254,6 +254,12 @@ impl Drop for Shared {
         if let Some(a) = self.attachment.take()
             && a.fork_gen == sys::fork_generation()
         {
+            if locked {
+                // Last looks for dead peers while this process can still
+                // act: a dead claimer's record is returned into the index
+                // (design.md §3.12), where the removal check below sees it.
+                reap_dead(&self.ring, &self.file, Some(a.owner));
+            }
             let w = Ring::alive_word(a.owner, ROLE_ATTACH);
             let _ = self.ring.retire_participant(a.owner.index, w);
             let _ = a
@@ -270,8 +276,11 @@ impl Drop for Shared {
             && live_entries(&self.ring, &probe) == 0
             && (removal == REMOVE_WHEN_UNUSED
                 || (self.ring.published_exact() == 0
-                    // a dead receiver's deliveries are committed messages
-                    && !self.ring.deliveries_outstanding()))
+                    // a dead receiver's deliveries, and a claim a dead
+                    // receiver made and its reaper could not yet return,
+                    // are committed messages
+                    && !self.ring.deliveries_outstanding()
+                    && !self.ring.any_dying()))
         {
             let _ = mark_removed_and_unlink(&self.ring, &probe, &self.name);
         }

@@ -636,3 +636,53 @@ fn a_message_writer_whose_reader_is_killed_gets_connection_aborted() {
         assert!(*rx.recv_timeout(Duration::from_secs(60)).unwrap() == *big);
     });
 }
+
+#[test]
+fn a_try_receive_that_holds_a_message_in_the_streams_lane_does_not_wait_on_itself() {
+    // A batch receiver holds earlier messages while it tries for more; a
+    // large message streamed through the same lane may need that room.
+    let name = TempName::new("batchstream");
+    let q = Queue::create(&name, Config::default().capacity_bytes(1 << 16).lanes(1)).unwrap();
+    let tx = q.sender().unwrap();
+    let rx = q.receiver().unwrap();
+    tx.send(b"small").unwrap();
+    let big: Vec<u8> = (0..q.capacity_bytes() * 3)
+        .map(|i| (i % 251) as u8)
+        .collect();
+    let (held_now, is_held) = std::sync::mpsc::channel();
+    let (done, finished) = std::sync::mpsc::channel();
+    // the receiving thread (the own-borrow table is per thread); the test's
+    // thread is the watchdog
+    std::thread::spawn(move || {
+        let held = rx.try_recv_owned().unwrap(); // pins the lane's oldest record
+        held_now.send(()).unwrap();
+        // nothing it can read without its own message's room: not a hang
+        let start = Instant::now();
+        let got = loop {
+            match rx.try_recv_owned() {
+                Err(TryRecvError::Empty) if start.elapsed() < Duration::from_millis(300) => {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(TryRecvError::Empty) => break Ok(()),
+                other => break Err(format!("expected Empty, got {other:?}")),
+            }
+        };
+        drop(held);
+        // let go: the sender sends it again, whole
+        let mut buf = Vec::new();
+        rx.recv_into_timeout(&mut buf, Duration::from_secs(30))
+            .unwrap();
+        done.send(got.map(|()| buf)).unwrap();
+    });
+    is_held.recv().unwrap();
+    let sender = std::thread::spawn({
+        let big = big.clone();
+        move || tx.send(&big).map_err(|e| e.without_message())
+    });
+    let buf = finished
+        .recv_timeout(Duration::from_secs(60))
+        .expect("a try receive waited on its own held message")
+        .unwrap();
+    assert!(buf == big, "the large message arrives whole");
+    sender.join().unwrap().unwrap();
+}

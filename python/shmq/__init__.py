@@ -408,35 +408,71 @@ class JoinableQueue(Queue):
     Each ``put`` counts a task; a consumer calls ``task_done()`` after
     processing an item; ``join()`` sleeps (on a futex, no polling) until
     every task put is done. An item stays in the queue until its
-    ``task_done()``: ``task_done`` acknowledges the oldest item this
-    process took and has not yet marked done. If the consumer dies first
+    ``task_done()``: ``task_done`` acknowledges the oldest item the calling
+    thread took and has not yet marked done, or, if that thread holds none
+    (one thread gets, others process), the oldest item any thread of the
+    process holds. If the consumer dies first
     (even by ``SIGKILL``), or exits without calling it, the item is
     delivered again to another consumer, so ``join()`` still returns once
     every item has been done (``multiprocessing`` loses the item and
     ``join()`` never returns). Items taken and not yet done keep their
     space in the queue; a consumer that takes many before marking them done
-    makes producers wait for room. Each thread's ``task_done()`` marks the
-    oldest item *that thread* took.
+    makes producers wait for room.
     """
 
     def _setup(self, name: str, maxsize: int, raw: RawQueue) -> None:
         super()._setup(name, maxsize, raw)
         self._local = threading.local()
+        self._held_pid = -1
 
     def _held_here(self) -> "collections.deque[Delivery]":
-        """The items this thread took and has not marked done."""
+        """The items this thread took and has not marked done (call with
+        ``self._held_lock`` held)."""
         local = self._local
         if getattr(local, "pid", None) != os.getpid():
             # new thread, or forked: the parent's items are the parent's
             local.held, local.pid = collections.deque(), os.getpid()
         return local.held
 
+    def _process_held(self) -> "collections.deque":
+        """Every item this process holds, oldest first, each with the deque
+        of the thread that took it (made anew after a fork)."""
+        if self._held_pid != os.getpid():
+            self._held_lock = threading.Lock()
+            self._all_held: "collections.deque" = collections.deque()
+            self._held_pid = os.getpid()
+        return self._all_held
+
+    def _hold(self, d: "Delivery") -> None:
+        everyone = self._process_held()
+        with self._held_lock:
+            mine = self._held_here()
+            mine.append(d)
+            everyone.append((d, mine))
+
+    def _next_done(self) -> "Optional[Delivery]":
+        everyone = self._process_held()
+        with self._held_lock:
+            mine = self._held_here()
+            if mine:
+                d = mine.popleft()
+                for i, (held, _) in enumerate(everyone):
+                    if held is d:
+                        del everyone[i]
+                        break
+                return d
+            if everyone:
+                d, theirs = everyone.popleft()
+                theirs.remove(d)
+                return d
+            return None
+
     def get(self, block: bool = True, timeout: Optional[float] = None, *, copy: bool = True) -> Any:
         """Remove and return an item, as ``Queue.get``; it stays owned by
         the queue until ``task_done()``. (Items are always copied out:
         ``copy`` is accepted for compatibility.)"""
         d = self.get_delivery(block, timeout)
-        self._held_here().append(d)
+        self._hold(d)
         return d.value
 
     def get_many(
@@ -488,14 +524,15 @@ class JoinableQueue(Queue):
     def task_done(self) -> None:
         """Indicate that an item taken from the queue is processed: the
         oldest item this thread took and has not marked done leaves the
-        queue. Raises ``ValueError`` if called more times than items were
+        queue (or, if this thread holds none, the oldest the process
+        holds). Raises ``ValueError`` if called more times than items were
         put."""
         q = self._q()
-        held = self._held_here()
-        if held:
+        d = self._next_done()
+        if d is not None:
             # acked first: a process killed between the two steps leaves
             # the count one too high, never the item lost or done twice
-            held.popleft().ack()
+            d.ack()
         if not q.task_done():
             raise ValueError("task_done() called too many times")
 

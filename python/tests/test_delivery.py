@@ -183,6 +183,22 @@ def test_joinable_task_done_marks_the_oldest_item_of_its_own_thread():
     t.start()
     t.join(10)
     assert taken == ["b"]
-    assert len(jq._held_here()) == 1  # "a" is still held here
+    assert [d.value for d, _ in jq._process_held()] == ["a"]  # still held
     jq.task_done()
     jq.join()
+
+
+def test_joinable_task_done_from_a_thread_that_took_nothing_marks_the_oldest_item():
+    import threading
+
+    jq = shmq.JoinableQueue()
+    jq.put_many(["a", "b"])
+    assert jq.get(timeout=5) == "a"  # the getter thread holds both
+    assert jq.get(timeout=5) == "b"
+    t = threading.Thread(target=jq.task_done)  # a worker that got nothing
+    t.start()
+    t.join(10)
+    assert [d.value for d, _ in jq._process_held()] == ["b"]
+    jq.task_done()
+    jq.join()
+    assert not jq._process_held()

@@ -166,7 +166,11 @@ impl Receiver {
     /// # Errors
     /// As [`Receiver::recv`]. Before `Disconnected`, an empty queue whose
     /// senders are gone also waits for deliveries that other receivers hold
-    /// (they may come back), unless this receiver holds one itself.
+    /// (they may come back), unless this receiver holds one itself. Clones
+    /// of a `Receiver` are one receiver: a thread of it gets
+    /// `Disconnected` while another of its threads holds a delivery (which
+    /// that thread may still give back: then it waits in the queue for the
+    /// next receive).
     pub fn recv_delivery(&self) -> Result<Delivery, RecvError> {
         self.receive_delivery(None).map_err(recv_error)
     }
@@ -231,7 +235,7 @@ impl Receiver {
 
 /// Messages a thread takes between two looks for dead holders when it
 /// never waits (`Handle::reap_now_and_then`).
-const REAP_EVERY: u32 = 4096;
+const REAP_EVERY: u32 = 64;
 
 impl Handle {
     /// Whether a delivery just taken was delivered `max_attempts` times
@@ -317,10 +321,11 @@ impl Handle {
         Ok(())
     }
 
-    /// Called after each message a thread takes: once every few thousand,
-    /// a rate-limited reap, so that a receiver that never waits still
-    /// notices dead holders (and the sweeps that return their deliveries
-    /// run) within about the liveness period.
+    /// Called after each message a thread takes: once every few dozen, a
+    /// reap, rate-limited by the clock (one clock read), so that a receiver
+    /// that never waits still notices dead holders (and the sweeps that
+    /// return their deliveries run) within about the liveness period,
+    /// however slowly messages come.
     pub(super) fn reap_now_and_then(&self) {
         thread_local! {
             static TAKEN: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };

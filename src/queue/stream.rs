@@ -246,6 +246,19 @@ impl Handle {
         Ok(Some(n))
     }
 
+    /// Gives back a large message whose head `c` this receiver claimed,
+    /// without reading it: its writer sees the reader gone and sends it
+    /// again (a `MessageWriter` fails with `ConnectionAborted`, and the
+    /// caller sends again, as the Python bindings do).
+    pub(super) fn give_up_stream(&self, c: Claim) -> Result<(), Fail> {
+        let ring = self.ring();
+        let owner = self.owner()?;
+        if let Some(s) = ring.stream_attach(c, owner)? {
+            ring.stream_lost(&s);
+        }
+        Ok(())
+    }
+
     /// [`recv_stream`](Self::recv_stream) for a delivery: the stream is
     /// read whole but not marked `DONE`, so its writer keeps waiting (and
     /// starts over if this receiver dies or gives it back). The caller

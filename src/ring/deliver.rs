@@ -158,7 +158,13 @@ impl Ring {
     /// Never waits.
     pub fn give_back(&self, c: Claim, me: Owner) -> Result<GaveBack, Corruption> {
         assert!(c.held, "only a delivery (Take::Deliver) can be given back");
-        self.give_back_at(c.lane, c.offset, c.tag, me)
+        let gave = self.give_back_at(c.lane, c.offset, c.tag, me);
+        if let Ok(GaveBack::Orphaned) | Err(_) = gave {
+            // a sweep must find it: its lane may have been swept at the
+            // current epoch already (takers raise it in `take_over`)
+            self.raise_orphan_epoch();
+        }
+        gave
     }
 
     /// [`give_back`](Self::give_back) of the record at `offset` of `lane`,
@@ -212,10 +218,6 @@ impl Ring {
             Ordering::Relaxed,
         );
         sync::crash_point("given back: ORPHANED");
-        // a sweep must find it, whoever gave it back (a holder, a taker at
-        // the frontier or in a sweep, a reaper): its lane may have been
-        // swept at the current epoch already
-        self.raise_orphan_epoch();
         published.map(|_| GaveBack::Orphaned)
     }
 
@@ -235,7 +237,15 @@ impl Ring {
         let h = self.record(lane, f);
         let bits = s & 0xff_ffff;
         let abandoned = match (s >> 24) & 0xff {
-            R_HELD => !self.holder_alive(bits, h.holder_gen.load(Ordering::Relaxed)),
+            // Dead by both the owner bits (which a stale `holder_gen` cannot
+            // fool: a live holder's word may recur across two deliveries of
+            // this record, an ABA) and the full generation (which the
+            // 8-bit one in the bits can alias). A dead holder never writes
+            // the word again, so the CAS below cannot meet a recurrence.
+            R_HELD => {
+                !self.record_owner_alive(bits)
+                    && !self.holder_alive(bits, h.holder_gen.load(Ordering::Relaxed))
+            }
             R_RETURNING if self.record_owner_alive(bits) => false,
             R_RETURNING => {
                 // a claimer may have won its slot CAS a moment ago and not
@@ -299,25 +309,17 @@ impl Ring {
         {
             return Ok(Err(()));
         }
-        // The word matched, but a `HELD` word recurs: its holder may have
-        // given it back and taken it again since the caller read
-        // `holder_gen` (an ABA across two deliveries). Our Acquire above
-        // synchronised with the latest HELD store, so `holder_gen` is now
-        // that holder's: if it lives, put its word back and leave it. (It
-        // may have acked or given it back meanwhile with a plain store:
-        // then the word is not ours any more and nothing is done.)
-        if (s >> 24) & 0xff == R_HELD
-            && self.holder_alive(s & 0xff_ffff, h.holder_gen.load(Ordering::Relaxed))
-        {
-            // SYNC: Release: as the holder's HELD store, for the next taker
-            let _ = h
-                .state
-                .compare_exchange(mine, s, Ordering::Release, Ordering::Relaxed);
-            return Ok(Err(()));
-        }
         h.holder_gen.store(me.generation, Ordering::Relaxed);
         sync::crash_point("abandoned delivery taken over (HELD by the lease holder)");
-        self.give_back_at(lane, f, tag, me).map(Ok)
+        let gave = self.give_back_at(lane, f, tag, me);
+        // a sweep must find it; not again for one that was ORPHANED already
+        // (a sender's reclaim re-orphaning it while the index is full)
+        if let Ok(GaveBack::Orphaned) | Err(_) = gave
+            && (s >> 24) & 0xff != R_ORPHANED
+        {
+            self.raise_orphan_epoch();
+        }
+        gave.map(Ok)
     }
 
     /// Whether the holder of a `HELD` record (its 24 owner bits, and the
@@ -505,12 +507,19 @@ impl Ring {
     ) -> Option<u32> {
         let announced = self.participant(i).claim.load(Ordering::Acquire);
         if announced != 0
-            && !me.is_some_and(|me| self.return_claimed_orphan(announced, i, me, alive))
+            && !me.is_some_and(|me| self.return_claimed_orphan(announced, i, word, me, alive))
         {
             sync::crash_point("reaper: dead claimer's record not returned yet");
             return self.leave_role(i, word, (word & !0xff) | P_DYING);
         }
         self.retire_participant(i, word)
+    }
+
+    /// Whether some participant entry is `DYING` (a dead claimer whose
+    /// record has not been returned yet).
+    pub fn any_dying(&self) -> bool {
+        (0..self.layout.participant_count)
+            .any(|i| self.participant(i).word.load(Ordering::Acquire) & 0xff == P_DYING)
     }
 
     /// A later reaping pass over entry `i`: if it is `DYING`, returns the
@@ -523,7 +532,7 @@ impl Ring {
             return;
         }
         let announced = p.claim.load(Ordering::Acquire);
-        if announced != 0 && !self.return_claimed_orphan(announced, i, me, alive) {
+        if announced != 0 && !self.return_claimed_orphan(announced, i, w, me, alive) {
             return; // the lane is still leased: next pass
         }
         // SYNC: AcqRel as in `retire_participant`; the role was left already
@@ -545,6 +554,7 @@ impl Ring {
         &self,
         announced: u64,
         i: u32,
+        word: u64,
         me: Owner,
         alive: &dyn Fn(u32) -> bool,
     ) -> bool {
@@ -573,7 +583,11 @@ impl Ring {
             }
             Ok(true)
         });
+        // The entry must still be the dead one the caller judged (`word`):
+        // another reaper may have finished it meanwhile and a new
+        // participant, registered there, may be announcing a live claim.
         if let (Ok(_), Some((pos, s))) = (walked, found)
+            && self.participant(i).word.load(Ordering::Acquire) == word
             && self.is_claimed_orphan(announced, lane, pos, s, i, alive)
             && self.check_message_record(lane, pos).is_ok()
         {
