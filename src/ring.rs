@@ -833,27 +833,20 @@ impl Ring {
 
     /// Advances the leased lane's frontier over consecutive released records.
     pub fn reclaim(&self, lease: &mut LaneLease) -> Result<(), Corruption> {
-        let lu = self.layout.lane_units();
-        let mut f = lease.frontier;
-        while f < lease.end {
-            let h = self.record(lease.lane, f);
-            // SYNC: Acquire pairs with the Release store of FREE in `release`:
-            // the consumer's reads of the payload happen-before our reuse.
-            let s = h.state.load(Ordering::Acquire);
-            if s >> 32 != self.tag(f) {
-                return Err(Corruption("a record header has the wrong lap tag"));
-            }
+        let mut stop = None;
+        let whole = self.walk_lane(lease, |f, s| {
             let st = (s >> 24) & 0xff;
-            if st != R_FREE && st != R_PAD && !self.free_if_abandoned(lease, f, s)? {
-                break;
+            if st == R_FREE || st == R_PAD || self.free_if_abandoned(lease, f, s)? {
+                return Ok(true);
             }
-            let units = u64::from(h.units.load(Ordering::Relaxed));
-            let room_in_lap = lu - (f & (lu - 1));
-            if units == 0 || units > room_in_lap || f + units > lease.end {
-                return Err(Corruption("a record has an impossible size"));
-            }
-            f += units;
-        }
+            stop = Some(f);
+            Ok(false)
+        })?;
+        let f = if whole {
+            lease.end
+        } else {
+            stop.unwrap_or(lease.frontier)
+        };
         if f != lease.frontier {
             lease.frontier = f;
             // SYNC: Release publishes the frontier to recovery; readers only
@@ -861,6 +854,39 @@ impl Ring {
             self.lane(lease.lane).frontier.store(f, Ordering::Release);
         }
         Ok(())
+    }
+
+    /// Walks the leased lane's records from its frontier to its end (every
+    /// boundary there is fixed while the lease is held), calling `visit`
+    /// with each record's position and state word until it returns false.
+    /// Returns whether it walked the whole lane.
+    fn walk_lane(
+        &self,
+        lease: &LaneLease,
+        mut visit: impl FnMut(u64, u64) -> Result<bool, Corruption>,
+    ) -> Result<bool, Corruption> {
+        let lu = self.layout.lane_units();
+        let mut f = lease.frontier;
+        while f < lease.end {
+            let h = self.record(lease.lane, f);
+            // SYNC: Acquire pairs with the Release stores of the record's
+            // owners: FREE in `release` (the consumer's reads of the
+            // payload happen-before our reuse), and HELD, ORPHANED, READY.
+            let s = h.state.load(Ordering::Acquire);
+            if s >> 32 != self.tag(f) {
+                return Err(Corruption("a record header has the wrong lap tag"));
+            }
+            let units = u64::from(h.units.load(Ordering::Relaxed));
+            let room_in_lap = lu - (f & (lu - 1));
+            if units == 0 || units > room_in_lap || f + units > lease.end {
+                return Err(Corruption("a record has an impossible size"));
+            }
+            if !visit(f, s)? {
+                return Ok(false);
+            }
+            f += units;
+        }
+        Ok(true)
     }
 
     /// Whether the participant named by a record's 24 owner bits is alive

@@ -333,38 +333,6 @@ impl Ring {
         w & 0xff == P_ALIVE && (w >> 32) as u32 == generation
     }
 
-    /// Walks the leased lane's records from its frontier to its end (every
-    /// boundary there is fixed while the lease is held), calling `visit`
-    /// with each record's position and state word until it returns false.
-    /// Returns whether it walked the whole lane.
-    fn walk_lane(
-        &self,
-        lease: &LaneLease,
-        mut visit: impl FnMut(u64, u64) -> Result<bool, Corruption>,
-    ) -> Result<bool, Corruption> {
-        let lu = self.layout.lane_units();
-        let mut f = lease.frontier;
-        while f < lease.end {
-            let h = self.record(lease.lane, f);
-            // SYNC: Acquire pairs with the Release stores of the record's
-            // owners (HELD, ORPHANED, FREE, READY).
-            let s = h.state.load(Ordering::Acquire);
-            if s >> 32 != self.tag(f) {
-                return Err(Corruption("a record header has the wrong lap tag"));
-            }
-            let units = u64::from(h.units.load(Ordering::Relaxed));
-            let room_in_lap = lu - (f & (lu - 1));
-            if units == 0 || units > room_in_lap || f + units > lease.end {
-                return Err(Corruption("a record has an impossible size"));
-            }
-            if !visit(f, s)? {
-                return Ok(false);
-            }
-            f += units;
-        }
-        Ok(true)
-    }
-
     /// Whether `lane` has not been swept since the orphan epoch last rose
     /// (a peek without the lease: a hint for who should try it).
     pub fn lane_sweep_due(&self, lane: u32) -> bool {
