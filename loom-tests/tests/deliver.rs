@@ -11,9 +11,12 @@
 //! record in no slot: the reaper returns it (under the lane's lease, before
 //! it retires the entry), and the model checks it arrives exactly once.
 //!
-//! Not modelled yet: sweeps of records away from the frontier, and a
-//! reaper racing a live lease holder (the ring's unit tests and the
-//! torture test cover them).
+//! The reaper racing a sender for that record's lane is modelled too: it
+//! returns the record if it gets the lease, or marks the dead entry
+//! `DYING` and a later pass returns it.
+//!
+//! Not modelled yet: sweeps of records away from the frontier (the ring's
+//! unit tests, the kill tests and the torture test cover them).
 
 #![cfg(loom)]
 
@@ -357,4 +360,75 @@ fn a_lease_holder_killed_while_it_returns_a_dead_holders_delivery() {
         TAKEOVER_CRASH_REACHED.load(std::sync::atomic::Ordering::Relaxed),
         "no model crashed a lease holder right after its takeover"
     );
+}
+
+/// A claimer killed between its slot CAS and its `HELD` store, reaped while
+/// a sender may hold (and reclaim) the record's lane: the reaper returns the
+/// record at once if it gets the lease, or marks the entry `DYING` (out of
+/// its role, announcement kept) and a later pass returns it. Either way the
+/// message arrives exactly once and the entry never stays alive.
+/// Which of the reaper's outcomes the model reached: returned at once,
+/// or left `DYING` for a later pass.
+static REAPER_OUTCOMES: [std::sync::atomic::AtomicBool; 2] = [
+    std::sync::atomic::AtomicBool::new(false),
+    std::sync::atomic::AtomicBool::new(false),
+];
+
+#[test]
+fn a_dead_claimers_record_is_returned_while_a_sender_races_for_its_lane() {
+    quiet_crashes();
+    check("reaper_races_a_lease_holder", || {
+        let r = ring(1, LANE, 2);
+        assert_eq!(try_send(&r, owner(0), &payload(1, 20)), Sent::Yes);
+        let outcome = {
+            let r = Arc::clone(&r);
+            thread::spawn(move || dying(1, || take_and_ack(&r, owner(1), Take::Deliver)))
+                .join()
+                .unwrap()
+        };
+        assert_eq!(
+            outcome.err(),
+            Some("slot claimed (EMPTY), record not yet READING")
+        );
+        let reaper = {
+            let r = Arc::clone(&r);
+            thread::spawn(move || {
+                let w = Ring::alive_word(owner(1), 1);
+                r.reap_participant(1, w, Some(owner(3)), &|j| j != 1)
+            })
+        };
+        let sent = try_send(&r, owner(2), &payload(10, 20));
+        assert!(
+            reaper.join().unwrap().is_some(),
+            "the dead claimer leaves its role at once, returned or dying"
+        );
+        REAPER_OUTCOMES[usize::from(r.any_dying())]
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        // a later reaping pass finishes a dying entry
+        r.finish_dying(1, owner(3), &|j| j != 1);
+        r.settle_delivering(1);
+        let mut got = Vec::new();
+        while let Some(m) = take_and_ack(&r, owner(3), Take::Read) {
+            got.push(m);
+        }
+        if sent != Sent::Yes {
+            assert_eq!(try_send(&r, owner(2), &payload(10, 20)), Sent::Yes);
+            got.extend(take_and_ack(&r, owner(3), Take::Read));
+        }
+        assert_eq!(count(&got, &payload(1, 20)), 1, "returned exactly once");
+        assert_eq!(count(&got, &payload(10, 20)), 1);
+        assert!(
+            r.participant_alive_word(1).is_none() && !r.any_dying(),
+            "the dead entry is freed"
+        );
+    });
+    for (outcome, seen) in ["returned at once", "left DYING"]
+        .iter()
+        .zip(&REAPER_OUTCOMES)
+    {
+        assert!(
+            seen.load(std::sync::atomic::Ordering::Relaxed),
+            "the model never reached: {outcome}"
+        );
+    }
 }
