@@ -227,7 +227,9 @@ impl Config {
 /// calling thread itself. Fixed size, so tracking never allocates; when full,
 /// further messages are simply not tracked.
 const HELD_MAX: usize = 16;
-type HeldEntry = Option<(usize, u32, u64, u32)>;
+/// `(queue, lane, record id, delivery count, fork generation)`: an entry
+/// inherited across `fork` is the parent's, and never matches in the child.
+type HeldEntry = Option<(usize, u32, u64, u32, u64)>;
 
 thread_local! {
     static HELD: std::cell::RefCell<[HeldEntry; HELD_MAX]> =
@@ -251,16 +253,28 @@ static_assertions::assert_impl_all!(Message<'static>: Send);
 static_assertions::assert_impl_all!(OwnedMessage: Send, Sync);
 
 impl Shared {
-    /// Whether the calling thread holds a message of this queue in `lane`
-    /// (received and not dropped): a large message streamed through that
-    /// lane may need that space before it can end.
-    fn holds_in_lane(&self, lane: u32) -> bool {
-        let key = self.key();
-        HELD.try_with(|h| {
-            h.try_borrow()
-                .is_ok_and(|t| t.iter().flatten().any(|e| e.0 == key && e.1 == lane))
-        })
-        .unwrap_or(false)
+    /// Whether a large message whose head (record id `head`) this thread
+    /// claimed in `lane`, needing about `need` units of that lane, could
+    /// never be read to its end by this thread: the lane's oldest
+    /// unreleased record is a message this thread holds (by the shared
+    /// state, not only the table: a stale entry never matches), and the
+    /// stream does not fit between its head and that record one lap on.
+    fn stream_pinned_by_this_thread(&self, lane: u32, head: u64, need: u64) -> bool {
+        let Some((blocked, n)) = self.ring.lane_blocked_by_reader(lane) else {
+            return false;
+        };
+        let entry = Some((self.key(), lane, blocked, n, sys::fork_generation()));
+        let mine = HELD
+            .try_with(|h| h.try_borrow().is_ok_and(|t| t.contains(&entry)))
+            .unwrap_or(false);
+        if !mine {
+            return false;
+        }
+        // positions from the ids (32-bit lap tag, offset in the lap)
+        let lu = i128::from(self.ring.layout().lane_units());
+        let laps = i128::from((head >> 32).wrapping_sub(blocked >> 32) as u32);
+        let ahead = laps * lu + i128::from(head & 0xffff_ffff) - i128::from(blocked & 0xffff_ffff);
+        (0..=lu).contains(&ahead) && i128::from(need) > lu - ahead
     }
 
     /// Whether every lane's space is held up by a message that the calling
@@ -278,7 +292,9 @@ impl Shared {
                 && self
                     .ring
                     .lane_blocked_by_reader(lane)
-                    .is_some_and(|(pos, n)| held.contains(&Some((key, lane, pos, n))))
+                    .is_some_and(|(pos, n)| {
+                        held.contains(&Some((key, lane, pos, n, sys::fork_generation())))
+                    })
         })
     }
 }
@@ -878,13 +894,20 @@ impl Handle {
             if !c.is_stream() {
                 return Ok(Received::Record(c));
             }
-            if deadline == Some(Duration::ZERO) && self.shared.holds_in_lane(c.location().0) {
+            let (lane, head, _) = c.location();
+            if deadline == Some(Duration::ZERO)
+                && self.shared.stream_pinned_by_this_thread(
+                    lane,
+                    head,
+                    stream::lane_units_needed(self.ring(), &c),
+                )
+            {
                 // A try (a batch that holds earlier messages, say) must not
-                // start reading a large message whose writer may need the
-                // room this thread's own messages pin in its lane: both
-                // would wait for ever. Give it back to its writer, which
-                // sends it again (to this receiver once it let go, or to
-                // another), and report nothing ready.
+                // start reading a large message whose writer needs the room
+                // this thread's own message pins in its lane: both would
+                // wait for ever. Give it back to its writer, which sends it
+                // again (to this receiver once it let go, or to another),
+                // and report nothing ready.
                 self.give_up_stream(c)?;
                 return Err(Fail::Timeout);
             }
@@ -1603,7 +1626,13 @@ impl<R: Borrow<Receiver>> Lent<R> {
         let (claim, owned) = match got {
             (Received::Record(c), _) => {
                 let (lane, pos, n) = c.location();
-                let entry = Some((rx.borrow().h.shared.key(), lane, pos, n));
+                let entry = Some((
+                    rx.borrow().h.shared.key(),
+                    lane,
+                    pos,
+                    n,
+                    sys::fork_generation(),
+                ));
                 held_update(|h| {
                     if let Some(free) = h.iter_mut().find(|e| e.is_none()) {
                         *free = entry;
@@ -1647,7 +1676,7 @@ impl<R: Borrow<Receiver>> Lent<R> {
             // elsewhere, the stale entry never matches again (positions only
             // grow, keys are never reused, and a delivery given back comes
             // back at its position with a higher count).
-            let entry = Some((h.shared.key(), lane, pos, n));
+            let entry = Some((h.shared.key(), lane, pos, n, self.fork_gen));
             held_update(|t| {
                 if let Some(e) = t.iter_mut().find(|e| **e == entry) {
                     *e = None;

@@ -75,6 +75,15 @@ DEFAULT_CAPACITY = 8 << 20
 _MANY = 1_000_000_000
 
 _QUEUES: "weakref.WeakSet[Queue]" = weakref.WeakSet()
+_JOINABLES: "weakref.WeakSet[JoinableQueue]" = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for jq in list(_JOINABLES):
+        jq._forget_held()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 _RAWS: "weakref.WeakSet[RawQueue]" = weakref.WeakSet()
 
 
@@ -415,7 +424,11 @@ class JoinableQueue(Queue):
     (even by ``SIGKILL``), or exits without calling it, the item is
     delivered again to another consumer, so ``join()`` still returns once
     every item has been done (``multiprocessing`` loses the item and
-    ``join()`` never returns). Items taken and not yet done keep their
+    ``join()`` never returns). When one thread gets and others call
+    ``task_done()``, the oldest item is acked, which may not be the one that
+    thread finished: an item still being processed elsewhere then counts as
+    done if the process dies. Use ``get_delivery`` and ``d.ack()`` for an
+    exact per-item acknowledgement. Items taken and not yet done keep their
     space in the queue; a consumer that takes many before marking them done
     makes producers wait for room.
     """
@@ -423,7 +436,15 @@ class JoinableQueue(Queue):
     def _setup(self, name: str, maxsize: int, raw: RawQueue) -> None:
         super()._setup(name, maxsize, raw)
         self._local = threading.local()
-        self._held_pid = -1
+        self._forget_held()
+        _JOINABLES.add(self)
+
+    def _forget_held(self) -> None:
+        # at setup, and in a forked child (the parent's items are the
+        # parent's, and its lock may have been held at the fork)
+        self._held_lock = threading.Lock()
+        self._all_held: "collections.deque" = collections.deque()
+        self._held_pid = os.getpid()
 
     def _held_here(self) -> "collections.deque[Delivery]":
         """The items this thread took and has not marked done (call with
@@ -436,11 +457,9 @@ class JoinableQueue(Queue):
 
     def _process_held(self) -> "collections.deque":
         """Every item this process holds, oldest first, each with the deque
-        of the thread that took it (made anew after a fork)."""
+        of the thread that took it."""
         if self._held_pid != os.getpid():
-            self._held_lock = threading.Lock()
-            self._all_held: "collections.deque" = collections.deque()
-            self._held_pid = os.getpid()
+            self._forget_held()  # forked without the hook (it runs first)
         return self._all_held
 
     def _hold(self, d: "Delivery") -> None:

@@ -376,6 +376,15 @@ pub(super) fn is_large(ring: &Ring, len: usize) -> bool {
     len as u64 > ring.layout().max_message
 }
 
+/// Units of its lane that the large message whose head `c` was claimed
+/// takes in all (its fragments with their header units, and the head),
+/// an upper bound.
+pub(super) fn lane_units_needed(ring: &Ring, c: &Claim) -> u64 {
+    let total = ring.stream_head_len(c);
+    let fragment = ring.layout().max_message.clamp(1, FRAGMENT);
+    Ring::record_units(total) + total.div_ceil(fragment) + 1
+}
+
 fn io_error(f: Fail) -> std::io::Error {
     use std::io::{Error, ErrorKind};
     match f {

@@ -189,9 +189,18 @@ impl Ring {
         len: Option<u64>,
     ) -> bool {
         let w = self.lane(lease.lane).stream.load(Ordering::Acquire);
-        w & (DONE | DISCARDED) != 0
+        w & (DONE | DISCARDED | LOST) != 0
             || word_id(w) != head.pos as u32
             || len.is_some_and(|n| self.lane_may_fit(lease.lane, Self::record_units(n)))
+    }
+
+    /// The whole length of the large message whose head `c` claimed (as
+    /// the head says, at most `MAX_STREAM_LEN`).
+    pub fn stream_head_len(&self, c: &Claim) -> u64 {
+        self.record(c.lane, c.offset)
+            .len
+            .load(Ordering::Relaxed)
+            .min(MAX_STREAM_LEN)
     }
 
     /// Whether a reader has attached to the stream headed by `head` (it
