@@ -76,26 +76,19 @@ static_assertions::assert_impl_all!(Delivery: Send, Sync);
 
 impl Delivery {
     fn new(rx: Receiver, got: Received, buf: Vec<u8>) -> Self {
-        match got {
-            Received::Record(c) => {
-                let attempt = c.attempt();
-                Self {
-                    lent: Lent::new(rx, (Received::Record(c), Vec::new())),
-                    stream: None,
-                    attempt,
-                }
-            }
-            Received::HeldStream(n, s) => Self {
-                lent: Lent::new(rx, (Received::Stream(n), buf)),
-                stream: Some(s),
-                attempt: 1,
-            },
-            // `receive` with `Take::Deliver` never reads a stream unheld
-            Received::Stream(n) => Self {
-                lent: Lent::new(rx, (Received::Stream(n), buf)),
-                stream: None,
-                attempt: 1,
-            },
+        let attempt = match &got {
+            Received::Record(c) => c.attempt(),
+            // a large message's head is never held: its sender counts
+            Received::Stream(_) | Received::HeldStream(..) => 1,
+        };
+        let (stream, got) = match got {
+            Received::HeldStream(n, s) => (Some(s), Received::Stream(n)),
+            got => (None, got),
+        };
+        Self {
+            lent: Lent::new(rx, (got, buf)),
+            stream,
+            attempt,
         }
     }
 
@@ -346,18 +339,28 @@ impl Handle {
     /// a delivery held by another receiver (alive, or dead and not yet
     /// returned) may still come back. Then waits for it (one liveness
     /// slice at most, or up to `deadline`) and returns `Ok` to look again.
+    /// A queue that never saw a delivery answers from loads alone: no
+    /// system call, no lease (a polling `try_recv` after the senders left
+    /// runs this on every call).
     pub(super) fn wait_for_outstanding_deliveries(
         &self,
         owner: Owner,
         deadline: Option<Duration>,
     ) -> Result<(), Fail> {
         let ring = self.ring();
-        self.shared.reap(true);
+        // a dead claimer's record its reaper has yet to return (`DYING`)
+        // will come back into the index too
+        if !ring.deliveries_possible() && !ring.any_dying() {
+            return Err(Fail::Disconnected);
+        }
+        // rate-limited: a dead holder not reaped yet is waited for as a
+        // live one, and the next slice reaps
+        self.shared.reap(false);
         ring.sweep_due_lanes(owner)?;
         if ring.has_message() {
             return Ok(());
         }
-        if !ring.deliveries_outstanding_leased(owner)? {
+        if !ring.deliveries_outstanding_leased(owner)? && !ring.any_dying() {
             return Err(Fail::Disconnected);
         }
         let now = sync::now();

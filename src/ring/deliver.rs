@@ -10,7 +10,9 @@
 //! deliveries is retired, and after a give-back that found no room. A
 //! claimer that died between its slot CAS and its `HELD`/`READING` store
 //! leaves a record in no slot: the reaper returns it, holding the lane's
-//! lease, before it retires the dead entry (whose announcement names it).
+//! lease, before it retires the dead entry (whose announcement names it);
+//! while a live process holds that lease the entry is `DYING` (out of its
+//! role, announcement kept) until a later pass returns the record.
 
 use super::{
     Allocation, Claim, KIND_FRAGMENT, KIND_MESSAGE, KIND_STREAM, LaneLease, Owner, R_FREE, R_HELD,
@@ -63,11 +65,12 @@ impl Ring {
     }
 
     /// If entry `i` records a participant that may have held deliveries and
-    /// that is no longer alive (retired, or replaced), raises the orphan
-    /// epoch and then clears the record, by a CAS from the generation it
-    /// read (a new participant of the entry stores its own). Run after every
-    /// retire, by registration, and by each reaping pass, so that a process
-    /// killed between a retire and this still has it done.
+    /// that is no longer alive (retired, dying, or replaced), raises the
+    /// orphan epoch and then clears the record, by a CAS from the
+    /// generation it read (a new participant of the entry stores its own).
+    /// Run by every reaping pass for every entry, and right after the
+    /// reaper takes one out of its role, so that a process killed between
+    /// a retire and this still has it done by the next pass.
     pub fn settle_delivering(&self, i: u32) {
         let p = self.participant(i);
         let g = p.delivering.load(Ordering::Acquire);
@@ -380,6 +383,19 @@ impl Ring {
             swept?;
         }
         Ok(())
+    }
+
+    /// Whether any delivery may exist at all: some participant entry records
+    /// one that may hold deliveries (set before any `HELD` store or
+    /// takeover, cleared only after its end raised the epoch), or some
+    /// lane's sweep is due (an epoch raised for records not returned yet).
+    /// Every `HELD`, `RETURNING(dead)` and `ORPHANED` record comes with one
+    /// of the two, so `false` means there is none: a cheap test (loads
+    /// only) before the walks under the lanes' leases.
+    pub fn deliveries_possible(&self) -> bool {
+        (0..self.layout.participant_count)
+            .any(|i| self.participant(i).delivering.load(Ordering::Acquire) != 0)
+            || (0..self.layout.lane_count).any(|lane| self.lane_sweep_due(lane))
     }
 
     /// Whether some lane holds a delivery that may still come back into the
