@@ -31,6 +31,53 @@ impl fmt::Display for Corruption {
 
 impl std::error::Error for Corruption {}
 
+/// Why a handle used for the first time in a forked child could not make
+/// the child a participant of its own (a child never acts under its
+/// parent's participant entry; see `docs/design.md`, fork safety).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AttachError {
+    /// Every participant entry is in use by a live process.
+    TooManyParticipants {
+        /// The size of the participant table.
+        max: u32,
+    },
+    /// The operating system refused (the `errno`), for instance while
+    /// opening the child's liveness lock.
+    Os(i32),
+}
+
+impl AttachError {
+    /// The attach failure behind an [`OpenError`] from registering.
+    pub(crate) fn from_open(e: &OpenError) -> Self {
+        match e {
+            OpenError::TooManyParticipants { max } => Self::TooManyParticipants { max: *max },
+            OpenError::Io(io) => Self::Os(io.raw_os_error().unwrap_or(0)),
+            // registering fails in no other way (region.rs, `register`)
+            _ => Self::Os(0),
+        }
+    }
+}
+
+impl fmt::Display for AttachError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(
+            "this handle was first used in a forked child, which must join the \
+             queue as a participant of its own, and could not: ",
+        )?;
+        match self {
+            Self::TooManyParticipants { max } => write!(
+                f,
+                "all {max} participant entries are in use by live processes; \
+                 create the queue with a larger Config::participants"
+            ),
+            Self::Os(errno) => write!(f, "{}", io::Error::from_raw_os_error(*errno)),
+        }
+    }
+}
+
+impl std::error::Error for AttachError {}
+
 /// Why a queue could not be created, opened or attached to.
 #[derive(Debug)]
 #[non_exhaustive]
@@ -53,7 +100,8 @@ pub enum OpenError {
         expected: u32,
     },
     /// The region is not a valid shmq queue (wrong magic, inconsistent
-    /// header, truncated file, creator died while initialising, ...).
+    /// header, truncated file, ...). A region whose creator died while
+    /// initialising it is [`OpenError::Abandoned`] instead.
     Corrupted(String),
     /// The region's creator died while creating it: it was never
     /// initialised. `Queue::create_or_open` replaces such a region.
@@ -209,12 +257,15 @@ impl std::error::Error for OpenError {
 
 macro_rules! send_error_common {
     ($ty:ident { $($var:ident),* }) => {
+        send_error_common!($ty { $($var),* } { Corrupted, Attach });
+    };
+    ($ty:ident { $($var:ident),* } { $($var2:ident),* }) => {
         impl<T> $ty<T> {
             /// Gives back the message that could not be sent.
             pub fn into_inner(self) -> T {
                 match self {
                     $(Self::$var(t) => t,)*
-                    Self::Corrupted(t, _) => t,
+                    $(Self::$var2(t, _) => t,)*
                 }
             }
 
@@ -224,7 +275,7 @@ macro_rules! send_error_common {
             pub fn without_message(self) -> $ty<()> {
                 match self {
                     $(Self::$var(_) => $ty::$var(()),)*
-                    Self::Corrupted(_, c) => $ty::Corrupted((), c),
+                    $(Self::$var2(_, c) => $ty::$var2((), c),)*
                 }
             }
 
@@ -243,7 +294,7 @@ macro_rules! send_error_common {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 match self {
                     $(Self::$var(_) => f.write_str(concat!(stringify!($ty), "::", stringify!($var), "(..)")),)*
-                    Self::Corrupted(_, c) => write!(f, concat!(stringify!($ty), "::Corrupted(.., {:?})"), c),
+                    $(Self::$var2(_, c) => write!(f, concat!(stringify!($ty), "::", stringify!($var2), "(.., {:?})"), c),)*
                 }
             }
         }
@@ -272,6 +323,9 @@ pub enum SendError<T> {
     WouldDeadlock(T),
     /// The region failed a consistency check.
     Corrupted(T, Corruption),
+    /// The handle was used for the first time in a forked child, and the
+    /// child could not join the queue as a participant of its own.
+    Attach(T, AttachError),
 }
 send_error_common!(SendError {
     Disconnected,
@@ -294,6 +348,7 @@ impl<T> fmt::Display for SendError<T> {
             Self::TooLarge(_) => f.write_str(TOO_LARGE),
             Self::WouldDeadlock(_) => f.write_str(WOULD_DEADLOCK),
             Self::Corrupted(_, c) => c.fmt(f),
+            Self::Attach(_, a) => a.fmt(f),
         }
     }
 }
@@ -309,6 +364,9 @@ pub enum TrySendError<T> {
     TooLarge(T),
     /// The region failed a consistency check.
     Corrupted(T, Corruption),
+    /// The handle was used for the first time in a forked child, and the
+    /// child could not join the queue as a participant of its own.
+    Attach(T, AttachError),
 }
 send_error_common!(TrySendError {
     Full,
@@ -332,6 +390,7 @@ impl<T> fmt::Display for TrySendError<T> {
             Self::Disconnected(_) => f.write_str(DISCONNECTED_SEND),
             Self::TooLarge(_) => f.write_str(TOO_LARGE),
             Self::Corrupted(_, c) => c.fmt(f),
+            Self::Attach(_, a) => a.fmt(f),
         }
     }
 }
@@ -343,6 +402,7 @@ impl<T> From<SendError<T>> for TrySendError<T> {
             SendError::Disconnected(t) => Self::Disconnected(t),
             SendError::TooLarge(t) => Self::TooLarge(t),
             SendError::Corrupted(t, c) => Self::Corrupted(t, c),
+            SendError::Attach(t, a) => Self::Attach(t, a),
         }
     }
 }
@@ -361,6 +421,9 @@ pub enum SendTimeoutError<T> {
     WouldDeadlock(T),
     /// The region failed a consistency check.
     Corrupted(T, Corruption),
+    /// The handle was used for the first time in a forked child, and the
+    /// child could not join the queue as a participant of its own.
+    Attach(T, AttachError),
 }
 send_error_common!(SendTimeoutError {
     Timeout,
@@ -392,6 +455,7 @@ impl<T> fmt::Display for SendTimeoutError<T> {
             Self::TooLarge(_) => f.write_str(TOO_LARGE),
             Self::WouldDeadlock(_) => f.write_str(WOULD_DEADLOCK),
             Self::Corrupted(_, c) => c.fmt(f),
+            Self::Attach(_, a) => a.fmt(f),
         }
     }
 }
@@ -403,6 +467,7 @@ impl<T> From<SendError<T>> for SendTimeoutError<T> {
             SendError::Disconnected(t) => Self::Disconnected(t),
             SendError::TooLarge(t) => Self::TooLarge(t),
             SendError::Corrupted(t, c) => Self::Corrupted(t, c),
+            SendError::Attach(t, a) => Self::Attach(t, a),
         }
     }
 }
@@ -424,6 +489,9 @@ pub enum RecvError {
     Truncated,
     /// The region failed a consistency check.
     Corrupted(Corruption),
+    /// The handle was used for the first time in a forked child, and the
+    /// child could not join the queue as a participant of its own.
+    Attach(AttachError),
 }
 
 impl fmt::Display for RecvError {
@@ -432,6 +500,7 @@ impl fmt::Display for RecvError {
             Self::Disconnected => f.write_str(DISCONNECTED_RECV),
             Self::Truncated => f.write_str(TRUNCATED),
             Self::Corrupted(c) => c.fmt(f),
+            Self::Attach(a) => a.fmt(f),
         }
     }
 }
@@ -451,6 +520,9 @@ pub enum TryRecvError {
     Truncated,
     /// The region failed a consistency check.
     Corrupted(Corruption),
+    /// The handle was used for the first time in a forked child, and the
+    /// child could not join the queue as a participant of its own.
+    Attach(AttachError),
 }
 
 impl TryRecvError {
@@ -473,6 +545,7 @@ impl fmt::Display for TryRecvError {
             Self::Disconnected => f.write_str(DISCONNECTED_RECV),
             Self::Truncated => f.write_str(TRUNCATED),
             Self::Corrupted(c) => c.fmt(f),
+            Self::Attach(a) => a.fmt(f),
         }
     }
 }
@@ -484,6 +557,7 @@ impl From<RecvError> for TryRecvError {
             RecvError::Disconnected => Self::Disconnected,
             RecvError::Truncated => Self::Truncated,
             RecvError::Corrupted(c) => Self::Corrupted(c),
+            RecvError::Attach(a) => Self::Attach(a),
         }
     }
 }
@@ -502,6 +576,9 @@ pub enum RecvTimeoutError {
     Truncated,
     /// The region failed a consistency check.
     Corrupted(Corruption),
+    /// The handle was used for the first time in a forked child, and the
+    /// child could not join the queue as a participant of its own.
+    Attach(AttachError),
 }
 
 impl RecvTimeoutError {
@@ -522,6 +599,7 @@ impl fmt::Display for RecvTimeoutError {
             Self::Disconnected => f.write_str(DISCONNECTED_RECV),
             Self::Truncated => f.write_str(TRUNCATED),
             Self::Corrupted(c) => c.fmt(f),
+            Self::Attach(a) => a.fmt(f),
         }
     }
 }
@@ -533,6 +611,7 @@ impl From<RecvError> for RecvTimeoutError {
             RecvError::Disconnected => Self::Disconnected,
             RecvError::Truncated => Self::Truncated,
             RecvError::Corrupted(c) => Self::Corrupted(c),
+            RecvError::Attach(a) => Self::Attach(a),
         }
     }
 }

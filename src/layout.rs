@@ -286,8 +286,9 @@ pub(crate) struct Lane {
     /// each other; senders waiting for room use the header's `space` word.
     pub space: WaitWord,
     /// The stream being written in this lane, if any: its id (the low 32
-    /// bits of its header's position) above, its reader's owner bits and
-    /// the `STREAM_*` flags below (see `ring`).
+    /// bits of its header's position) in the high 32 bits, then its
+    /// reader's owner bits (24) and the flags `CLAIMED`, `DONE`, `ABORTED`,
+    /// `DISCARDED` and `LOST` in the low byte (see `ring/stream.rs`).
     pub stream: AtomicU64,
     /// The orphan epoch the lane's last complete sweep read (§3.12).
     pub swept: AtomicU64,

@@ -52,8 +52,8 @@ mod sync;
 mod sys;
 
 pub use crate::error::{
-    Corruption, OpenError, RecvError, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError,
-    TrySendError,
+    AttachError, Corruption, OpenError, RecvError, RecvTimeoutError, SendError, SendTimeoutError,
+    TryRecvError, TrySendError,
 };
 #[cfg(not(loom))]
 pub use crate::inspect::{

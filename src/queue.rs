@@ -22,9 +22,12 @@ pub use crate::region::Removal;
 use crate::region::{Check, Registration, Shared};
 
 mod delivery;
+mod fail;
+mod held;
 mod spin;
 mod stream;
 pub use delivery::Delivery;
+use fail::Fail;
 use spin::Spin;
 pub use stream::{MessageReader, MessageWriter};
 
@@ -222,82 +225,12 @@ impl Config {
     }
 }
 
-/// Messages (borrowed records) held by this thread: `(queue, lane, pos, delivery count)`.
-/// Lets a sender see that the space it would wait for is pinned by the
-/// calling thread itself. Fixed size, so tracking never allocates; when full,
-/// further messages are simply not tracked.
-const HELD_MAX: usize = 16;
-/// `(queue, lane, record id, delivery count, fork generation)`: an entry
-/// inherited across `fork` is the parent's, and never matches in the child.
-type HeldEntry = Option<(usize, u32, u64, u32, u64)>;
-
-thread_local! {
-    static HELD: std::cell::RefCell<[HeldEntry; HELD_MAX]> =
-        const { std::cell::RefCell::new([None; HELD_MAX]) };
-}
-
-/// Updates this thread's table in place (it is on the `recv` path: no copy).
-fn held_update(f: impl FnOnce(&mut [HeldEntry; HELD_MAX])) {
-    let _ = HELD.try_with(|h| {
-        if let Ok(mut table) = h.try_borrow_mut() {
-            f(&mut table);
-        }
-    });
-}
-
 static_assertions::assert_impl_all!(Queue: Send, Sync, Clone);
 static_assertions::assert_impl_all!(Sender: Send, Sync, Clone);
 static_assertions::assert_impl_all!(Receiver: Send, Sync, Clone);
 static_assertions::assert_impl_all!(WriteGrant<'static>: Send);
 static_assertions::assert_impl_all!(Message<'static>: Send);
 static_assertions::assert_impl_all!(OwnedMessage: Send, Sync);
-
-impl Shared {
-    /// Whether a large message whose head (record id `head`) this thread
-    /// claimed in `lane`, needing about `need` units of that lane, could
-    /// never be read to its end by this thread: the lane's oldest
-    /// unreleased record is a message this thread holds (by the shared
-    /// state, not only the table: a stale entry never matches), and the
-    /// stream does not fit between its head and that record one lap on.
-    fn stream_pinned_by_this_thread(&self, lane: u32, head: u64, need: u64) -> bool {
-        let Some((blocked, n)) = self.ring.lane_blocked_by_reader(lane) else {
-            return false;
-        };
-        let entry = Some((self.key(), lane, blocked, n, sys::fork_generation()));
-        let mine = HELD
-            .try_with(|h| h.try_borrow().is_ok_and(|t| t.contains(&entry)))
-            .unwrap_or(false);
-        if !mine {
-            return false;
-        }
-        // positions from the ids (32-bit lap tag, offset in the lap)
-        let lu = i128::from(self.ring.layout().lane_units());
-        let laps = i128::from((head >> 32).wrapping_sub(blocked >> 32) as u32);
-        let ahead = laps * lu + i128::from(head & 0xffff_ffff) - i128::from(blocked & 0xffff_ffff);
-        (0..=lu).contains(&ahead) && i128::from(need) > lu - ahead
-    }
-
-    /// Whether every lane's space is held up by a message that the calling
-    /// thread has received and not dropped: waiting for room would never end.
-    fn pinned_by_this_thread(&self, need: u64) -> bool {
-        let key = self.key();
-        let held = HELD
-            .try_with(|h| h.try_borrow().map_or([None; HELD_MAX], |t| *t))
-            .unwrap_or([None; HELD_MAX]);
-        if !held.iter().flatten().any(|e| e.0 == key) {
-            return false;
-        }
-        (0..self.ring.layout().lane_count).all(|lane| {
-            !self.ring.lane_may_fit(lane, need)
-                && self
-                    .ring
-                    .lane_blocked_by_reader(lane)
-                    .is_some_and(|(pos, n)| {
-                        held.contains(&Some((key, lane, pos, n, sys::fork_generation())))
-                    })
-        })
-    }
-}
 
 /// A named queue in `/dev/shm`, mapped into this process.
 ///
@@ -585,24 +518,6 @@ struct Handle {
     dead_letter: Mutex<Option<Sender>>,
 }
 
-/// The internal outcome of a blocking operation that did not succeed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Fail {
-    Timeout,
-    Disconnected,
-    TooLarge,
-    WouldDeadlock,
-    /// A large message's writer died or gave up mid-read.
-    Truncated,
-    Corrupted(Corruption),
-}
-
-impl From<Corruption> for Fail {
-    fn from(c: Corruption) -> Self {
-        Self::Corrupted(c)
-    }
-}
-
 impl Handle {
     fn new(
         shared: &Arc<Shared>,
@@ -668,7 +583,7 @@ impl Handle {
         }
         let mut reg = self.reg.lock().unwrap_or_else(|p| p.into_inner());
         if reg.fork_gen != g {
-            let new = Registration::new(&self.shared, self.role).map_err(|_| Fail::Disconnected)?;
+            let new = Registration::new(&self.shared, self.role).map_err(|e| Fail::attach(&e))?;
             let old = std::mem::replace(&mut *reg, new);
             drop(old); // does not touch the parent's entry (fork generation)
             self.owner_index.store(reg.owner.index, Ordering::Relaxed);
@@ -1033,12 +948,7 @@ impl Sender {
     /// detached or died, [`SendError::TooLarge`] above
     /// [`Queue::max_message`]; the message is given back.
     pub fn send<'a>(&self, msg: &'a [u8]) -> Result<(), SendError<&'a [u8]>> {
-        self.h.send_bytes(msg, None).map_err(|f| match f {
-            Fail::Disconnected | Fail::Timeout | Fail::Truncated => SendError::Disconnected(msg),
-            Fail::TooLarge => SendError::TooLarge(msg),
-            Fail::WouldDeadlock => SendError::WouldDeadlock(msg),
-            Fail::Corrupted(c) => SendError::Corrupted(msg, c),
-        })
+        self.h.send_bytes(msg, None).map_err(|f| f.send(msg))
     }
 
     /// Sends `msg` if there is room now; never blocks.
@@ -1048,7 +958,7 @@ impl Sender {
     pub fn try_send<'a>(&self, msg: &'a [u8]) -> Result<(), TrySendError<&'a [u8]>> {
         self.h
             .send_bytes(msg, Some(Duration::ZERO))
-            .map_err(|f| try_send_error(f, msg))
+            .map_err(|f| f.try_send(msg))
     }
 
     /// Sends `msg`, waiting at most `timeout` for room.
@@ -1063,7 +973,7 @@ impl Sender {
     ) -> Result<(), SendTimeoutError<&'a [u8]>> {
         self.h
             .send_bytes(msg, deadline_after(timeout))
-            .map_err(|f| send_timeout_error(f, msg))
+            .map_err(|f| f.send_timeout(msg))
     }
 
     /// Reserves `len` bytes in the arena for zero-copy writing, waiting for
@@ -1076,12 +986,7 @@ impl Sender {
     /// # Errors
     /// As [`Sender::send`]; the requested length is given back.
     pub fn reserve(&self, len: usize) -> Result<WriteGrant<'_>, SendError<usize>> {
-        self.grant(len, None).map_err(|f| match f {
-            Fail::Disconnected | Fail::Timeout | Fail::Truncated => SendError::Disconnected(len),
-            Fail::TooLarge => SendError::TooLarge(len),
-            Fail::WouldDeadlock => SendError::WouldDeadlock(len),
-            Fail::Corrupted(c) => SendError::Corrupted(len, c),
-        })
+        self.grant(len, None).map_err(|f| f.send(len))
     }
 
     /// Reserves `len` bytes if there is room now; never blocks.
@@ -1090,7 +995,7 @@ impl Sender {
     /// As [`Sender::try_send`].
     pub fn try_reserve(&self, len: usize) -> Result<WriteGrant<'_>, TrySendError<usize>> {
         self.grant(len, Some(Duration::ZERO))
-            .map_err(|f| try_send_error(f, len))
+            .map_err(|f| f.try_send(len))
     }
 
     /// Reserves `len` bytes, waiting at most `timeout` for room.
@@ -1103,7 +1008,7 @@ impl Sender {
         timeout: Duration,
     ) -> Result<WriteGrant<'_>, SendTimeoutError<usize>> {
         self.grant(len, deadline_after(timeout))
-            .map_err(|f| send_timeout_error(f, len))
+            .map_err(|f| f.send_timeout(len))
     }
 
     /// Starts a message of exactly `len` bytes, of any size, to be written
@@ -1146,12 +1051,7 @@ impl Sender {
     /// # Errors
     /// As [`Sender::send`]; the requested length is given back.
     pub fn send_writer(&self, len: usize) -> Result<MessageWriter<'_>, SendError<usize>> {
-        MessageWriter::new(self, len, None).map_err(|f| match f {
-            Fail::TooLarge => SendError::TooLarge(len),
-            Fail::WouldDeadlock => SendError::WouldDeadlock(len),
-            Fail::Corrupted(c) => SendError::Corrupted(len, c),
-            _ => SendError::Disconnected(len),
-        })
+        MessageWriter::new(self, len, None).map_err(|f| f.send(len))
     }
 
     /// [`send_writer`](Self::send_writer), waiting at most `timeout` for
@@ -1167,8 +1067,7 @@ impl Sender {
         len: usize,
         timeout: Duration,
     ) -> Result<MessageWriter<'_>, SendTimeoutError<usize>> {
-        MessageWriter::new(self, len, deadline_after(timeout))
-            .map_err(|f| send_timeout_error(f, len))
+        MessageWriter::new(self, len, deadline_after(timeout)).map_err(|f| f.send_timeout(len))
     }
 
     fn grant(&self, len: usize, deadline: Option<Duration>) -> Result<WriteGrant<'_>, Fail> {
@@ -1208,25 +1107,6 @@ impl Sender {
     }
 }
 
-fn try_send_error<T>(f: Fail, t: T) -> TrySendError<T> {
-    match f {
-        Fail::Timeout | Fail::WouldDeadlock => TrySendError::Full(t),
-        Fail::Disconnected | Fail::Truncated => TrySendError::Disconnected(t),
-        Fail::TooLarge => TrySendError::TooLarge(t),
-        Fail::Corrupted(c) => TrySendError::Corrupted(t, c),
-    }
-}
-
-fn send_timeout_error<T>(f: Fail, t: T) -> SendTimeoutError<T> {
-    match f {
-        Fail::Timeout => SendTimeoutError::Timeout(t),
-        Fail::Disconnected | Fail::Truncated => SendTimeoutError::Disconnected(t),
-        Fail::TooLarge => SendTimeoutError::TooLarge(t),
-        Fail::WouldDeadlock => SendTimeoutError::WouldDeadlock(t),
-        Fail::Corrupted(c) => SendTimeoutError::Corrupted(t, c),
-    }
-}
-
 /// Space reserved in the arena by [`Sender::reserve`]: write the message in
 /// place, then [`commit`](Self::commit). Dropped without commit, nothing is
 /// published and the space is returned.
@@ -1256,9 +1136,14 @@ impl WriteGrant<'_> {
     /// [`SendError::Disconnected`] if every receiver is gone (the message is
     /// dropped and its space returned).
     pub fn commit(self) -> Result<(), SendError<()>> {
+        self.commit_or_fail().map_err(|f| f.send(()))
+    }
+
+    /// [`commit`](Self::commit), failing with the internal reason.
+    pub(super) fn commit_or_fail(self) -> Result<(), Fail> {
         if self.fork_gen != sys::fork_generation() {
             std::mem::forget(self); // the parent's grant, not ours
-            return Err(SendError::Disconnected(()));
+            return Err(Fail::Disconnected);
         }
         let mut this = ManuallyDrop::new(self);
         let h = &this.sender.h;
@@ -1269,10 +1154,7 @@ impl WriteGrant<'_> {
             h.ring().abort(&mut lease, this.alloc);
         }
         h.ring().unlease(lease);
-        r.map_err(|f| match f {
-            Fail::Corrupted(c) => SendError::Corrupted((), c),
-            _ => SendError::Disconnected(()),
-        })
+        r
     }
 
     /// Publishes the message, waiting at most `timeout` for a free index
@@ -1298,9 +1180,7 @@ impl WriteGrant<'_> {
                 this.sender.h.ring().unlease(lease);
                 Ok(())
             }
-            Err(Fail::Timeout) => Err(SendTimeoutError::Timeout(self)),
-            Err(Fail::Corrupted(c)) => Err(SendTimeoutError::Corrupted(self, c)),
-            Err(_) => Err(SendTimeoutError::Disconnected(self)),
+            Err(f) => Err(f.send_timeout(self)),
         }
     }
 }
@@ -1361,32 +1241,6 @@ impl fmt::Debug for Receiver {
     }
 }
 
-fn recv_error(f: Fail) -> RecvError {
-    match f {
-        Fail::Corrupted(c) => RecvError::Corrupted(c),
-        Fail::Truncated => RecvError::Truncated,
-        _ => RecvError::Disconnected,
-    }
-}
-
-fn try_recv_error(f: Fail) -> TryRecvError {
-    match f {
-        Fail::Timeout => TryRecvError::Empty,
-        Fail::Corrupted(c) => TryRecvError::Corrupted(c),
-        Fail::Truncated => TryRecvError::Truncated,
-        _ => TryRecvError::Disconnected,
-    }
-}
-
-fn recv_timeout_error(f: Fail) -> RecvTimeoutError {
-    match f {
-        Fail::Timeout => RecvTimeoutError::Timeout,
-        Fail::Corrupted(c) => RecvTimeoutError::Corrupted(c),
-        Fail::Truncated => RecvTimeoutError::Truncated,
-        _ => RecvTimeoutError::Disconnected,
-    }
-}
-
 impl Receiver {
     /// Receives the next message in place, waiting as long as it takes.
     ///
@@ -1398,7 +1252,7 @@ impl Receiver {
         let got = self
             .h
             .receive(None, &mut buf, Take::Read)
-            .map_err(recv_error)?;
+            .map_err(Fail::recv)?;
         Ok(Message(Lent::new(self, (got, buf))))
     }
 
@@ -1411,7 +1265,7 @@ impl Receiver {
         let got = self
             .h
             .receive(Some(Duration::ZERO), &mut buf, Take::Read)
-            .map_err(try_recv_error)?;
+            .map_err(Fail::try_recv)?;
         Ok(Message(Lent::new(self, (got, buf))))
     }
 
@@ -1424,7 +1278,7 @@ impl Receiver {
         let got = self
             .h
             .receive(deadline_after(timeout), &mut buf, Take::Read)
-            .map_err(recv_timeout_error)?;
+            .map_err(Fail::recv_timeout)?;
         Ok(Message(Lent::new(self, (got, buf))))
     }
 
@@ -1436,7 +1290,7 @@ impl Receiver {
     /// # Errors
     /// As [`Receiver::recv`].
     pub fn recv_owned(&self) -> Result<OwnedMessage, RecvError> {
-        self.receive_owned(None).map_err(recv_error)
+        self.receive_owned(None).map_err(Fail::recv)
     }
 
     /// [`recv_owned`](Self::recv_owned) if a message is ready; never blocks.
@@ -1445,7 +1299,7 @@ impl Receiver {
     /// As [`Receiver::try_recv`].
     pub fn try_recv_owned(&self) -> Result<OwnedMessage, TryRecvError> {
         self.receive_owned(Some(Duration::ZERO))
-            .map_err(try_recv_error)
+            .map_err(Fail::try_recv)
     }
 
     /// [`recv_owned`](Self::recv_owned), waiting at most `timeout`.
@@ -1454,7 +1308,7 @@ impl Receiver {
     /// As [`Receiver::recv_timeout`].
     pub fn recv_owned_timeout(&self, timeout: Duration) -> Result<OwnedMessage, RecvTimeoutError> {
         self.receive_owned(deadline_after(timeout))
-            .map_err(recv_timeout_error)
+            .map_err(Fail::recv_timeout)
     }
 
     fn receive_owned(&self, deadline: Option<Duration>) -> Result<OwnedMessage, Fail> {
@@ -1484,7 +1338,7 @@ impl Receiver {
     /// # Errors
     /// As [`Receiver::recv`].
     pub fn recv_into(&self, buf: &mut Vec<u8>) -> Result<usize, RecvError> {
-        let got = self.h.receive(None, buf, Take::Read).map_err(recv_error)?;
+        let got = self.h.receive(None, buf, Take::Read).map_err(Fail::recv)?;
         Ok(self.copy_out((got, buf)))
     }
 
@@ -1496,7 +1350,7 @@ impl Receiver {
         let got = self
             .h
             .receive(Some(Duration::ZERO), buf, Take::Read)
-            .map_err(try_recv_error)?;
+            .map_err(Fail::try_recv)?;
         Ok(self.copy_out((got, buf)))
     }
 
@@ -1512,7 +1366,7 @@ impl Receiver {
         let got = self
             .h
             .receive(deadline_after(timeout), buf, Take::Read)
-            .map_err(recv_timeout_error)?;
+            .map_err(Fail::recv_timeout)?;
         Ok(self.copy_out((got, buf)))
     }
 
@@ -1527,7 +1381,7 @@ impl Receiver {
     /// [`RecvError::Truncated`]) if the sender of a streamed message dies or
     /// gives up while it is being read.
     pub fn recv_reader(&mut self) -> Result<MessageReader<'_>, RecvError> {
-        MessageReader::new(self, None).map_err(recv_error)
+        MessageReader::new(self, None).map_err(Fail::recv)
     }
 
     /// [`recv_reader`](Self::recv_reader) waiting at most `timeout` for a
@@ -1539,7 +1393,7 @@ impl Receiver {
         &mut self,
         timeout: Duration,
     ) -> Result<MessageReader<'_>, RecvTimeoutError> {
-        MessageReader::new(self, deadline_after(timeout)).map_err(recv_timeout_error)
+        MessageReader::new(self, deadline_after(timeout)).map_err(Fail::recv_timeout)
     }
 
     /// A blocking iterator of owned messages; ends when the queue is
@@ -1625,19 +1479,7 @@ impl<R: Borrow<Receiver>> Lent<R> {
     fn new(rx: R, got: (Received, Vec<u8>)) -> Self {
         let (claim, owned) = match got {
             (Received::Record(c), _) => {
-                let (lane, pos, n) = c.location();
-                let entry = Some((
-                    rx.borrow().h.shared.key(),
-                    lane,
-                    pos,
-                    n,
-                    sys::fork_generation(),
-                ));
-                held_update(|h| {
-                    if let Some(free) = h.iter_mut().find(|e| e.is_none()) {
-                        *free = entry;
-                    }
-                });
+                held::hold_record(&rx.borrow().h.shared, &c);
                 (Some(c), Vec::new())
             }
             (Received::Stream(_) | Received::HeldStream(..), owned) => (None, owned),
@@ -1671,17 +1513,11 @@ impl<R: Borrow<Receiver>> Lent<R> {
             && self.fork_gen == sys::fork_generation()
         {
             let h = &self.rx.borrow().h;
-            let (lane, pos, n) = c.location();
             // Only the thread that received it has it in its table; dropped
             // elsewhere, the stale entry never matches again (positions only
             // grow, keys are never reused, and a delivery given back comes
             // back at its position with a higher count).
-            let entry = Some((h.shared.key(), lane, pos, n, self.fork_gen));
-            held_update(|t| {
-                if let Some(e) = t.iter_mut().find(|e| **e == entry) {
-                    *e = None;
-                }
-            });
+            held::let_go_record(&h.shared, &c, self.fork_gen);
             if c.is_held() && !ack {
                 h.give_back(c);
                 return true;

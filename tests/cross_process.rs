@@ -405,6 +405,54 @@ fn a_forked_child_re_registers_and_does_not_keep_its_dead_parent_alive() {
 }
 
 #[test]
+fn a_forked_child_that_finds_the_participant_table_full_gets_an_attach_error() {
+    use shmq::{AttachError, TryRecvError};
+    let name = TempName::new("forkfull");
+    // the queue, its sender and its receiver fill the table
+    let q = Queue::create(
+        &name,
+        Config::default().capacity_bytes(1 << 16).participants(3),
+    )
+    .unwrap();
+    let tx = q.sender().unwrap();
+    let mut rx = q.receiver().unwrap();
+    let full = AttachError::TooManyParticipants { max: 3 };
+    // SAFETY: the child only calls shmq through handles it inherited
+    // (which try to register and fail) and `_exit`s; glibc keeps malloc
+    // usable after fork.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork failed");
+    if pid == 0 {
+        let sent = match tx.send(b"from the child") {
+            Err(SendError::Attach(m, a)) if a == full && m == b"from the child" => {
+                SendError::Attach((), a)
+                    .to_string()
+                    .contains("Config::participants")
+            }
+            _ => false,
+        };
+        let received = rx.try_recv_into(&mut Vec::new()) == Err(TryRecvError::Attach(full));
+        let code = if sent && received {
+            0
+        } else {
+            1 + i32::from(sent)
+        };
+        // SAFETY: ends the forked child without running the test harness.
+        unsafe { libc::_exit(code) };
+    }
+    let mut status = 0;
+    // SAFETY: plain waitpid on our own child.
+    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "child: {status:#x}"
+    );
+    // the parent's participants are untouched
+    tx.send(b"parent").unwrap();
+    assert_eq!(&*rx.recv().unwrap(), b"parent");
+}
+
+#[test]
 fn another_user_gets_permission_denied_on_a_private_queue() {
     const TEST: &str = "another_user_gets_permission_denied_on_a_private_queue";
     if child_role().is_some() {

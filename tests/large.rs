@@ -532,6 +532,42 @@ fn a_reader_dropped_early_discards_and_an_unfinished_writer_truncates() {
 }
 
 #[test]
+fn a_thread_reading_a_large_message_gets_would_deadlock_from_a_send_its_writer_blocks() {
+    use std::io::Read;
+    let name = TempName::new("readsend");
+    // one lane: the large message's writer keeps it leased until it is read
+    let q = Queue::create(&name, Config::default().capacity_bytes(MIB).lanes(1)).unwrap();
+    let tx = q.sender().unwrap();
+    let mut rx = q.receiver().unwrap();
+    let big = message(5, 0, 3 * q.capacity_bytes());
+    std::thread::scope(|s| {
+        let writer = s.spawn(|| tx.send_timeout(&big, Duration::from_secs(60)).unwrap());
+        let mut r = rx.recv_reader_timeout(Duration::from_secs(60)).unwrap();
+        let mut part = vec![0; 10_000];
+        r.read_exact(&mut part).unwrap();
+        // this thread would wait for a lane its own reading holds
+        let e = tx.send(b"small").unwrap_err();
+        assert!(e.is_would_deadlock(), "{e:?}");
+        let e = tx
+            .send_timeout(b"small", Duration::from_secs(30))
+            .unwrap_err();
+        assert!(e.is_would_deadlock(), "{e:?}");
+        let mut rest = Vec::new();
+        r.read_to_end(&mut rest).unwrap();
+        assert!(part.len() + rest.len() == big.len() && rest[..] == big[10_000..]);
+        drop(r);
+        writer.join().unwrap();
+        // the reading is over: the same send goes through
+        tx.send_timeout(b"small", Duration::from_secs(60)).unwrap();
+        assert_eq!(
+            &*rx.recv_timeout(Duration::from_secs(60)).unwrap(),
+            b"small"
+        );
+    });
+    assert_eq!(q.inspect().unwrap().bytes_in_use, 0, "space leaked");
+}
+
+#[test]
 fn a_read_timeout_lets_a_reader_look_away_from_a_paused_writer_and_go_on() {
     use std::io::Read;
     let name = TempName::new("readto");

@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use super::{
     Fail, Handle, LIVENESS_PERIOD, Lent, Queue, Received, Receiver, Sender, deadline_after,
-    recv_error, recv_timeout_error, try_recv_error,
 };
 use crate::error::{RecvError, RecvTimeoutError, TryRecvError};
 use crate::layout::ROLE_SENDER;
@@ -165,7 +164,7 @@ impl Receiver {
     /// that thread may still give back: then it waits in the queue for the
     /// next receive).
     pub fn recv_delivery(&self) -> Result<Delivery, RecvError> {
-        self.receive_delivery(None).map_err(recv_error)
+        self.receive_delivery(None).map_err(Fail::recv)
     }
 
     /// [`recv_delivery`](Self::recv_delivery) if a message is ready; never
@@ -175,7 +174,7 @@ impl Receiver {
     /// As [`Receiver::try_recv`].
     pub fn try_recv_delivery(&self) -> Result<Delivery, TryRecvError> {
         self.receive_delivery(Some(Duration::ZERO))
-            .map_err(try_recv_error)
+            .map_err(Fail::try_recv)
     }
 
     /// [`recv_delivery`](Self::recv_delivery), waiting at most `timeout`.
@@ -184,7 +183,7 @@ impl Receiver {
     /// As [`Receiver::recv_timeout`].
     pub fn recv_delivery_timeout(&self, timeout: Duration) -> Result<Delivery, RecvTimeoutError> {
         self.receive_delivery(deadline_after(timeout))
-            .map_err(recv_timeout_error)
+            .map_err(Fail::recv_timeout)
     }
 
     /// Whether this receiver should wait for messages that other receivers

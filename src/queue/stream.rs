@@ -4,7 +4,6 @@
 use std::time::Duration;
 
 use super::{Fail, Handle, LIVENESS_PERIOD, Receiver, Sender, Spin, WriteGrant, spin};
-use crate::error::{RecvError, SendError};
 use crate::ring::{
     Allocation, Claim, Fragment, LaneLease, MAX_STREAM_LEN, Next, Ring, StreamRead, StreamStatus,
     Take,
@@ -385,18 +384,6 @@ pub(super) fn lane_units_needed(ring: &Ring, c: &Claim) -> u64 {
     Ring::record_units(total) + total.div_ceil(fragment) + 1
 }
 
-fn io_error(f: Fail) -> std::io::Error {
-    use std::io::{Error, ErrorKind};
-    match f {
-        Fail::Disconnected => Error::new(ErrorKind::BrokenPipe, SendError::Disconnected(())),
-        Fail::Timeout => Error::new(ErrorKind::TimedOut, "timed out"),
-        Fail::TooLarge => Error::new(ErrorKind::InvalidInput, SendError::TooLarge(())),
-        Fail::WouldDeadlock => Error::new(ErrorKind::Deadlock, SendError::WouldDeadlock(())),
-        Fail::Truncated => Error::new(ErrorKind::UnexpectedEof, RecvError::Truncated),
-        Fail::Corrupted(c) => Error::new(ErrorKind::InvalidData, c),
-    }
-}
-
 fn reader_died() -> std::io::Error {
     std::io::Error::new(
         std::io::ErrorKind::ConnectionAborted,
@@ -518,12 +505,8 @@ impl<'a> MessageWriter<'a> {
             ));
         }
         match std::mem::replace(&mut self.kind, WriterKind::Discarded) {
-            WriterKind::Grant(g) => g.commit().map_err(|e| match e {
-                SendError::Disconnected(()) => io_error(Fail::Disconnected),
-                SendError::Corrupted((), c) => io_error(Fail::Corrupted(c)),
-                _ => io_error(Fail::Disconnected),
-            }),
-            WriterKind::Stream(mut s) => match s.finish().map_err(io_error)? {
+            WriterKind::Grant(g) => g.commit_or_fail().map_err(Fail::io),
+            WriterKind::Stream(mut s) => match s.finish().map_err(Fail::io)? {
                 Outcome::Delivered => Ok(()),
                 Outcome::ReaderDied => Err(reader_died()),
             },
@@ -556,12 +539,12 @@ impl std::io::Write for MessageWriter<'_> {
                         // keep what went in: a short write, or nothing
                         let done = (before - s.remaining()) as usize;
                         if done == 0 {
-                            return Err(io_error(Fail::Timeout));
+                            return Err(Fail::Timeout.io());
                         }
                         self.written += done;
                         return Ok(done);
                     }
-                    Err(f) => return Err(io_error(f)),
+                    Err(f) => return Err(f.io()),
                 }
             }
             WriterKind::Discarded => {}
@@ -582,7 +565,7 @@ impl std::io::Write for MessageWriter<'_> {
         if s.remaining() != 0 {
             return Ok(());
         }
-        match s.finish().map_err(io_error)? {
+        match s.finish().map_err(Fail::io)? {
             Outcome::Delivered => self.kind = WriterKind::Discarded,
             Outcome::ReaderDied => return Err(reader_died()),
         }
@@ -632,6 +615,7 @@ impl<'a> MessageReader<'a> {
             let c = rx.h.claim(deadline, Take::Read)?;
             if !c.is_stream() {
                 let len = c.len();
+                super::held::hold_record(&rx.h.shared, &c);
                 return Ok(Self {
                     rx,
                     kind: ReaderKind::Record(Some(c)),
@@ -643,6 +627,8 @@ impl<'a> MessageReader<'a> {
             let owner = rx.h.owner()?;
             if let Some(s) = rx.h.ring().stream_attach(c, owner)? {
                 let len = s.total() as usize;
+                // its writer keeps the lane until this thread has read it
+                super::held::hold_stream(&rx.h.shared, &s);
                 return Ok(Self {
                     rx,
                     kind: ReaderKind::Stream {
@@ -731,17 +717,17 @@ impl std::io::BufRead for MessageReader<'_> {
                     return Ok(&[]);
                 }
                 if *broken {
-                    return Err(io_error(Fail::Truncated));
+                    return Err(Fail::Truncated.io());
                 }
                 if cur.is_none() {
                     wait.deadline = wait.timeout.map(|t| sync::now().saturating_add(t));
                     match h.next_fragment(s, wait) {
                         Ok(f) => *cur = Some((f, 0)),
                         // nothing lost: the next read waits again
-                        Err(Fail::Timeout) => return Err(io_error(Fail::Timeout)),
+                        Err(Fail::Timeout) => return Err(Fail::Timeout.io()),
                         Err(e) => {
                             *broken = true;
-                            return Err(io_error(e));
+                            return Err(e.io());
                         }
                     }
                 }
@@ -795,14 +781,17 @@ impl Drop for MessageReader<'_> {
         if self.fork_gen != sys::fork_generation() {
             return; // a forked child's copy: the parent's to release
         }
+        let shared = &self.rx.h.shared;
         let ring = self.rx.h.ring();
         match &mut self.kind {
             ReaderKind::Record(c) => {
                 if let Some(c) = c.take() {
+                    super::held::let_go_record(shared, &c, self.fork_gen);
                     ring.release(c);
                 }
             }
             ReaderKind::Stream { s, cur, broken, .. } => {
+                super::held::let_go_stream(shared, s, self.fork_gen);
                 let done = match cur.take() {
                     Some((f, _)) => ring.fragment_done(s, f),
                     None => self.consumed == self.len,

@@ -111,6 +111,12 @@ pub struct StreamRead {
 }
 
 impl StreamRead {
+    /// Its lane, its stream id and its reader's owner bits: what
+    /// [`Ring::stream_read_by`] checks.
+    pub fn identity(&self) -> (u32, u32, u64) {
+        (self.lane, self.id, self.me)
+    }
+
     /// The length of the whole message.
     pub fn total(&self) -> u64 {
         self.total
@@ -383,6 +389,17 @@ impl Ring {
     /// the queue layer's reaper).
     pub fn stream_writer_alive(&self, s: &StreamRead) -> bool {
         self.record_owner_alive(s.writer)
+    }
+
+    /// Whether the stream `id` of `lane` is still being read by the reader
+    /// with owner bits `reader`: its writer keeps the lane leased until
+    /// that reader is done or gone.
+    pub fn stream_read_by(&self, lane: u32, id: u32, reader: u64) -> bool {
+        let w = self.lane(lane).stream.load(Ordering::Acquire);
+        word_id(w) == id
+            && word_reader(w) == reader & 0xff_ffff
+            && w & CLAIMED != 0
+            && w & (DONE | ABORTED | DISCARDED | LOST) == 0
     }
 
     /// Whether `stream_next` may find something new (a wait condition).

@@ -524,8 +524,11 @@ extern "C" fn after_fork_in_child() {
 /// belongs to the parent and must not be used as-is in the child.
 pub(crate) fn fork_generation() -> u64 {
     FORK_HOOK.call_once(|| {
-        // SAFETY: `after_fork_in_child` is async-signal-safe (one relaxed
-        // atomic add) and lives for the whole program.
+        // SAFETY: `after_fork_in_child` does only what is allowed in a
+        // forked child of a threaded process: a relaxed atomic add, atomic
+        // swaps over a static array and `close`, all async-signal-safe,
+        // taking no lock another thread could have held at the fork; and
+        // it lives for the whole program.
         unsafe {
             libc::pthread_atfork(None, None, Some(after_fork_in_child));
         }

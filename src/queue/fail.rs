@@ -1,0 +1,158 @@
+//! The internal outcome of an operation that did not succeed, and its one
+//! conversion into each public error.
+//!
+//! Every conversion matches every [`Fail`] explicitly: a failure that the
+//! public error has a name for keeps it. The arms a call cannot reach say
+//! why (a blocking call has no deadline, so it never times out; a send
+//! never reads a large message, so it is never truncated); they map to the
+//! error the caller would get from the same call with a deadline.
+
+use crate::error::{
+    AttachError, Corruption, OpenError, RecvError, RecvTimeoutError, SendError, SendTimeoutError,
+    TryRecvError, TrySendError,
+};
+
+/// Why an operation did not succeed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Fail {
+    /// The deadline passed (for a try: nothing could be done at once).
+    Timeout,
+    /// Every participant of the other role is gone.
+    Disconnected,
+    /// The message exceeds what the queue can carry.
+    TooLarge,
+    /// Waiting could never end: the calling thread pins what it waits for.
+    WouldDeadlock,
+    /// A large message's writer died or gave up mid-read.
+    Truncated,
+    /// The region failed a consistency check.
+    Corrupted(Corruption),
+    /// A forked child could not register a participant of its own.
+    Attach(AttachError),
+}
+
+impl From<Corruption> for Fail {
+    fn from(c: Corruption) -> Self {
+        Self::Corrupted(c)
+    }
+}
+
+impl Fail {
+    /// A failed registration (of a handle first used in a forked child).
+    pub(crate) fn attach(e: &OpenError) -> Self {
+        Self::Attach(AttachError::from_open(e))
+    }
+
+    /// For a blocking send (no deadline), giving `t` back.
+    pub(crate) fn send<T>(self, t: T) -> SendError<T> {
+        match self {
+            Self::Disconnected => SendError::Disconnected(t),
+            Self::TooLarge => SendError::TooLarge(t),
+            Self::WouldDeadlock => SendError::WouldDeadlock(t),
+            Self::Corrupted(c) => SendError::Corrupted(t, c),
+            Self::Attach(a) => SendError::Attach(t, a),
+            // without a deadline a send never times out, and a send reads
+            // no large message: neither reaches here
+            Self::Timeout | Self::Truncated => {
+                debug_assert!(false, "{self:?} from a blocking send");
+                SendError::Disconnected(t)
+            }
+        }
+    }
+
+    /// For a try send (a zero deadline): a timeout is a full queue.
+    pub(crate) fn try_send<T>(self, t: T) -> TrySendError<T> {
+        match self {
+            Self::Timeout => TrySendError::Full(t),
+            Self::Disconnected => TrySendError::Disconnected(t),
+            Self::TooLarge => TrySendError::TooLarge(t),
+            Self::Corrupted(c) => TrySendError::Corrupted(t, c),
+            Self::Attach(a) => TrySendError::Attach(t, a),
+            // a try never waits, so it cannot wait on itself; the room it
+            // lacked is pinned by this thread, which is "full" right now
+            Self::WouldDeadlock => TrySendError::Full(t),
+            Self::Truncated => {
+                debug_assert!(false, "Truncated from a send");
+                TrySendError::Disconnected(t)
+            }
+        }
+    }
+
+    /// For a send with a deadline.
+    pub(crate) fn send_timeout<T>(self, t: T) -> SendTimeoutError<T> {
+        match self {
+            Self::Timeout => SendTimeoutError::Timeout(t),
+            Self::Disconnected => SendTimeoutError::Disconnected(t),
+            Self::TooLarge => SendTimeoutError::TooLarge(t),
+            Self::WouldDeadlock => SendTimeoutError::WouldDeadlock(t),
+            Self::Corrupted(c) => SendTimeoutError::Corrupted(t, c),
+            Self::Attach(a) => SendTimeoutError::Attach(t, a),
+            Self::Truncated => {
+                debug_assert!(false, "Truncated from a send");
+                SendTimeoutError::Disconnected(t)
+            }
+        }
+    }
+
+    /// For a blocking receive (no deadline).
+    pub(crate) fn recv(self) -> RecvError {
+        match self {
+            Self::Disconnected => RecvError::Disconnected,
+            Self::Truncated => RecvError::Truncated,
+            Self::Corrupted(c) => RecvError::Corrupted(c),
+            Self::Attach(a) => RecvError::Attach(a),
+            // without a deadline a receive never times out; a receive
+            // allocates no record, so nothing is too large or pinned
+            Self::Timeout | Self::TooLarge | Self::WouldDeadlock => {
+                debug_assert!(false, "{self:?} from a blocking receive");
+                RecvError::Disconnected
+            }
+        }
+    }
+
+    /// For a try receive (a zero deadline): a timeout is an empty queue.
+    pub(crate) fn try_recv(self) -> TryRecvError {
+        match self {
+            Self::Timeout => TryRecvError::Empty,
+            Self::Disconnected => TryRecvError::Disconnected,
+            Self::Truncated => TryRecvError::Truncated,
+            Self::Corrupted(c) => TryRecvError::Corrupted(c),
+            Self::Attach(a) => TryRecvError::Attach(a),
+            Self::TooLarge | Self::WouldDeadlock => {
+                debug_assert!(false, "{self:?} from a receive");
+                TryRecvError::Empty
+            }
+        }
+    }
+
+    /// For a receive with a deadline.
+    pub(crate) fn recv_timeout(self) -> RecvTimeoutError {
+        match self {
+            Self::Timeout => RecvTimeoutError::Timeout,
+            Self::Disconnected => RecvTimeoutError::Disconnected,
+            Self::Truncated => RecvTimeoutError::Truncated,
+            Self::Corrupted(c) => RecvTimeoutError::Corrupted(c),
+            Self::Attach(a) => RecvTimeoutError::Attach(a),
+            Self::TooLarge | Self::WouldDeadlock => {
+                debug_assert!(false, "{self:?} from a receive");
+                RecvTimeoutError::Timeout
+            }
+        }
+    }
+
+    /// For `std::io` (a [`MessageWriter`](super::MessageWriter) or
+    /// [`MessageReader`](super::MessageReader)): the kind says what
+    /// happened, the inner error says it in words.
+    pub(crate) fn io(self) -> std::io::Error {
+        use std::io::{Error, ErrorKind};
+        match self {
+            Self::Disconnected => Error::new(ErrorKind::BrokenPipe, SendError::Disconnected(())),
+            Self::Timeout => Error::new(ErrorKind::TimedOut, "timed out"),
+            Self::TooLarge => Error::new(ErrorKind::InvalidInput, SendError::TooLarge(())),
+            Self::WouldDeadlock => Error::new(ErrorKind::Deadlock, SendError::WouldDeadlock(())),
+            Self::Truncated => Error::new(ErrorKind::UnexpectedEof, RecvError::Truncated),
+            Self::Corrupted(c) => Error::new(ErrorKind::InvalidData, c),
+            Self::Attach(a) => Error::other(a),
+        }
+    }
+}
