@@ -5,6 +5,8 @@
 use std::fmt;
 use std::io;
 
+use crate::layout::ChannelKind;
+
 /// A shared-memory region failed a consistency check: another process
 /// (buggy, crashed mid-write, or hostile) wrote a value the protocol never
 /// produces. shmq stops using the value instead of trusting it.
@@ -99,6 +101,16 @@ pub enum OpenError {
         /// Layout version this build understands.
         expected: u32,
     },
+    /// The region holds another kind of channel (a broadcast channel
+    /// opened as a queue, say): open it with that kind's type.
+    WrongKind {
+        /// The name asked for.
+        name: String,
+        /// The kind the region holds.
+        found: ChannelKind,
+        /// The kind it was opened as.
+        expected: ChannelKind,
+    },
     /// The region is not a valid shmq queue (wrong magic, inconsistent
     /// header, truncated file, ...). A region whose creator died while
     /// initialising it is [`OpenError::Abandoned`] instead.
@@ -189,6 +201,15 @@ impl fmt::Display for OpenError {
                 f,
                 "the queue was created with layout version {found}, this build of shmq \
                  understands version {expected}; use the same shmq version in every process"
+            ),
+            Self::WrongKind {
+                name,
+                found,
+                expected,
+            } => write!(
+                f,
+                "{name:?} is a shmq {found}, not a {expected}; open it with {}::open",
+                found.api()
             ),
             Self::Corrupted(why) => write!(
                 f,

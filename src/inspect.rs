@@ -7,7 +7,8 @@ use std::fmt;
 
 use crate::error::OpenError;
 use crate::layout::{
-    P_ALIVE, P_DYING, PARTICIPANT_LOCK_BASE, ROLE_ATTACH, ROLE_RECEIVER, ROLE_SENDER, UNIT, VERSION,
+    ChannelKind, P_ALIVE, P_DYING, PARTICIPANT_LOCK_BASE, ROLE_ATTACH, ROLE_RECEIVER, ROLE_SENDER,
+    UNIT, VERSION,
 };
 use crate::queue::{Queue, Removal};
 use crate::region::map_region;
@@ -111,6 +112,8 @@ pub struct Inspection {
     pub file_bytes: u64,
     /// The region layout version.
     pub version: u32,
+    /// The kind of channel the region holds.
+    pub kind: ChannelKind,
     /// The pid of the process that created it (informational).
     pub creator_pid: u32,
     /// When its name is removed.
@@ -176,7 +179,12 @@ impl Inspection {
         }
     }
 
-    fn read(name: &str, ring: &Ring, probe: &ShmFile) -> Result<Self, OpenError> {
+    fn read(
+        name: &str,
+        kind: ChannelKind,
+        ring: &Ring,
+        probe: &ShmFile,
+    ) -> Result<Self, OpenError> {
         let layout = *ring.layout();
         let h = ring.header();
         let mut participants = Vec::new();
@@ -226,6 +234,7 @@ impl Inspection {
             path: format!("{}/{name}", sys::dir_path()),
             file_bytes: probe.size().map_err(OpenError::Io)?,
             version: VERSION,
+            kind,
             creator_pid: cfg.creator_pid.load(Ordering::Relaxed),
             removal: Removal::from_raw(cfg.removal.load(Ordering::Relaxed)),
             capacity_bytes: layout.lane_size * u64::from(layout.lane_count),
@@ -277,8 +286,8 @@ impl Inspection {
 pub fn inspect(name: &str) -> Result<Inspection, OpenError> {
     let bare = sys::validate_name(name)?;
     let file = ShmFile::open(bare)?;
-    let (_map, ring) = map_region(&file, bare, false)?;
-    Inspection::read(bare, &ring, &file)
+    let (_map, ring, kind) = map_region(&file, bare, false, None)?;
+    Inspection::read(bare, kind, &ring, &file)
 }
 
 /// The names of the regular files in the region directory (`/dev/shm`, or
@@ -304,6 +313,6 @@ impl Queue {
     /// An operating-system error probing the liveness locks.
     pub fn inspect(&self) -> Result<Inspection, OpenError> {
         let (ring, file) = self.parts();
-        Inspection::read(self.name(), ring, file)
+        Inspection::read(self.name(), ChannelKind::Queue, ring, file)
     }
 }

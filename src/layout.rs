@@ -26,7 +26,60 @@ use crate::sync::{AtomicU32, AtomicU64, Ordering};
 /// `"SHMQ"` in little-endian byte order.
 pub(crate) const MAGIC: u32 = u32::from_le_bytes(*b"SHMQ");
 /// Layout version; a region of another version is refused, never misread.
-pub(crate) const VERSION: u32 = 5;
+pub(crate) const VERSION: u32 = 6;
+
+/// The kind of channel a region holds (`ConfigLine::kind`). Each kind has
+/// its own module and API; opening a region as another kind is
+/// [`OpenError::WrongKind`](crate::OpenError::WrongKind).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ChannelKind {
+    /// A work queue: each message to one receiver
+    /// ([`shmq::queue`](crate::queue)).
+    Queue,
+    /// Every message to every subscriber.
+    Broadcast,
+    /// The newest value, to every reader.
+    Latest,
+}
+
+impl ChannelKind {
+    pub(crate) const fn to_raw(self) -> u32 {
+        match self {
+            Self::Queue => 1,
+            Self::Broadcast => 2,
+            Self::Latest => 3,
+        }
+    }
+
+    pub(crate) const fn from_raw(raw: u32) -> Option<Self> {
+        match raw {
+            1 => Some(Self::Queue),
+            2 => Some(Self::Broadcast),
+            3 => Some(Self::Latest),
+            _ => None,
+        }
+    }
+
+    /// The type that creates and opens this kind, for messages.
+    pub(crate) const fn api(self) -> &'static str {
+        match self {
+            Self::Queue => "shmq::queue::Queue",
+            Self::Broadcast => "shmq::broadcast::Broadcast",
+            Self::Latest => "shmq::latest::Latest",
+        }
+    }
+}
+
+impl std::fmt::Display for ChannelKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Queue => "queue",
+            Self::Broadcast => "broadcast channel",
+            Self::Latest => "latest-value channel",
+        })
+    }
+}
 
 /// The arena's allocation unit: record headers and payloads are aligned to it.
 pub(crate) const UNIT: u64 = 64;
@@ -95,6 +148,8 @@ pub(crate) struct ConfigLine {
     /// Deliveries of one message before it is dropped instead of returned
     /// (`Config::max_attempts`); 0 = unlimited.
     pub max_attempts: AtomicU32,
+    /// The region's channel kind (`ChannelKind::to_raw`).
+    pub kind: AtomicU32,
 }
 
 /// A ticket hint on its own line.
@@ -338,6 +393,7 @@ mod asserts {
     const_assert_eq!(size_of::<DeliveryLog>(), 256);
     const_assert_eq!(offset_of!(DeliveryLog, dead_letter_len), 24);
     const_assert_eq!(offset_of!(ConfigLine, max_attempts), 96);
+    const_assert_eq!(offset_of!(ConfigLine, kind), 100);
     const_assert_eq!(offset_of!(Participant, delivering), 20);
     const_assert_eq!(offset_of!(Lane, swept), 40);
     const_assert_eq!(offset_of!(Header, enq), 128);
@@ -505,10 +561,17 @@ impl Layout {
 
     /// Writes the configuration line. The caller then initialises the slots
     /// and finally publishes `init_state = READY` with Release.
-    pub(crate) fn write_config(&self, cfg: &ConfigLine, creator_pid: u32, removal: u32) {
+    pub(crate) fn write_config(
+        &self,
+        cfg: &ConfigLine,
+        kind: ChannelKind,
+        creator_pid: u32,
+        removal: u32,
+    ) {
         let r = Ordering::Relaxed;
         cfg.magic.store(MAGIC, r);
         cfg.version.store(VERSION, r);
+        cfg.kind.store(kind.to_raw(), r);
         cfg.creator_pid.store(creator_pid, r);
         cfg.total_size.store(self.total_size, r);
         cfg.lane_count.store(self.lane_count, r);
@@ -529,7 +592,13 @@ impl Layout {
     /// Validates the configuration line of an untrusted mapping of
     /// `mapped_len` bytes (already checked to hold a whole [`Header`] and
     /// `init_state == READY`, read with Acquire). Each field is read once.
-    pub(crate) fn validate(cfg: &ConfigLine, mapped_len: u64) -> Result<Self, ValidateError> {
+    /// With `expected`, a region of another channel kind is refused before
+    /// its geometry is looked at (each kind lays out its own).
+    pub(crate) fn validate(
+        cfg: &ConfigLine,
+        mapped_len: u64,
+        expected: Option<ChannelKind>,
+    ) -> Result<(Self, ChannelKind), ValidateError> {
         let r = Ordering::Relaxed;
         let magic = cfg.magic.load(r);
         if magic != MAGIC {
@@ -540,6 +609,15 @@ impl Layout {
         let version = cfg.version.load(r);
         if version != VERSION {
             return Err(ValidateError::Version(version));
+        }
+        let raw_kind = cfg.kind.load(r);
+        let Some(kind) = ChannelKind::from_raw(raw_kind) else {
+            return Err(ValidateError::Corrupted(format!(
+                "unknown channel kind {raw_kind}"
+            )));
+        };
+        if expected.is_some_and(|e| e != kind) {
+            return Err(ValidateError::WrongKind(kind));
         }
         let computed = Self::new(
             cfg.lane_count.load(r),
@@ -582,7 +660,7 @@ impl Layout {
                 computed.total_size
             )));
         }
-        Ok(computed)
+        Ok((computed, kind))
     }
 }
 
@@ -590,6 +668,7 @@ impl Layout {
 #[derive(Debug)]
 pub(crate) enum ValidateError {
     Version(u32),
+    WrongKind(ChannelKind),
     Corrupted(String),
 }
 
@@ -621,33 +700,51 @@ mod tests {
     fn validate_round_trips_and_refuses_tampering() {
         let l = Layout::new(2, 1 << 14, 64, 4).unwrap();
         let cfg = zeroed_config();
-        l.write_config(&cfg, 1, REMOVE_NEVER);
-        assert_eq!(Layout::validate(&cfg, l.total_size).unwrap(), l);
+        l.write_config(&cfg, ChannelKind::Queue, 1, REMOVE_NEVER);
+        let queue = Some(ChannelKind::Queue);
+        assert_eq!(
+            Layout::validate(&cfg, l.total_size, queue).unwrap(),
+            (l, ChannelKind::Queue)
+        );
         assert!(matches!(
-            Layout::validate(&cfg, l.total_size - 1),
+            Layout::validate(&cfg, l.total_size, Some(ChannelKind::Broadcast)),
+            Err(ValidateError::WrongKind(ChannelKind::Queue))
+        ));
+        assert!(Layout::validate(&cfg, l.total_size, None).is_ok());
+        assert!(matches!(
+            Layout::validate(&cfg, l.total_size - 1, queue),
             Err(ValidateError::Corrupted(_))
         ));
         cfg.version.store(VERSION + 1, Ordering::Relaxed);
         assert!(matches!(
-            Layout::validate(&cfg, l.total_size),
+            Layout::validate(&cfg, l.total_size, queue),
             Err(ValidateError::Version(v)) if v == VERSION + 1
         ));
         cfg.version.store(VERSION, Ordering::Relaxed);
         for bad in [0, l.slot_count + 1] {
             cfg.max_waiting.store(bad, Ordering::Relaxed);
             assert!(
-                Layout::validate(&cfg, l.total_size).is_err(),
+                Layout::validate(&cfg, l.total_size, queue).is_err(),
                 "max_waiting {bad}"
             );
         }
         cfg.max_waiting.store(l.slot_count, Ordering::Relaxed);
         cfg.slots_offset.fetch_add(128, Ordering::Relaxed);
-        assert!(Layout::validate(&cfg, l.total_size).is_err());
+        assert!(Layout::validate(&cfg, l.total_size, queue).is_err());
         cfg.slots_offset.fetch_sub(128, Ordering::Relaxed);
         cfg.removal.store(REMOVE_NEVER + 1, Ordering::Relaxed);
-        assert!(Layout::validate(&cfg, l.total_size).is_err());
+        assert!(Layout::validate(&cfg, l.total_size, queue).is_err());
         cfg.removal.store(REMOVE_NEVER, Ordering::Relaxed);
+        for unknown in [0, 4, u32::MAX] {
+            cfg.kind.store(unknown, Ordering::Relaxed);
+            assert!(matches!(
+                Layout::validate(&cfg, l.total_size, None),
+                Err(ValidateError::Corrupted(_))
+            ));
+        }
+        cfg.kind
+            .store(ChannelKind::Queue.to_raw(), Ordering::Relaxed);
         cfg.magic.store(0, Ordering::Relaxed);
-        assert!(Layout::validate(&cfg, l.total_size).is_err());
+        assert!(Layout::validate(&cfg, l.total_size, queue).is_err());
     }
 }

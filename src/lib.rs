@@ -59,6 +59,7 @@ pub use crate::error::{
 pub use crate::inspect::{
     Inspection, LaneInfo, ParticipantInfo, QueueState, Role, inspect, list_names, region_dir,
 };
+pub use crate::layout::ChannelKind;
 #[cfg(not(loom))]
 pub use crate::queue::{
     Config, Delivery, Disconnect, Iter, Message, MessageReader, MessageWriter, OwnedMessage, Queue,

@@ -13,7 +13,7 @@ use crate::error::{
     Corruption, OpenError, RecvError, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError,
     TrySendError,
 };
-use crate::layout::{Layout, PAGE, ROLE_RECEIVER, ROLE_SENDER};
+use crate::layout::{ChannelKind, Layout, PAGE, ROLE_RECEIVER, ROLE_SENDER};
 use crate::ring::{Allocation, Busy, Claim, LaneLease, Owner, Ring, StreamRead, Take};
 use crate::sync::{self, AtomicU32, AtomicU64, Ordering, Wake};
 use crate::sys::{self, ShmFile};
@@ -281,11 +281,18 @@ impl Queue {
             }
             None => None,
         };
-        let shared = Shared::create(name, layout, config.mode, config.removal, |ring| {
-            if let Some(d) = &dead_letter {
-                ring.header().delivery_log.write_dead_letter(d.as_bytes());
-            }
-        })?;
+        let shared = Shared::create(
+            name,
+            ChannelKind::Queue,
+            layout,
+            config.mode,
+            config.removal,
+            |ring| {
+                if let Some(d) = &dead_letter {
+                    ring.header().delivery_log.write_dead_letter(d.as_bytes());
+                }
+            },
+        )?;
         Ok(Self::with(shared, config.wait))
     }
 
@@ -299,7 +306,10 @@ impl Queue {
     /// [`OpenError::InvalidName`], [`OpenError::Abandoned`],
     /// [`OpenError::TooManyParticipants`].
     pub fn open(name: &str) -> Result<Self, OpenError> {
-        Ok(Self::with(Shared::open(name)?, WaitStrategy::default()))
+        Ok(Self::with(
+            Shared::open(name, ChannelKind::Queue)?,
+            WaitStrategy::default(),
+        ))
     }
 
     /// Opens `name` if it exists, else creates it with `config`. Safe to race

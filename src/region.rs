@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use crate::error::OpenError;
 use crate::layout::{
-    INIT_LOCK_BYTE, INIT_READY, INIT_UNINIT, LIFECYCLE_LOCK_BYTE, Layout, MAGIC, PAGE,
+    ChannelKind, INIT_LOCK_BYTE, INIT_READY, INIT_UNINIT, LIFECYCLE_LOCK_BYTE, Layout, MAGIC, PAGE,
     PARTICIPANT_LOCK_BASE, REMOVE_NEVER, REMOVE_WHEN_UNUSED, REMOVE_WHEN_UNUSED_AND_EMPTY,
     ROLE_ATTACH, ROLE_RECEIVER, ROLE_SENDER, ValidateError,
 };
@@ -363,6 +363,7 @@ impl Shared {
     /// any later failure leaves nothing behind.
     pub(crate) fn create(
         name: &str,
+        kind: ChannelKind,
         layout: Layout,
         mode: u32,
         removal: Removal,
@@ -381,7 +382,7 @@ impl Shared {
         // in `Shared` beside the ring for as long as the ring.
         let ring = unsafe { Ring::new(base, layout) };
         let cfg = &ring.header().config;
-        layout.write_config(cfg, sys::getpid(), removal.to_raw());
+        layout.write_config(cfg, kind, sys::getpid(), removal.to_raw());
         init(&ring);
         ring.init_slots();
         // Attach before anyone can open it: nobody else can see the region
@@ -394,14 +395,14 @@ impl Shared {
         Ok(Self::from_parts(bare, file, map, ring, attachment))
     }
 
-    /// Opens the existing region `name`, waiting (boundedly) for its
-    /// creator to finish initialising it, validates every header field and
-    /// attaches this process.
-    pub(crate) fn open(name: &str) -> Result<Arc<Self>, OpenError> {
+    /// Opens the existing region `name` of channel kind `kind`, waiting
+    /// (boundedly) for its creator to finish initialising it, validates
+    /// every header field and attaches this process.
+    pub(crate) fn open(name: &str, kind: ChannelKind) -> Result<Arc<Self>, OpenError> {
         let bare = sys::validate_name(name)?;
         for _ in 0..OPEN_ATTEMPTS {
             let file = ShmFile::open(bare)?;
-            let (map, ring) = map_region(&file, bare, true)?;
+            let (map, ring, _) = map_region(&file, bare, true, Some(kind))?;
             if !file
                 .lock_byte_within(LIFECYCLE_LOCK_BYTE, LIFECYCLE_PATIENCE)
                 .map_err(OpenError::Io)?
@@ -472,7 +473,7 @@ impl Shared {
     pub(crate) fn unlink(name: &str) -> Result<(), OpenError> {
         let bare = sys::validate_name(name)?;
         if let Ok(file) = ShmFile::open(bare)
-            && let Ok((_map, ring)) = map_region(&file, bare, false)
+            && let Ok((_map, ring, _)) = map_region(&file, bare, false, None)
         {
             let locked = file
                 .lock_byte_within(LIFECYCLE_LOCK_BYTE, LIFECYCLE_PATIENCE)
@@ -494,7 +495,7 @@ impl Shared {
     pub(crate) fn remove(name: &str) -> Result<(), OpenError> {
         let bare = sys::validate_name(name)?;
         let file = ShmFile::open(bare)?;
-        let (_map, ring) = match map_region(&file, bare, false) {
+        let (_map, ring, _) = match map_region(&file, bare, false, None) {
             Err(OpenError::Abandoned { .. }) => {
                 Self::remove_abandoned(bare)?;
                 return match ShmFile::open(bare) {
@@ -560,11 +561,14 @@ impl Shared {
 /// Maps the region `file` (named `bare`) and validates its header, waiting
 /// (boundedly) for its creator to finish initialising it if `wait`;
 /// otherwise a region being initialised is [`OpenError::Initializing`].
+/// With `expected`, a region of another channel kind is
+/// [`OpenError::WrongKind`]. Returns the region's kind with its mapping.
 pub(crate) fn map_region(
     file: &ShmFile,
     bare: &str,
     wait: bool,
-) -> Result<(Mapping, Ring), OpenError> {
+    expected: Option<ChannelKind>,
+) -> Result<(Mapping, Ring, ChannelKind), OpenError> {
     let start = sync::now();
     loop {
         let size = file.size().map_err(OpenError::Io)?;
@@ -582,17 +586,23 @@ pub(crate) fn map_region(
             let state = cfg.init_state.load(Ordering::Acquire);
             let magic = cfg.magic.load(Ordering::Relaxed);
             if state == INIT_READY {
-                let layout = Layout::validate(cfg, size).map_err(|e| match e {
-                    ValidateError::Version(found) => OpenError::VersionMismatch {
-                        found,
-                        expected: crate::layout::VERSION,
-                    },
-                    ValidateError::Corrupted(why) => OpenError::Corrupted(why),
-                })?;
+                let (layout, kind) =
+                    Layout::validate(cfg, size, expected).map_err(|e| match e {
+                        ValidateError::Version(found) => OpenError::VersionMismatch {
+                            found,
+                            expected: crate::layout::VERSION,
+                        },
+                        ValidateError::WrongKind(found) => OpenError::WrongKind {
+                            name: bare.to_owned(),
+                            found,
+                            expected: expected.unwrap_or(found),
+                        },
+                        ValidateError::Corrupted(why) => OpenError::Corrupted(why),
+                    })?;
                 // SAFETY: validated: the mapping holds `total_size` bytes
                 // laid out as `layout`, and lives as long as the ring.
                 let ring = unsafe { Ring::new(base, layout) };
-                return Ok((map, ring));
+                return Ok((map, ring, kind));
             }
             if state != INIT_UNINIT || (magic != 0 && magic != MAGIC) {
                 return Err(OpenError::Corrupted(format!(

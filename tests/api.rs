@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use common::TempName;
 use shmq::{
-    Config, OpenError, OwnedMessage, Queue, RecvError, RecvTimeoutError, SendTimeoutError,
-    TryRecvError, TrySendError, WaitStrategy,
+    ChannelKind, Config, OpenError, OwnedMessage, Queue, RecvError, RecvTimeoutError,
+    SendTimeoutError, TryRecvError, TrySendError, WaitStrategy,
 };
 
 fn small(name: &str) -> Queue {
@@ -109,10 +109,49 @@ fn open_of_another_layout_version_is_refused() {
     match Queue::open(&name) {
         Err(OpenError::VersionMismatch { found, expected }) => {
             assert_eq!(found, 99);
-            assert_eq!(expected, 5);
+            assert_eq!(expected, 6);
         }
         other => panic!("expected VersionMismatch, got {other:?}"),
     }
+}
+
+#[test]
+fn open_of_another_kind_of_channel_is_wrong_kind_and_of_an_unknown_kind_corrupted() {
+    let name = TempName::new("kind");
+    let _q = small(&name);
+    let f = OpenOptions::new()
+        .write(true)
+        .open(shm_path(&name))
+        .unwrap();
+    assert_eq!(shmq::inspect(&name).unwrap().kind, ChannelKind::Queue);
+    // the channel kind is the header's u32 at offset 100: 2 = broadcast
+    f.write_all_at(&2u32.to_le_bytes(), 100).unwrap();
+    match Queue::open(&name) {
+        Err(e @ OpenError::WrongKind { .. }) => {
+            let OpenError::WrongKind {
+                found, expected, ..
+            } = &e
+            else {
+                unreachable!()
+            };
+            assert_eq!(
+                (*found, *expected),
+                (ChannelKind::Broadcast, ChannelKind::Queue)
+            );
+            assert!(
+                e.to_string().contains("shmq::broadcast::Broadcast::open"),
+                "{e}"
+            );
+        }
+        other => panic!("expected WrongKind, got {other:?}"),
+    }
+    assert_eq!(shmq::inspect(&name).unwrap().kind, ChannelKind::Broadcast);
+    f.write_all_at(&7u32.to_le_bytes(), 100).unwrap();
+    let e = Queue::open(&name).unwrap_err();
+    assert!(
+        matches!(&e, OpenError::Corrupted(why) if why.contains("kind")),
+        "{e}"
+    );
 }
 
 #[test]

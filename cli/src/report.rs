@@ -1,7 +1,7 @@
 //! Turning inspections into tables and JSON.
 
 use serde_json::{Value, json};
-use shmq::{Inspection, OpenError, Removal};
+use shmq::{ChannelKind, Inspection, OpenError, Removal};
 
 /// One file of the region directory and what it turned out to be.
 #[derive(Debug)]
@@ -60,6 +60,16 @@ pub fn entry_json(e: &Entry) -> Value {
     }
 }
 
+/// The kind's name in `--json` output: one word.
+fn kind_name(k: ChannelKind) -> &'static str {
+    match k {
+        ChannelKind::Queue => "queue",
+        ChannelKind::Broadcast => "broadcast",
+        ChannelKind::Latest => "latest",
+        _ => "unknown",
+    }
+}
+
 pub fn inspection_json(i: &Inspection) -> Value {
     json!({
         "name": i.name,
@@ -67,6 +77,7 @@ pub fn inspection_json(i: &Inspection) -> Value {
         "state": i.state().to_string(),
         "file_bytes": i.file_bytes,
         "version": i.version,
+        "kind": kind_name(i.kind),
         "creator_pid": i.creator_pid,
         "removal": removal_name(i.removal),
         "removed": i.removed,
@@ -114,6 +125,7 @@ pub fn print_inspection(i: &Inspection) {
         human_bytes(i.max_message)
     );
     println!("slots        {}", i.slots);
+    println!("kind         {}", i.kind);
     println!("version      {}", i.version);
     println!("creator pid  {}", i.creator_pid);
     println!(
