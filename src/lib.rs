@@ -26,6 +26,13 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
+//! Each kind of channel is a module with its own types and errors, as
+//! tokio's `sync::{mpsc, broadcast, watch}` are: [`queue`] (each message to
+//! one receiver). The crate root keeps what every kind shares
+//! ([`OpenError`], [`ChannelKind`], [`WaitStrategy`], [`Removal`],
+//! [`inspect`]) and re-exports the queue's names, so `shmq::Queue` and
+//! `shmq::queue::Queue` are the same type.
+//!
 //! See `docs/design.md` in the repository for the region layout and the
 //! protocol with every memory ordering.
 
@@ -43,18 +50,17 @@ mod error;
 mod inspect;
 mod layout;
 #[cfg(not(loom))]
-mod queue;
+pub mod queue;
 #[cfg(not(loom))]
 mod region;
 mod ring;
 mod sync;
 #[cfg(not(loom))]
 mod sys;
+#[cfg(not(loom))]
+mod wait;
 
-pub use crate::error::{
-    AttachError, Corruption, OpenError, RecvError, RecvTimeoutError, SendError, SendTimeoutError,
-    TryRecvError, TrySendError,
-};
+pub use crate::error::{AttachError, Corruption, OpenError};
 #[cfg(not(loom))]
 pub use crate::inspect::{
     Inspection, LaneInfo, ParticipantInfo, QueueState, Role, inspect, list_names, region_dir,
@@ -62,9 +68,14 @@ pub use crate::inspect::{
 pub use crate::layout::ChannelKind;
 #[cfg(not(loom))]
 pub use crate::queue::{
-    Config, Delivery, Disconnect, Iter, Message, MessageReader, MessageWriter, OwnedMessage, Queue,
-    Receiver, Removal, Sender, TryIter, WaitStrategy, WriteGrant,
+    Config, Delivery, Iter, Message, MessageReader, MessageWriter, OwnedMessage, Queue, Receiver,
+    RecvError, RecvTimeoutError, SendError, SendTimeoutError, Sender, TryIter, TryRecvError,
+    TrySendError, WriteGrant,
 };
+#[cfg(not(loom))]
+pub use crate::region::Removal;
+#[cfg(not(loom))]
+pub use crate::wait::{Disconnect, WaitStrategy};
 
 /// The protocol internals, exported only to the loom models in
 /// `loom-tests/` (built with `RUSTFLAGS="--cfg loom"`).

@@ -48,11 +48,11 @@ const OPEN_ATTEMPTS: usize = 64;
 /// When a queue's name is removed from `/dev/shm`, making room for a new
 /// queue of that name and returning its memory once the last mapping goes.
 ///
-/// A process *uses* a queue from [`Queue::create`] or [`Queue::open`] until
-/// its last [`Queue`], [`Sender`] and [`Receiver`] of it are dropped. A
+/// A process *uses* a queue from [`Queue::create`](crate::Queue::create) or [`Queue::open`](crate::Queue::open) until
+/// its last [`Queue`](crate::Queue), [`Sender`](crate::Sender) and [`Receiver`](crate::Receiver) of it are dropped. A
 /// process that dies without dropping them (killed, or
 /// `std::process::exit`) leaves its entries behind: the queue is then
-/// *stale* and is removed by `shmq gc` or [`Queue::remove`], not
+/// *stale* and is removed by `shmq gc` or [`Queue::remove`](crate::Queue::remove), not
 /// automatically.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
@@ -66,7 +66,7 @@ pub enum Removal {
     /// waiting (for private queues, like an anonymous `multiprocessing`
     /// queue).
     WhenUnused,
-    /// Only by [`Queue::remove`], [`Queue::unlink`] or `shmq rm`.
+    /// Only by [`Queue::remove`](crate::Queue::remove), [`Queue::unlink`](crate::Queue::unlink) or `shmq rm`.
     Never,
 }
 

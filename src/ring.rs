@@ -338,7 +338,12 @@ impl Ring {
             units: many(u64::from(layout.lane_count) * layout.lane_units()),
         });
         let ring = Self::with_memory(heap, layout);
-        layout.write_config(&ring.header().config, 1, crate::layout::REMOVE_NEVER);
+        layout.write_config(
+            &ring.header().config,
+            crate::layout::ChannelKind::Queue,
+            1,
+            crate::layout::REMOVE_NEVER,
+        );
         ring.init_slots();
         ring.header()
             .config

@@ -9,15 +9,15 @@ use std::fmt;
 use std::ops::Deref;
 use std::time::Duration;
 
-use super::{
-    Fail, Handle, LIVENESS_PERIOD, Lent, Queue, Received, Receiver, Sender, deadline_after,
-};
-use crate::error::{RecvError, RecvTimeoutError, TryRecvError};
+use super::error::{RecvError, RecvTimeoutError, TryRecvError};
+use super::receiver::Lent;
+use super::{Fail, Handle, Queue, Received, Receiver, Sender};
 use crate::layout::ROLE_SENDER;
 use crate::region::Check;
 use crate::ring::{Claim, Owner, StreamRead, Take};
 use crate::sync::{self, Ordering};
 use crate::sys;
+use crate::wait::{LIVENESS_PERIOD, deadline_after};
 
 /// A message received with [`Receiver::recv_delivery`]: it stays in the
 /// queue until [`ack`](Self::ack)ed.

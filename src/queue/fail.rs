@@ -7,10 +7,10 @@
 //! never reads a large message, so it is never truncated); they map to the
 //! error the caller would get from the same call with a deadline.
 
-use crate::error::{
-    AttachError, Corruption, OpenError, RecvError, RecvTimeoutError, SendError, SendTimeoutError,
-    TryRecvError, TrySendError,
+use super::error::{
+    RecvError, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError, TrySendError,
 };
+use crate::error::{AttachError, Corruption, OpenError};
 
 /// Why an operation did not succeed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -3,13 +3,15 @@
 
 use std::time::Duration;
 
-use super::{Fail, Handle, LIVENESS_PERIOD, Receiver, Sender, Spin, WriteGrant, spin};
+use super::{Fail, Handle, Receiver, Sender, WriteGrant};
 use crate::ring::{
     Allocation, Claim, Fragment, LaneLease, MAX_STREAM_LEN, Next, Ring, StreamRead, StreamStatus,
     Take,
 };
 use crate::sync;
 use crate::sys;
+use crate::wait::LIVENESS_PERIOD;
+use crate::wait::spin::{self, Spin};
 
 /// How long a stream's writer or reader spins on its peer before parking
 /// (unless the wait strategy is `Park`, or the machine has one CPU): the
@@ -401,7 +403,7 @@ fn reader_died() -> std::io::Error {
 /// is streamed: a receiver starts reading it while it is being written, and
 /// `finish` returns once a receiver has all of it. Dropping the writer
 /// before `finish` sends nothing (a receiver that had started gets
-/// [`RecvError::Truncated`]).
+/// [`RecvError::Truncated`](crate::RecvError::Truncated)).
 pub struct MessageWriter<'a> {
     kind: WriterKind<'a>,
     len: usize,
@@ -476,7 +478,7 @@ impl<'a> MessageWriter<'a> {
     /// Whether a receiver has started reading this (streamed) message. A
     /// writer dropped before then takes nothing from any receiver; one
     /// dropped after makes that receiver's read fail with
-    /// [`RecvError::Truncated`]. Always `false` for a message that fits in
+    /// [`RecvError::Truncated`](crate::RecvError::Truncated). Always `false` for a message that fits in
     /// one record (it is sent whole by `finish`).
     pub fn receiver_attached(&self) -> bool {
         match &self.kind {

@@ -1,4 +1,4 @@
-//! The spinning phase of [`WaitStrategy::SpinThenPark`](super::WaitStrategy):
+//! The spinning phase of [`WaitStrategy::SpinThenPark`](crate::WaitStrategy):
 //! how long a blocking call keeps checking before it sleeps on the futex.
 //!
 //! A futex wake-up costs ~25 µs on the VMs this runs on, so a waiter that
@@ -19,7 +19,7 @@ use crate::sys;
 /// wake-ups of these VMs: the whole round trip of a peer that answers at
 /// once fits in it, and a waiter that gets nothing wastes at most this much
 /// CPU per sleep.
-pub(super) const SPIN_BUDGET: Duration = Duration::from_micros(100);
+pub(crate) const SPIN_BUDGET: Duration = Duration::from_micros(100);
 
 /// One pause round is this many `spin_loop` hints at most (a few hundred
 /// ns): the condition is re-checked between rounds.
@@ -38,7 +38,7 @@ const YIELD_AFTER: Duration = Duration::from_micros(20);
 /// starts, it lets the caller spin until [`SPIN_BUDGET`] has passed since
 /// its first wait, then says to park.
 #[derive(Debug)]
-pub(super) struct Spin {
+pub(crate) struct Spin {
     /// When the first wait of this operation began.
     start: Cell<Option<Duration>>,
     /// Rounds done so far.
@@ -46,7 +46,7 @@ pub(super) struct Spin {
 }
 
 impl Spin {
-    pub(super) fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self {
             start: Cell::new(None),
             round: Cell::new(0),
@@ -54,7 +54,7 @@ impl Spin {
     }
 
     /// Starts the budget over (a stream that made progress).
-    pub(super) fn reset(&self) {
+    pub(crate) fn reset(&self) {
         self.start.set(None);
         self.round.set(0);
     }
@@ -62,7 +62,7 @@ impl Spin {
     /// Spins one round if the budget allows (then the caller re-checks its
     /// condition); `false` when the budget is spent and the caller should
     /// park. `now` is the caller's clock reading.
-    pub(super) fn snooze(&self, now: Duration) -> bool {
+    pub(crate) fn snooze(&self, now: Duration) -> bool {
         let start = self.start.get().unwrap_or(now);
         self.start.set(Some(start));
         let spent = now.saturating_sub(start);
@@ -86,7 +86,7 @@ impl Spin {
 /// condition is a cheap read-only look (a stream waiting for its peer's
 /// next fragment), where retrying the whole operation each round would
 /// cost more. No spinning at all on a one-CPU machine, as for [`Spin`].
-pub(super) fn spin_on(limit: Duration, mut ready: impl FnMut() -> bool) -> bool {
+pub(crate) fn spin_on(limit: Duration, mut ready: impl FnMut() -> bool) -> bool {
     if budget().is_zero() {
         return ready();
     }

@@ -1,0 +1,68 @@
+//! How blocking calls wait, for every kind of channel: the
+//! [`WaitStrategy`], the [`Disconnect`] policy, deadlines, the liveness
+//! period, and the spinning phase ([`spin`]).
+
+use std::time::Duration;
+
+use crate::sync;
+
+pub(crate) mod spin;
+
+/// A parked waiter wakes at least this often to check that its peers are
+/// still alive (a SIGKILLed peer never wakes anyone).
+pub(crate) const LIVENESS_PERIOD: Duration = Duration::from_millis(200);
+
+/// How a blocking call waits for room or for a message.
+///
+/// Every strategy honours timeouts and notices disconnects and dead peers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WaitStrategy {
+    /// Busy-spin on the shared words: lowest latency, burns a core.
+    Spin,
+    /// Spin with `std::thread::yield_now` between checks.
+    Yield,
+    /// Sleep on the futex at once: no CPU while waiting, a wake-up costs
+    /// a system call on both sides (~25 µs on a VM).
+    Park,
+    /// Keep checking for up to 100 µs per blocking call (with growing
+    /// pauses and an occasional yield), then sleep on the futex (the
+    /// default). A peer that answers within the budget is caught without a
+    /// wake-up; on a one-CPU machine it sleeps at once.
+    #[default]
+    SpinThenPark,
+}
+
+/// When a call reports that the other side of the queue is gone
+/// ([`SendError::Disconnected`](crate::SendError::Disconnected), [`RecvError::Disconnected`](crate::RecvError::Disconnected) and their
+/// `try_`/`_timeout` forms).
+///
+/// Only participants that attached count: a queue that no receiver (or no
+/// sender) has joined yet is never disconnected on that side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Disconnect {
+    /// crossbeam-channel's rule (the default): once every peer of the
+    /// other role has gone, every call says so at once. A receive drains
+    /// the waiting messages first; a send fails even if there is room.
+    #[default]
+    Always,
+    /// The rule of Python's `queue` and `multiprocessing` modules: a call
+    /// with a timeout (`try_*`, `*_timeout`) never reports a disconnect: it
+    /// waits out its timeout, so a peer that attaches meanwhile is heard,
+    /// and then reports `Empty`/`Full`/`Timeout`. A send that finds room
+    /// succeeds with no receiver attached (one that attaches later gets
+    /// the message). Only a call without a timeout reports `Disconnected`,
+    /// and only when it would otherwise wait forever: the queue is empty
+    /// (or full) and every peer that attached has gone. A later call still
+    /// hears a peer that attaches. The Python bindings use this.
+    OnlyWithoutTimeout,
+}
+
+/// The deadline `timeout` from now. A zero timeout is a try, which reads
+/// no clock (a clock read costs more than a small message's whole send).
+pub(crate) fn deadline_after(timeout: Duration) -> Option<Duration> {
+    if timeout.is_zero() {
+        return Some(Duration::ZERO);
+    }
+    Some(sync::now().saturating_add(timeout))
+}
