@@ -45,6 +45,7 @@
 // so much of the crate is unused there.
 #![cfg_attr(loom, allow(dead_code, unused_imports))]
 
+mod blocking;
 mod error;
 #[cfg(not(loom))]
 mod inspect;
@@ -57,7 +58,6 @@ mod ring;
 mod sync;
 #[cfg(not(loom))]
 mod sys;
-#[cfg(not(loom))]
 mod wait;
 
 pub use crate::error::{AttachError, Corruption, OpenError};
@@ -82,12 +82,14 @@ pub use crate::wait::{Disconnect, WaitStrategy};
 #[cfg(loom)]
 #[doc(hidden)]
 pub mod __loom {
+    pub use crate::blocking::{Endpoint, Fail};
     pub use crate::layout::{Layout, WaitWord};
     pub use crate::ring::{
         Allocation, Busy, Claim, Fragment, GaveBack, LaneLease, Next, Owner, Ring, StreamRead,
         StreamStatus, Take,
     };
     pub use crate::sync::{Wake, crash};
+    pub use crate::wait::{Check, Disconnect, WaitStrategy, Waiter};
 }
 
 /// The README's quick start, compiled and run as a doctest.

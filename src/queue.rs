@@ -27,12 +27,12 @@ mod held;
 mod receiver;
 mod sender;
 mod stream;
+use crate::blocking::Fail;
 pub use config::Config;
 pub use delivery::Delivery;
 pub use error::{
     RecvError, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError, TrySendError,
 };
-use fail::Fail;
 use handle::{Handle, Received};
 pub use receiver::{Iter, Message, OwnedMessage, Receiver, TryIter};
 pub use sender::{Sender, WriteGrant};

@@ -17,6 +17,7 @@ use crate::layout::{
 use crate::ring::{Owner, Ring};
 use crate::sync::{self, AtomicU64, Ordering};
 use crate::sys::{self, LockFile, Mapping, ShmFile};
+pub(crate) use crate::wait::Check;
 
 /// A region up to this size (a 1 GiB arena with its index) is mapped whole
 /// when it is created or opened (`MADV_POPULATE_WRITE`), so that no message
@@ -343,17 +344,6 @@ impl Shared {
         };
         scanned && self.ring.alive_count(role) == 0
     }
-}
-
-/// How hard [`Shared::role_gone`] looks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Check {
-    /// The shared counts only (the hot path).
-    Counts,
-    /// Also reap and scan the table, if the rate-limited reap is due.
-    Reap,
-    /// Reap and scan now.
-    Now,
 }
 
 impl Shared {

@@ -46,6 +46,33 @@ pub(crate) fn now() -> Duration {
     crate::sys::monotonic_now()
 }
 
+/// Loom: time stands still (one second after boot, for ever). A model
+/// waits without a deadline, or tries (a zero deadline, which has always
+/// passed); no liveness slice ever ends, so a model must not rely on one.
+#[cfg(loom)]
+pub(crate) fn now() -> Duration {
+    Duration::from_secs(1)
+}
+
+/// One pause of a busy wait; under loom, a yield to the model's scheduler
+/// (a spin loop that never yields would never let the peer run).
+#[inline]
+pub(crate) fn spin_loop() {
+    #[cfg(not(loom))]
+    std::hint::spin_loop();
+    #[cfg(loom)]
+    loom::thread::yield_now();
+}
+
+/// Gives the CPU to another thread (under loom, to another model thread).
+#[inline]
+pub(crate) fn yield_now() {
+    #[cfg(not(loom))]
+    std::thread::yield_now();
+    #[cfg(loom)]
+    loom::thread::yield_now();
+}
+
 #[cfg(loom)]
 mod futex_model {
     use loom::sync::{Arc, Condvar, Mutex};

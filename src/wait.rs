@@ -1,6 +1,8 @@
 //! How blocking calls wait, for every kind of channel: the
 //! [`WaitStrategy`], the [`Disconnect`] policy, deadlines, the liveness
-//! period, and the spinning phase ([`spin`]).
+//! period, how hard a liveness check looks ([`Check`]), and the spinning
+//! phase ([`spin`]). Built under loom too (time stands still there: see
+//! `sync::now`).
 
 use std::time::Duration;
 
@@ -65,4 +67,41 @@ pub(crate) fn deadline_after(timeout: Duration) -> Option<Duration> {
         return Some(Duration::ZERO);
     }
     Some(sync::now().saturating_add(timeout))
+}
+
+/// How hard a check that a role is gone looks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Check {
+    /// The shared counts only (the hot path).
+    Counts,
+    /// Also reap and scan the table, if the rate-limited reap is due.
+    Reap,
+    /// Reap and scan now.
+    Now,
+}
+
+/// How one endpoint waits: its strategy, its disconnect rule, and the role
+/// of its peers (whose departure ends a wait).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Waiter {
+    /// Spin, yield or park.
+    pub strategy: WaitStrategy,
+    /// When a gone peer side is reported.
+    pub disconnect: Disconnect,
+    /// The role on the other side (`ROLE_SENDER` or `ROLE_RECEIVER`).
+    pub peers: u32,
+}
+
+impl Waiter {
+    /// Whether a call with `deadline` reports a gone peer side
+    /// ([`Disconnect`]).
+    pub fn reports_disconnect(&self, deadline: Option<Duration>) -> bool {
+        self.disconnect == Disconnect::Always || deadline.is_none()
+    }
+
+    /// Whether a call fails as soon as the peers are gone, even if it
+    /// could go on ([`Disconnect::Always`]).
+    pub fn fails_early(&self) -> bool {
+        self.disconnect == Disconnect::Always
+    }
 }

@@ -12,12 +12,13 @@ use std::time::Duration;
 use super::error::{RecvError, RecvTimeoutError, TryRecvError};
 use super::receiver::Lent;
 use super::{Fail, Handle, Queue, Received, Receiver, Sender};
+use crate::blocking::Endpoint;
 use crate::layout::ROLE_SENDER;
 use crate::region::Check;
-use crate::ring::{Claim, Owner, StreamRead, Take};
-use crate::sync::{self, Ordering};
+use crate::ring::{Claim, StreamRead, Take};
+use crate::sync::Ordering;
 use crate::sys;
-use crate::wait::{LIVENESS_PERIOD, deadline_after};
+use crate::wait::deadline_after;
 
 /// A message received with [`Receiver::recv_delivery`]: it stays in the
 /// queue until [`ack`](Self::ack)ed.
@@ -296,23 +297,6 @@ impl Handle {
         }
     }
 
-    /// Returns what dead receivers left held, where it is due: reaps dead
-    /// participants (rate-limited) and sweeps the lanes whose sweep is
-    /// behind the orphan epoch and whose lease is free.
-    /// Sweeps when the epoch moved since this process last looked, and
-    /// again once per reap interval (lanes busy at the last look), so an
-    /// idle receiver does not contend for leases on every spin.
-    pub(super) fn return_abandoned_deliveries(&self, owner: Owner) -> Result<(), Fail> {
-        let reaped = self.shared.reap(false);
-        let ring = self.ring();
-        let epoch = ring.orphan_epoch();
-        if epoch != 0 && (reaped || epoch != self.shared.swept_epoch.load(Ordering::Relaxed)) {
-            self.shared.swept_epoch.store(epoch, Ordering::Relaxed);
-            ring.sweep_due_lanes(owner)?;
-        }
-        Ok(())
-    }
-
     /// Called after each message a thread takes: once every few dozen, a
     /// reap, rate-limited by the clock (one clock read), so that a receiver
     /// that never waits still notices dead holders (and the sweeps that
@@ -332,43 +316,5 @@ impl Handle {
         if due {
             self.shared.reap(false);
         }
-    }
-
-    /// Every sender is gone and the index is empty: `Disconnected`, unless
-    /// a delivery held by another receiver (alive, or dead and not yet
-    /// returned) may still come back. Then waits for it (one liveness
-    /// slice at most, or up to `deadline`) and returns `Ok` to look again.
-    /// A queue that never saw a delivery answers from loads alone: no
-    /// system call, no lease (a polling `try_recv` after the senders left
-    /// runs this on every call).
-    pub(super) fn wait_for_outstanding_deliveries(
-        &self,
-        owner: Owner,
-        deadline: Option<Duration>,
-    ) -> Result<(), Fail> {
-        let ring = self.ring();
-        // a dead claimer's record its reaper has yet to return (`DYING`)
-        // will come back into the index too
-        if !ring.deliveries_possible() && !ring.any_dying() {
-            return Err(Fail::Disconnected);
-        }
-        // rate-limited: a dead holder not reaped yet is waited for as a
-        // live one, and the next slice reaps
-        self.shared.reap(false);
-        ring.sweep_due_lanes(owner)?;
-        if ring.has_message() {
-            return Ok(());
-        }
-        if !ring.deliveries_outstanding_leased(owner)? && !ring.any_dying() {
-            return Err(Fail::Disconnected);
-        }
-        let now = sync::now();
-        if deadline.is_some_and(|d| now >= d) {
-            return Err(Fail::Timeout);
-        }
-        let slice = now + LIVENESS_PERIOD;
-        let until = deadline.map_or(slice, |d| d.min(slice));
-        let _ = ring.park(ring.data_word(), until, || ring.has_message());
-        Ok(())
     }
 }

@@ -1,5 +1,4 @@
-//! The internal outcome of an operation that did not succeed, and its one
-//! conversion into each public error.
+//! The one conversion of the internal [`Fail`] into each public error.
 //!
 //! Every conversion matches every [`Fail`] explicitly: a failure that the
 //! public error has a name for keeps it. The arms a call cannot reach say
@@ -10,32 +9,8 @@
 use super::error::{
     RecvError, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError, TrySendError,
 };
-use crate::error::{AttachError, Corruption, OpenError};
-
-/// Why an operation did not succeed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Fail {
-    /// The deadline passed (for a try: nothing could be done at once).
-    Timeout,
-    /// Every participant of the other role is gone.
-    Disconnected,
-    /// The message exceeds what the queue can carry.
-    TooLarge,
-    /// Waiting could never end: the calling thread pins what it waits for.
-    WouldDeadlock,
-    /// A large message's writer died or gave up mid-read.
-    Truncated,
-    /// The region failed a consistency check.
-    Corrupted(Corruption),
-    /// A forked child could not register a participant of its own.
-    Attach(AttachError),
-}
-
-impl From<Corruption> for Fail {
-    fn from(c: Corruption) -> Self {
-        Self::Corrupted(c)
-    }
-}
+use crate::blocking::Fail;
+use crate::error::{AttachError, OpenError};
 
 impl Fail {
     /// A failed registration (of a handle first used in a forked child).

@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use super::error::{RecvError, RecvTimeoutError, TryRecvError};
 use super::{Fail, Handle, MessageReader, Received, held};
+use crate::blocking::Endpoint;
 use crate::layout::ROLE_SENDER;
 use crate::region::Check;
 use crate::ring::{Claim, Take};

@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use super::error::{SendError, SendTimeoutError, TrySendError};
 use super::{Fail, Handle, MessageWriter};
+use crate::blocking::Endpoint;
 use crate::layout::ROLE_RECEIVER;
 use crate::region::Check;
 use crate::ring::{Allocation, LaneLease};

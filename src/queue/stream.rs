@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use super::{Fail, Handle, Receiver, Sender, WriteGrant};
+use crate::blocking::Endpoint;
 use crate::ring::{
     Allocation, Claim, Fragment, LaneLease, MAX_STREAM_LEN, Next, Ring, StreamRead, StreamStatus,
     Take,

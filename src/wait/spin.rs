@@ -9,10 +9,11 @@
 //! The budget is time, not a count, so it means the same on any CPU.
 
 use std::cell::Cell;
+#[cfg(not(loom))]
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use crate::sys;
+use crate::sync;
 
 /// How long one blocking operation spins before it sleeps, when the
 /// machine has a second CPU for its peer to run on. About four futex
@@ -38,7 +39,7 @@ const YIELD_AFTER: Duration = Duration::from_micros(20);
 /// starts, it lets the caller spin until [`SPIN_BUDGET`] has passed since
 /// its first wait, then says to park.
 #[derive(Debug)]
-pub(crate) struct Spin {
+pub struct Spin {
     /// When the first wait of this operation began.
     start: Cell<Option<Duration>>,
     /// Rounds done so far.
@@ -46,7 +47,7 @@ pub(crate) struct Spin {
 }
 
 impl Spin {
-    pub(crate) fn new() -> Self {
+    pub fn new() -> Self {
         Self {
             start: Cell::new(None),
             round: Cell::new(0),
@@ -72,10 +73,10 @@ impl Spin {
         let round = self.round.get();
         self.round.set(round.saturating_add(1));
         for _ in 0..1u32 << round.min(MAX_ROUND_SHIFT) {
-            std::hint::spin_loop();
+            sync::spin_loop();
         }
         if spent >= YIELD_AFTER && round.is_multiple_of(YIELD_EVERY) {
-            std::thread::yield_now();
+            sync::yield_now();
         }
         true
     }
@@ -90,15 +91,15 @@ pub(crate) fn spin_on(limit: Duration, mut ready: impl FnMut() -> bool) -> bool 
     if budget().is_zero() {
         return ready();
     }
-    let start = sys::monotonic_now();
+    let start = sync::now();
     loop {
         for _ in 0..64 {
             if ready() {
                 return true;
             }
-            std::hint::spin_loop();
+            sync::spin_loop();
         }
-        if sys::monotonic_now().saturating_sub(start) > limit {
+        if sync::now().saturating_sub(start) > limit {
             return false;
         }
     }
@@ -107,10 +108,11 @@ pub(crate) fn spin_on(limit: Duration, mut ready: impl FnMut() -> bool) -> bool 
 /// [`SPIN_BUDGET`] on a machine with two CPUs or more, none on one CPU:
 /// there the peer cannot run while this thread spins, so spinning only
 /// delays it.
+#[cfg(not(loom))]
 fn budget() -> Duration {
     static BUDGET: OnceLock<Duration> = OnceLock::new();
     *BUDGET.get_or_init(|| {
-        if sys::online_cpus() >= 2 {
+        if crate::sys::online_cpus() >= 2 {
             SPIN_BUDGET
         } else {
             Duration::ZERO
@@ -118,7 +120,14 @@ fn budget() -> Duration {
     })
 }
 
-#[cfg(test)]
+/// Loom: no spinning (time stands still, so a budget would never end);
+/// a waiter parks at once, which is the case a lost wake-up would break.
+#[cfg(loom)]
+fn budget() -> Duration {
+    Duration::ZERO
+}
+
+#[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
 
