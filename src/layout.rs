@@ -268,9 +268,10 @@ impl DeliveryLog {
     }
 }
 
-/// Role bits.
-pub(crate) const ROLE_SENDER: u32 = 1;
-pub(crate) const ROLE_RECEIVER: u32 = 2;
+/// Role bit of a sender (a publisher, for the other kinds).
+pub const ROLE_SENDER: u32 = 1;
+/// Role bit of a receiver (a subscriber, for the other kinds).
+pub const ROLE_RECEIVER: u32 = 2;
 /// A process that has the region mapped (one entry per `Queue::open`),
 /// whether or not it has senders or receivers: the region's users.
 pub(crate) const ROLE_ATTACH: u32 = 4;

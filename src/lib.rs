@@ -83,7 +83,7 @@ pub use crate::wait::{Disconnect, WaitStrategy};
 #[doc(hidden)]
 pub mod __loom {
     pub use crate::blocking::{Endpoint, Fail};
-    pub use crate::layout::{Layout, WaitWord};
+    pub use crate::layout::{Layout, ROLE_RECEIVER, ROLE_SENDER, WaitWord};
     pub use crate::ring::{
         Allocation, Busy, Claim, Fragment, GaveBack, LaneLease, Next, Owner, Ring, StreamRead,
         StreamStatus, Take,

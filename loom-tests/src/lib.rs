@@ -2,10 +2,13 @@
 //! Everything here exists only with `RUSTFLAGS="--cfg loom"`; a normal build
 //! of this crate is empty.
 //!
-//! The helpers drive the shipped `shmq::__loom::Ring` the way `shmq::Queue`
-//! does: lease a lane, allocate, write, publish; claim, read, release; and
-//! park on the ring's futex words (modelled by loom) when there is nothing to
-//! do.
+//! The blocking helpers run the shipped loops themselves: a [`Peer`] is a
+//! participant as the queue's handle sees it (`shmq::__loom::Endpoint`), so
+//! `send_park`, `recv_park` and friends call the very `publish`, `claim`
+//! and `wait_once` that `shmq::Sender` and `shmq::Receiver` run, parking on
+//! the ring's futex words (modelled by loom). [`try_send`] alone takes the
+//! protocol's steps one by one (lease, allocate, write, publish, abort), so
+//! that a model can tell why a send did not get in.
 
 #![cfg(loom)]
 
@@ -13,7 +16,10 @@ use std::sync::atomic::{AtomicUsize, Ordering as StdOrdering};
 use std::time::Duration;
 
 use loom::sync::Arc;
-use shmq::__loom::{Busy, Layout, Owner, Ring};
+use loom::sync::atomic::{AtomicU32, AtomicU64};
+use shmq::__loom::{
+    Busy, Check, Disconnect, Endpoint, Fail, Layout, Owner, Ring, Take, WaitStrategy, Waiter,
+};
 
 /// Runs `f` under loom (bounds from `LOOM_MAX_PREEMPTIONS` and friends) and
 /// prints how many interleavings it explored.
@@ -137,59 +143,132 @@ pub fn try_send(ring: &Ring, me: Owner, bytes: &[u8]) -> Sent {
     Sent::NoRoom
 }
 
-/// A blocking send that parks on the space futex between attempts, with
-/// the wait conditions `Sender::send` uses.
+/// A participant of a model, as the queue's handle is one: the shipped
+/// blocking loops (the default methods of `Endpoint`) run over it. Its
+/// peers never count as gone (the models' participants all hold one role,
+/// and nobody reaps unless a model does it itself), so a wait ends only by
+/// a wake-up, as in a queue whose peers are alive.
+#[derive(Debug)]
+pub struct Peer<'a> {
+    ring: &'a Ring,
+    me: Owner,
+    strategy: WaitStrategy,
+    preferred: AtomicU32,
+    swept: AtomicU64,
+}
+
+impl<'a> Peer<'a> {
+    /// Participant `me` of `ring`, waiting with `strategy`.
+    pub fn new(ring: &'a Ring, me: Owner, strategy: WaitStrategy) -> Self {
+        Self {
+            ring,
+            me,
+            strategy,
+            preferred: AtomicU32::new(0),
+            swept: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Endpoint for Peer<'_> {
+    fn ring(&self) -> &Ring {
+        self.ring
+    }
+
+    fn waiter(&self) -> Waiter {
+        Waiter {
+            strategy: self.strategy,
+            disconnect: Disconnect::Always,
+            peers: shmq::__loom::ROLE_RECEIVER,
+        }
+    }
+
+    fn owner(&self) -> Result<Owner, Fail> {
+        Ok(self.me)
+    }
+
+    fn role_gone(&self, role: u32, _check: Check) -> bool {
+        // as the region's check: gone once every one that attached left
+        let (senders, receivers, ever) = self.ring.role_counts();
+        let count = if role == shmq::__loom::ROLE_SENDER {
+            senders
+        } else {
+            receivers
+        };
+        ever & role != 0 && count == 0
+    }
+
+    fn reap(&self, _force: bool) -> bool {
+        false
+    }
+
+    fn swept_epoch(&self) -> &AtomicU64 {
+        &self.swept
+    }
+
+    fn preferred_lane(&self) -> &AtomicU32 {
+        &self.preferred
+    }
+
+    fn pinned_by_this_thread(&self, _need: u64) -> bool {
+        false
+    }
+
+    fn after_claim(&self) {}
+}
+
+/// A blocking send, as `Sender::send` runs it (the shipped loop), parking
+/// on the space futex while there is no room.
 pub fn send_park(ring: &Ring, me: Owner, bytes: &[u8]) {
-    let need = Ring::record_units(bytes.len() as u64);
-    loop {
-        match try_send(ring, me, bytes) {
-            Sent::Yes => return,
-            Sent::NoRoom => {
-                ring.park(ring.space_word(), Duration::MAX, || {
-                    ring.some_lane_may_fit(need)
-                });
-            }
-            Sent::IndexFull => {
-                ring.park(ring.space_word(), Duration::MAX, || ring.index_has_room());
-            }
-        }
-    }
+    Peer::new(ring, me, WaitStrategy::Park)
+        .send_record(bytes, None, None)
+        .expect("a blocking send succeeds");
 }
 
-/// A blocking send that yields between attempts (no futex).
+/// A blocking send that yields between attempts (no futex): the shipped
+/// loop under `WaitStrategy::Yield`.
 pub fn send_spin(ring: &Ring, me: Owner, bytes: &[u8]) {
-    while try_send(ring, me, bytes) != Sent::Yes {
-        loom::thread::yield_now();
+    Peer::new(ring, me, WaitStrategy::Yield)
+        .send_record(bytes, None, None)
+        .expect("a blocking send succeeds");
+}
+
+/// A claim as the shipped loop makes it with `deadline` (`Some(ZERO)` is a
+/// try), read and released: `None` if nothing came.
+fn recv_with(
+    ring: &Ring,
+    me: Owner,
+    strategy: WaitStrategy,
+    deadline: Option<Duration>,
+) -> Option<Vec<u8>> {
+    match Peer::new(ring, me, strategy).claim(deadline, Take::Read) {
+        Ok(c) => {
+            let mut v = Vec::new();
+            ring.read_payload(&c, &mut v);
+            ring.release(c);
+            Some(v)
+        }
+        Err(Fail::Timeout) if deadline.is_some() => None,
+        Err(e) => panic!("receive failed: {e:?}"),
     }
 }
 
-/// One non-blocking receive, as `Receiver::try_recv_into` does it.
+/// One non-blocking receive, as `Receiver::try_recv_into` runs it (the
+/// shipped loop with a zero deadline).
 pub fn try_recv(ring: &Ring, me: Owner) -> Option<Vec<u8>> {
-    let c = ring.claim(me).expect("no corruption")?;
-    let mut v = Vec::new();
-    ring.read_payload(&c, &mut v);
-    ring.release(c);
-    Some(v)
+    recv_with(ring, me, WaitStrategy::Park, Some(Duration::ZERO))
 }
 
-/// A blocking receive that parks on the data futex between attempts.
+/// A blocking receive, as `Receiver::recv_into` runs it, parking on the
+/// data futex while the queue is empty.
 pub fn recv_park(ring: &Ring, me: Owner) -> Vec<u8> {
-    loop {
-        if let Some(v) = try_recv(ring, me) {
-            return v;
-        }
-        ring.park(ring.data_word(), Duration::MAX, || ring.has_message());
-    }
+    recv_with(ring, me, WaitStrategy::Park, None).expect("a blocking receive gets a message")
 }
 
-/// A blocking receive that yields between attempts (no futex).
+/// A blocking receive that yields between attempts (no futex): the shipped
+/// loop under `WaitStrategy::Yield`.
 pub fn recv_spin(ring: &Ring, me: Owner) -> Vec<u8> {
-    loop {
-        if let Some(v) = try_recv(ring, me) {
-            return v;
-        }
-        loom::thread::yield_now();
-    }
+    recv_with(ring, me, WaitStrategy::Yield, None).expect("a blocking receive gets a message")
 }
 
 /// Writes `msg` as a stream (a large message) into lane 0, as
