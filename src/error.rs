@@ -103,6 +103,14 @@ pub enum OpenError {
         /// Layout version this build understands.
         expected: u32,
     },
+    /// The file is not a shmq region at all (another program's file in the
+    /// same directory, say): shmq neither reads nor removes it.
+    NotShmq {
+        /// The name asked for.
+        name: String,
+        /// What gave it away.
+        reason: String,
+    },
     /// The region holds another kind of channel (a broadcast channel
     /// opened as a queue, say): open it with that kind's type.
     WrongKind {
@@ -203,6 +211,12 @@ impl fmt::Display for OpenError {
                 f,
                 "the queue was created with layout version {found}, this build of shmq \
                  understands version {expected}; use the same shmq version in every process"
+            ),
+            Self::NotShmq { name, reason } => write!(
+                f,
+                "{name:?} in {} is not a shmq region ({reason}); it belongs to another \
+                 program, or is no region at all: check the name",
+                dir()
             ),
             Self::WrongKind {
                 name,

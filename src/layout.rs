@@ -603,9 +603,7 @@ impl Layout {
         let r = Ordering::Relaxed;
         let magic = cfg.magic.load(r);
         if magic != MAGIC {
-            return Err(ValidateError::Corrupted(format!(
-                "wrong magic {magic:#010x}: this is not a shmq region"
-            )));
+            return Err(ValidateError::Foreign(format!("magic {magic:#010x}")));
         }
         let version = cfg.version.load(r);
         if version != VERSION {
@@ -670,6 +668,8 @@ impl Layout {
 pub(crate) enum ValidateError {
     Version(u32),
     WrongKind(ChannelKind),
+    /// Not a shmq region at all (what gave it away).
+    Foreign(String),
     Corrupted(String),
 }
 

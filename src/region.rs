@@ -587,6 +587,10 @@ pub(crate) fn map_region(
                             found,
                             expected: expected.unwrap_or(found),
                         },
+                        ValidateError::Foreign(reason) => OpenError::NotShmq {
+                            name: bare.to_owned(),
+                            reason,
+                        },
                         ValidateError::Corrupted(why) => OpenError::Corrupted(why),
                     })?;
                 // SAFETY: validated: the mapping holds `total_size` bytes
@@ -594,15 +598,40 @@ pub(crate) fn map_region(
                 let ring = unsafe { Ring::new(base, layout) };
                 return Ok((map, ring, kind));
             }
-            if state != INIT_UNINIT || (magic != 0 && magic != MAGIC) {
+            if magic != 0 && magic != MAGIC {
+                return Err(OpenError::NotShmq {
+                    name: bare.to_owned(),
+                    reason: format!("magic {magic:#010x}"),
+                });
+            }
+            if state != INIT_UNINIT {
                 return Err(OpenError::Corrupted(format!(
-                    "not a shmq region (magic {magic:#010x}, init state {state})"
+                    "unknown init state {state} (magic {magic:#010x})"
                 )));
             }
         } else if size != 0 {
-            return Err(OpenError::Corrupted(format!(
-                "truncated: the file has {size} bytes, less than a header page"
-            )));
+            // A creator sizes its file whole before writing anything, so
+            // this is a region cut short, or not a region at all.
+            let map = Mapping::new(file, size as usize).map_err(OpenError::Io)?;
+            let magic = if size >= 4 {
+                // SAFETY: the mapping covers `size` >= 4 bytes of the file,
+                // and the first page is mapped whole: an aligned `u32` at
+                // offset 0 is inside it.
+                unsafe { map.as_ptr().cast::<crate::sync::AtomicU32>().as_ref() }
+                    .map(|m| m.load(Ordering::Relaxed))
+            } else {
+                None
+            };
+            return Err(if magic == Some(MAGIC) {
+                OpenError::Corrupted(format!(
+                    "truncated: the file has {size} bytes, less than a header page"
+                ))
+            } else {
+                OpenError::NotShmq {
+                    name: bare.to_owned(),
+                    reason: format!("{size} bytes, smaller than any shmq region"),
+                }
+            });
         }
         let waited = sync::now().saturating_sub(start);
         if !wait {

@@ -82,7 +82,7 @@ fn open_of_a_truncated_region_is_corrupted() {
 }
 
 #[test]
-fn open_of_a_foreign_region_is_corrupted() {
+fn open_of_another_programs_file_is_not_shmq() {
     let name = TempName::new("magic");
     let _q = small(&name);
     let f = OpenOptions::new()
@@ -92,9 +92,19 @@ fn open_of_a_foreign_region_is_corrupted() {
     f.write_all_at(b"NOPE", 0).unwrap();
     let e = Queue::open(&name).unwrap_err();
     assert!(
-        matches!(&e, OpenError::Corrupted(why) if why.contains("magic")),
+        matches!(&e, OpenError::NotShmq { reason, .. } if reason.contains("magic")),
         "{e}"
     );
+    // shmq gives no advice to remove a file it does not own
+    assert!(!e.to_string().contains("unlink"), "{e}");
+    // a file smaller than any region is not one either
+    f.set_len(100).unwrap();
+    let e = Queue::open(&name).unwrap_err();
+    assert!(matches!(&e, OpenError::NotShmq { .. }), "{e}");
+    assert!(matches!(
+        shmq::inspect(&name),
+        Err(OpenError::NotShmq { .. })
+    ));
 }
 
 #[test]

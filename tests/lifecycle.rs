@@ -212,7 +212,10 @@ fn remove_refuses_a_live_queue_and_unlink_forces() {
 fn a_foreign_file_is_not_removed_without_force() {
     let name = TempName::new("foreign");
     std::fs::write(format!("/dev/shm/{}", &*name), vec![7u8; 8192]).unwrap();
-    assert!(matches!(Queue::remove(&name), Err(OpenError::Corrupted(_))));
+    assert!(matches!(
+        Queue::remove(&name),
+        Err(OpenError::NotShmq { .. })
+    ));
     assert!(exists(&name));
     Queue::unlink(&name).unwrap();
     assert!(!exists(&name));

@@ -34,8 +34,12 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// List the queues with their size, messages, bytes used, participants
-    /// and state (live, idle, stale, or why a file is not a usable queue).
+    /// and state (live, idle, stale, or why a region is not usable).
     Ls {
+        /// Also list the directory's other files (other programs' shared
+        /// memory), marked `not-shmq`; shmq never removes those.
+        #[arg(long)]
+        all: bool,
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
@@ -90,7 +94,7 @@ fn main() -> ExitCode {
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Ls { json } => ls(json),
+        Command::Ls { all, json } => ls(all, json),
         Command::Inspect { name, json } => inspect(&name, json),
         Command::Rm { names, force, json } => rm(&names, force, json),
         Command::Gc {
@@ -122,14 +126,22 @@ fn print_json(v: &Value) {
     );
 }
 
-fn ls(json: bool) -> Outcome {
-    let entries: Vec<Entry> = shmq::list_names()?
+fn ls(all: bool, json: bool) -> Outcome {
+    let (entries, foreign): (Vec<Entry>, Vec<Entry>) = shmq::list_names()?
         .into_iter()
         .map(|name| Entry::read(&name))
-        .collect();
+        .partition(|e| all || !e.is_foreign());
     if json {
         print_json(&Value::Array(entries.iter().map(entry_json).collect()));
         return Ok(true);
+    }
+    if !foreign.is_empty() {
+        // said first: the table may be long
+        println!(
+            "({} other file(s) in {} are not shmq regions; `shmq ls --all` lists them)",
+            foreign.len(),
+            shmq::region_dir()
+        );
     }
     if entries.is_empty() {
         println!("no queues in {}", shmq::region_dir());
@@ -158,6 +170,10 @@ fn ls(json: bool) -> Outcome {
                 i.live_receivers,
                 i.live_processes,
             ),
+            // another program's file: what it is not, and no advice
+            Err(OpenError::NotShmq { reason, .. }) => {
+                println!("{:<width$}  {:<12}  ({reason})", e.name, e.state());
+            }
             Err(err) => println!("{:<width$}  {:<12}  {err}", e.name, e.state()),
         }
     }

@@ -18,6 +18,11 @@ impl Entry {
         }
     }
 
+    /// Whether the file is another program's, not a shmq region.
+    pub fn is_foreign(&self) -> bool {
+        matches!(self.info, Err(OpenError::NotShmq { .. }))
+    }
+
     /// `live`, `idle`, `stale`, or why the file is not a usable queue.
     pub fn state(&self) -> String {
         match &self.info {
@@ -25,7 +30,9 @@ impl Entry {
             Err(OpenError::Initializing { .. }) => "initializing".into(),
             Err(OpenError::Abandoned { .. }) => "abandoned".into(),
             Err(OpenError::VersionMismatch { found, .. }) => format!("version-{found}"),
-            Err(OpenError::Corrupted(_)) => "not-a-queue".into(),
+            Err(OpenError::NotShmq { .. }) => "not-shmq".into(),
+            Err(OpenError::Corrupted(_)) => "corrupted".into(),
+            Err(OpenError::WrongKind { found, .. }) => format!("kind-{}", kind_name(*found)),
             Err(OpenError::PermissionDenied { .. }) => "no-permission".into(),
             Err(OpenError::NotFound { .. }) => "gone".into(),
             Err(_) => "error".into(),

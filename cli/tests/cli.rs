@@ -174,21 +174,43 @@ fn ls_inspect_rm_and_gc_on_live_idle_stale_and_foreign_files() {
         (&i["state"], &i["messages"]),
         (&Value::from("idle"), &Value::from(1))
     );
-    let f = listed(&dir, "not-a-queue");
-    assert_eq!(f["state"], "not-a-queue");
-    assert!(f["error"].as_str().unwrap().contains("not a shmq region"));
+    // another program's file is listed only with --all, and never with
+    // advice to remove it
+    let plain = json(&dir, &["ls", "--json"]);
+    assert!(
+        plain
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["name"] != "not-a-queue"),
+        "{plain}"
+    );
+    let all = json(&dir, &["ls", "--all", "--json"]);
+    let f = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "not-a-queue")
+        .expect("listed with --all");
+    assert_eq!(f["state"], "not-shmq");
+    let why = f["error"].as_str().unwrap();
+    assert!(why.contains("not a shmq region"), "{why}");
+    assert!(!why.contains("unlink") && !why.contains("rm"), "{why}");
     let table = ok(&dir, &["ls"]);
-    for word in [
-        "NAME",
-        "live-q",
-        "stale-q",
-        "idle-q",
-        "not-a-queue",
-        "stale",
-        "idle",
-    ] {
+    for word in ["NAME", "live-q", "stale-q", "idle-q", "stale", "idle"] {
         assert!(table.contains(word), "{word} missing from:\n{table}");
     }
+    assert!(!table.contains("not-a-queue"), "{table}");
+    assert!(table.contains("1 other file"), "{table}");
+    let table = ok(&dir, &["ls", "--all"]);
+    assert!(
+        table.contains("not-a-queue") && table.contains("not-shmq"),
+        "{table}"
+    );
+    assert!(
+        !table.contains("unlink") && !table.contains("rm "),
+        "{table}"
+    );
 
     // inspect: the participant table with the holder's pid
     let info = json(&dir, &["inspect", "live-q", "--json"]);
