@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use crate::error::{AttachError, Corruption};
 use crate::layout::WaitWord;
-use crate::ring::{Allocation, Busy, Claim, LaneLease, Owner, Ring, Take};
+use crate::ring::{Allocation, Busy, Claim, LaneLease, Owner, Ring, Room, Seen, Take};
 use crate::sync::{self, AtomicU32, AtomicU64, Ordering, Wake};
 use crate::wait::spin::Spin;
 use crate::wait::{Check, LIVENESS_PERIOD, WaitStrategy, Waiter};
@@ -34,6 +34,18 @@ pub enum Fail {
     Corrupted(Corruption),
     /// A forked child could not register a participant of its own.
     Attach(AttachError),
+}
+
+/// What a broadcast receive got.
+#[derive(Debug)]
+#[cfg_attr(not(loom), allow(dead_code))] // until the broadcast API uses it
+pub enum Broadcasted {
+    /// The message of this ticket: read it, then
+    /// [`Ring::broadcast_done`] with the ticket.
+    Message(Claim, u64),
+    /// The subscriber fell behind: this many messages were overwritten
+    /// unread, and its cursor moved past them.
+    Lagged(u64),
 }
 
 impl From<Corruption> for Fail {
@@ -372,5 +384,106 @@ pub trait Endpoint {
         let until = deadline.map_or(slice, |d| d.min(slice));
         let _ = ring.park(ring.data_word(), until, || ring.has_message());
         Ok(())
+    }
+
+    #[cfg_attr(not(loom), allow(dead_code))] // until the broadcast API uses it
+    /// Publishes `msg` to every subscriber (design.md §3.13): takes the
+    /// publish lease, reclaims room (waiting, in `lossless` mode, for the
+    /// slowest live subscriber; otherwise only for one reading in place),
+    /// writes and publishes. Never fails for want of subscribers.
+    fn broadcast_send(
+        &self,
+        msg: &[u8],
+        deadline: Option<Duration>,
+        lossless: bool,
+    ) -> Result<(), Fail> {
+        let ring = self.ring();
+        if msg.len() as u64 > ring.layout().max_message {
+            return Err(Fail::TooLarge);
+        }
+        let owner = self.owner()?;
+        let spin = Spin::new();
+        loop {
+            let Some(mut lease) = ring.try_lease(0, owner)? else {
+                self.wait_for_room(&spin, deadline, || !ring.lane_leased(0))?;
+                continue;
+            };
+            let room = ring
+                .broadcast_repair(&mut lease)
+                .and_then(|t| ring.broadcast_room(&mut lease, t, msg.len() as u64, lossless));
+            match room {
+                Ok(Room::Ready { alloc, ticket }) => {
+                    ring.write_payload(&lease, &alloc, msg);
+                    ring.broadcast_publish(&mut lease, alloc, ticket);
+                    ring.unlease(lease);
+                    return Ok(());
+                }
+                Ok(Room::Blocked { target }) => {
+                    // wait without the lease: a publisher that dies asleep
+                    // holds nothing
+                    ring.unlease(lease);
+                    self.wait_for_room(&spin, deadline, || {
+                        !ring.broadcast_blocked(target, lossless)
+                    })?;
+                }
+                Err(c) => {
+                    ring.unlease(lease);
+                    return Err(c.into());
+                }
+            }
+        }
+    }
+
+    #[cfg_attr(not(loom), allow(dead_code))] // until the broadcast API uses it
+    /// A broadcast publisher's wait on `space`. Subscribers that all left
+    /// (or died, and were reaped here) are not an error for a publisher:
+    /// it looks again.
+    fn wait_for_room(
+        &self,
+        spin: &Spin,
+        deadline: Option<Duration>,
+        ready: impl FnMut() -> bool,
+    ) -> Result<(), Fail> {
+        match self.wait_once(spin, deadline, self.ring().space_word(), ready) {
+            Err(Fail::Disconnected) => Ok(()),
+            r => r,
+        }
+    }
+
+    #[cfg_attr(not(loom), allow(dead_code))] // until the broadcast API uses it
+    /// The next message for a subscriber at `*cursor` (pinning it first if
+    /// `pin`: latest-wins mode), waiting for one. `Disconnected` once every
+    /// publisher that attached has gone and nothing more was published.
+    fn broadcast_receive(
+        &self,
+        cursor: &mut u64,
+        pin: bool,
+        deadline: Option<Duration>,
+    ) -> Result<Broadcasted, Fail> {
+        let ring = self.ring();
+        let owner = self.owner()?;
+        let spin = Spin::new();
+        loop {
+            match ring.broadcast_look(owner, *cursor, pin)? {
+                Seen::Message(c) => return Ok(Broadcasted::Message(c, *cursor)),
+                Seen::Lagged(n) => {
+                    *cursor += n;
+                    return Ok(Broadcasted::Lagged(n));
+                }
+                Seen::Nothing => {}
+            }
+            if self.gone_before_waiting(deadline) {
+                // SYNC: the publishers' slot stores happen-before their
+                // Release role decrement that we observed: one more look.
+                if ring.broadcast_may_have(*cursor) {
+                    continue;
+                }
+                return Err(Fail::Disconnected);
+            }
+            let c = *cursor;
+            self.wait_once(&spin, deadline, ring.data_word(), || {
+                ring.broadcast_may_have(c) || self.gone_before_waiting(deadline)
+            })?;
+        }
     }
 }

@@ -312,7 +312,10 @@ pub(crate) struct Participant {
     /// otherwise: its end raises the orphan epoch, and only then is this
     /// cleared, by a CAS from that generation (design.md §3.12).
     pub delivering: AtomicU32,
-    pub _reserved: AtomicU64,
+    /// A broadcast subscriber's next ticket, with bit 63 (`HOLD`) set
+    /// while it reads that ticket in place (design.md §3.13); 0 and unused
+    /// in a queue.
+    pub cursor: AtomicU64,
 }
 
 /// Participant states.
@@ -396,6 +399,7 @@ mod asserts {
     const_assert_eq!(offset_of!(ConfigLine, max_attempts), 96);
     const_assert_eq!(offset_of!(ConfigLine, kind), 100);
     const_assert_eq!(offset_of!(Participant, delivering), 20);
+    const_assert_eq!(offset_of!(Participant, cursor), 24);
     const_assert_eq!(offset_of!(Lane, swept), 40);
     const_assert_eq!(offset_of!(Header, enq), 128);
     const_assert_eq!(offset_of!(Header, deq), 256);

@@ -82,7 +82,7 @@ pub use crate::wait::{Disconnect, WaitStrategy};
 #[cfg(loom)]
 #[doc(hidden)]
 pub mod __loom {
-    pub use crate::blocking::{Endpoint, Fail};
+    pub use crate::blocking::{Broadcasted, Endpoint, Fail};
     pub use crate::layout::{Layout, ROLE_RECEIVER, ROLE_SENDER, WaitWord};
     pub use crate::ring::{
         Allocation, Busy, Claim, Fragment, GaveBack, LaneLease, Next, Owner, Ring, StreamRead,

@@ -69,12 +69,14 @@ const KIND_STREAM: u32 = 3;
 /// consumer that claimed its stream's head.
 const KIND_FRAGMENT: u32 = 4;
 
+mod broadcast;
 mod deliver;
 mod index;
 mod lane;
 mod participants;
 mod peek;
 mod stream;
+pub use broadcast::{Room, Seen};
 #[cfg(loom)]
 pub use deliver::GaveBack;
 pub use stream::{Fragment, Next, StreamRead, StreamStatus};

@@ -31,11 +31,26 @@ pub fn check(name: &str, f: impl Fn() + Sync + Send + 'static) {
 /// while another makes progress: allows up to `max_branches` branches in
 /// one execution instead of loom's default.
 pub fn check_long(name: &str, max_branches: Option<usize>, f: impl Fn() + Sync + Send + 'static) {
+    check_with(name, max_branches, None, f)
+}
+
+/// [`check_long`] at a preemption bound of at most `bound` (below the one
+/// the environment sets), for a model whose threads are too many to
+/// explore at the bound CI uses for the others.
+pub fn check_with(
+    name: &str,
+    max_branches: Option<usize>,
+    bound: Option<usize>,
+    f: impl Fn() + Sync + Send + 'static,
+) {
     let count = std::sync::Arc::new(AtomicUsize::new(0));
     let counter = std::sync::Arc::clone(&count);
     let mut builder = loom::model::Builder::new();
     if let Some(b) = max_branches {
         builder.max_branches = b;
+    }
+    if let Some(b) = bound {
+        builder.preemption_bound = Some(builder.preemption_bound.map_or(b, |e| e.min(b)));
     }
     let bound = builder.preemption_bound;
     builder.check(move || {
@@ -153,6 +168,7 @@ pub struct Peer<'a> {
     ring: &'a Ring,
     me: Owner,
     strategy: WaitStrategy,
+    peers: u32,
     preferred: AtomicU32,
     swept: AtomicU64,
 }
@@ -164,8 +180,19 @@ impl<'a> Peer<'a> {
             ring,
             me,
             strategy,
+            peers: shmq::__loom::ROLE_RECEIVER,
             preferred: AtomicU32::new(0),
             swept: AtomicU64::new(0),
+        }
+    }
+}
+
+impl<'a> Peer<'a> {
+    /// A broadcast subscriber (its peers are the publishers), parking.
+    pub fn subscriber(ring: &'a Ring, me: Owner) -> Self {
+        Self {
+            peers: shmq::__loom::ROLE_SENDER,
+            ..Self::new(ring, me, WaitStrategy::Park)
         }
     }
 }
@@ -179,7 +206,7 @@ impl Endpoint for Peer<'_> {
         Waiter {
             strategy: self.strategy,
             disconnect: Disconnect::Always,
-            peers: shmq::__loom::ROLE_RECEIVER,
+            peers: self.peers,
         }
     }
 
@@ -426,4 +453,73 @@ pub fn dying<T>(k: u32, f: impl FnOnce() -> T) -> Result<T, &'static str> {
     });
     crash::arm(u32::MAX);
     out
+}
+
+/// A broadcast ring of one lane of `lane_size` bytes and `slots` slots:
+/// participants `0..publishers` attached as publishers (senders), the next
+/// `subscribers` as subscribers (receivers), the rest of the 4 free.
+pub fn broadcast_ring(lane_size: u64, slots: u32, publishers: u32, subscribers: u32) -> Arc<Ring> {
+    let layout = Layout::new(1, lane_size, slots, 4).expect("valid model layout");
+    let r = Ring::new_heap(layout);
+    for i in 0..publishers + subscribers {
+        let role = if i < publishers {
+            shmq::__loom::ROLE_SENDER
+        } else {
+            shmq::__loom::ROLE_RECEIVER
+        };
+        assert_eq!(r.try_claim_participant(i, role, 1), Some(owner(i)));
+    }
+    Arc::new(r)
+}
+
+/// A blocking publish, as `Publisher::send` runs it (the shipped loop).
+pub fn publish(ring: &Ring, me: Owner, bytes: &[u8], lossless: bool) {
+    Peer::new(ring, me, WaitStrategy::Park)
+        .broadcast_send(bytes, None, lossless)
+        .expect("a blocking publish succeeds");
+}
+
+/// What a broadcast receive got, copied out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Got {
+    /// A whole message.
+    Message(Vec<u8>),
+    /// This many messages were overwritten unread.
+    Lagged(u64),
+}
+
+/// A blocking broadcast receive at `*cursor` (the shipped loop), read and
+/// finished; `pin` in latest-wins mode.
+pub fn receive(ring: &Ring, me: Owner, cursor: &mut u64, pin: bool) -> Got {
+    use shmq::__loom::Broadcasted;
+    match Peer::subscriber(ring, me)
+        .broadcast_receive(cursor, pin, None)
+        .expect("a blocking receive gets something")
+    {
+        Broadcasted::Message(c, t) => {
+            let mut v = Vec::new();
+            ring.read_payload(&c, &mut v);
+            ring.broadcast_done(me, t);
+            *cursor = t + 1;
+            Got::Message(v)
+        }
+        Broadcasted::Lagged(n) => Got::Lagged(n),
+    }
+}
+
+/// What the reaper does once participant `index` (attached as `role`) is
+/// found dead, for a broadcast ring: retire its entry, and wake the
+/// publishers its cursor may have held back (the region layer does this
+/// for a broadcast region on every subscriber that leaves).
+pub fn reap_broadcast(r: &Ring, index: u32, role: u32) {
+    assert!(
+        r.reap_participant(
+            index,
+            Ring::alive_word(owner(index), role),
+            Some(reaper(index)),
+            &|j| j != index
+        )
+        .is_some()
+    );
+    r.wake_all(r.space_word());
 }

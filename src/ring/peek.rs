@@ -21,9 +21,9 @@ impl Ring {
             .count()
     }
 
-    /// Whether some participant holds `lane`'s lease, for inspection.
-    #[cfg(not(loom))]
-    pub(crate) fn lane_leased(&self, lane: u32) -> bool {
+    /// Whether some participant holds `lane`'s lease (for inspection, and
+    /// the wait condition of a publisher waiting for the publish lease).
+    pub fn lane_leased(&self, lane: u32) -> bool {
         self.lane(lane).owner.load(Ordering::Acquire) != 0
     }
 
