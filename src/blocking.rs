@@ -38,7 +38,6 @@ pub enum Fail {
 
 /// What a broadcast receive got.
 #[derive(Debug)]
-#[cfg_attr(not(loom), allow(dead_code))] // until the broadcast API uses it
 pub enum Broadcasted {
     /// The message of this ticket: read it, then
     /// [`Ring::broadcast_done`] with the ticket.
@@ -78,6 +77,12 @@ pub trait Endpoint {
     fn pinned_by_this_thread(&self, need: u64) -> bool;
     /// Called after each message taken (rate-limited reaping).
     fn after_claim(&self);
+    /// Whether a broadcast message the calling thread holds keeps every
+    /// ticket below `target` from being reclaimed (waiting would never
+    /// end). None by default: a queue's handle holds no broadcast message.
+    fn holds_back(&self, _target: u64, _lossless: bool) -> bool {
+        false
+    }
 
     /// The fast check, before each attempt: under
     /// [`Disconnect::Always`](crate::Disconnect::Always) a call fails once
@@ -386,11 +391,8 @@ pub trait Endpoint {
         Ok(())
     }
 
-    #[cfg_attr(not(loom), allow(dead_code))] // until the broadcast API uses it
-    /// Publishes `msg` to every subscriber (design.md §3.13): takes the
-    /// publish lease, reclaims room (waiting, in `lossless` mode, for the
-    /// slowest live subscriber; otherwise only for one reading in place),
-    /// writes and publishes. Never fails for want of subscribers.
+    /// Publishes `msg` to every subscriber (design.md §3.13): reserves
+    /// (below), writes and publishes. Never fails for want of subscribers.
     fn broadcast_send(
         &self,
         msg: &[u8],
@@ -398,7 +400,27 @@ pub trait Endpoint {
         lossless: bool,
     ) -> Result<(), Fail> {
         let ring = self.ring();
-        if msg.len() as u64 > ring.layout().max_message {
+        let (mut lease, alloc, ticket) =
+            self.broadcast_reserve(msg.len() as u64, deadline, lossless)?;
+        ring.write_payload(&lease, &alloc, msg);
+        ring.broadcast_publish(&mut lease, alloc, ticket);
+        ring.unlease(lease);
+        Ok(())
+    }
+
+    /// Takes the publish lease with room reclaimed for a message of `len`
+    /// bytes, waiting (in `lossless` mode) for the slowest live subscriber,
+    /// otherwise only for one reading in place. The caller writes the
+    /// payload into the allocation, then publishes it as the ticket with
+    /// [`Ring::broadcast_publish`] and gives the lease back.
+    fn broadcast_reserve(
+        &self,
+        len: u64,
+        deadline: Option<Duration>,
+        lossless: bool,
+    ) -> Result<(LaneLease, Allocation, u64), Fail> {
+        let ring = self.ring();
+        if len > ring.layout().max_message {
             return Err(Fail::TooLarge);
         }
         let owner = self.owner()?;
@@ -410,18 +432,16 @@ pub trait Endpoint {
             };
             let room = ring
                 .broadcast_repair(&mut lease)
-                .and_then(|t| ring.broadcast_room(&mut lease, t, msg.len() as u64, lossless));
+                .and_then(|t| ring.broadcast_room(&mut lease, t, len, lossless));
             match room {
-                Ok(Room::Ready { alloc, ticket }) => {
-                    ring.write_payload(&lease, &alloc, msg);
-                    ring.broadcast_publish(&mut lease, alloc, ticket);
-                    ring.unlease(lease);
-                    return Ok(());
-                }
+                Ok(Room::Ready { alloc, ticket }) => return Ok((lease, alloc, ticket)),
                 Ok(Room::Blocked { target }) => {
                     // wait without the lease: a publisher that dies asleep
                     // holds nothing
                     ring.unlease(lease);
+                    if deadline != Some(Duration::ZERO) && self.holds_back(target, lossless) {
+                        return Err(Fail::WouldDeadlock);
+                    }
                     self.wait_for_room(&spin, deadline, || {
                         !ring.broadcast_blocked(target, lossless)
                     })?;
@@ -434,7 +454,6 @@ pub trait Endpoint {
         }
     }
 
-    #[cfg_attr(not(loom), allow(dead_code))] // until the broadcast API uses it
     /// A broadcast publisher's wait on `space`. Subscribers that all left
     /// (or died, and were reaped here) are not an error for a publisher:
     /// it looks again.
@@ -450,7 +469,6 @@ pub trait Endpoint {
         }
     }
 
-    #[cfg_attr(not(loom), allow(dead_code))] // until the broadcast API uses it
     /// The next message for a subscriber at `*cursor` (pinning it first if
     /// `pin`: latest-wins mode), waiting for one. `Disconnected` once every
     /// publisher that attached has gone and nothing more was published.

@@ -49,6 +49,9 @@ pub enum AttachError {
     /// The operating system refused (the `errno`), for instance while
     /// opening the child's liveness lock.
     Os(i32),
+    /// A write grant made before the fork: it belongs to the parent, which
+    /// publishes or drops it; the child's copy publishes nothing.
+    Inherited,
 }
 
 impl AttachError {
@@ -65,9 +68,15 @@ impl AttachError {
 
 impl fmt::Display for AttachError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if *self == Self::Inherited {
+            return f.write_str(
+                "this write grant was made before a fork: it belongs to the parent \
+                 process, which publishes or drops it; nothing was published",
+            );
+        }
         f.write_str(
             "this handle was first used in a forked child, which must join the \
-             queue as a participant of its own, and could not: ",
+             channel as a participant of its own, and could not: ",
         )?;
         match self {
             Self::TooManyParticipants { max } => write!(
@@ -76,6 +85,7 @@ impl fmt::Display for AttachError {
                  create the queue with a larger Config::participants"
             ),
             Self::Os(errno) => write!(f, "{}", io::Error::from_raw_os_error(*errno)),
+            Self::Inherited => Ok(()),
         }
     }
 }
@@ -291,3 +301,53 @@ impl std::error::Error for OpenError {
         }
     }
 }
+
+/// The methods and impls every send error of every channel kind has
+/// (`into_inner`, `without_message`, `is_too_large`, `Debug`, `Error`):
+/// unit variants carry the message, two-field ones the message and a
+/// cause.
+#[cfg_attr(loom, allow(unused_macros))] // the API modules are not built under loom
+macro_rules! send_error_common {
+    ($ty:ident { $($var:ident),* }) => {
+        send_error_common!($ty { $($var),* } { Corrupted, Attach });
+    };
+    ($ty:ident { $($var:ident),* } { $($var2:ident),* }) => {
+        impl<T> $ty<T> {
+            /// Gives back the message that could not be sent.
+            pub fn into_inner(self) -> T {
+                match self {
+                    $(Self::$var(t) => t,)*
+                    $(Self::$var2(t, _) => t,)*
+                }
+            }
+
+            /// The same error without the message, so it is `'static` and
+            /// `?` can turn it into a `Box<dyn Error>` even when the message
+            /// was a borrowed slice.
+            pub fn without_message(self) -> $ty<()> {
+                match self {
+                    $(Self::$var(_) => $ty::$var(()),)*
+                    $(Self::$var2(_, c) => $ty::$var2((), c),)*
+                }
+            }
+
+            /// Whether the message exceeds the channel's `max_message`.
+            pub fn is_too_large(&self) -> bool {
+                matches!(self, Self::TooLarge(_))
+            }
+        }
+
+        impl<T> fmt::Debug for $ty<T> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                match self {
+                    $(Self::$var(_) => f.write_str(concat!(stringify!($ty), "::", stringify!($var), "(..)")),)*
+                    $(Self::$var2(_, c) => write!(f, concat!(stringify!($ty), "::", stringify!($var2), "(.., {:?})"), c),)*
+                }
+            }
+        }
+
+        impl<T> std::error::Error for $ty<T> {}
+    };
+}
+#[cfg(not(loom))]
+pub(crate) use send_error_common;

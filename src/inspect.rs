@@ -126,7 +126,9 @@ pub struct Inspection {
     pub slots: u32,
     /// Size of the participant table.
     pub participant_entries: u32,
-    /// Messages published and not yet claimed (an exact scan of the index).
+    /// A queue: messages published and not yet claimed (an exact scan of
+    /// the index). A broadcast channel: messages it holds (published and
+    /// not yet overwritten).
     pub messages: u64,
     /// Arena bytes held by records not yet released, over all lanes.
     pub bytes_in_use: u64,
@@ -241,7 +243,11 @@ impl Inspection {
             max_message: layout.max_message,
             slots: layout.slot_count,
             participant_entries: layout.participant_count,
-            messages: ring.published_exact() as u64,
+            messages: match kind {
+                ChannelKind::Queue => ring.published_exact() as u64,
+                // what the channel holds for subscribers that lag
+                _ => ring.broadcast_held(),
+            },
             bytes_in_use: lanes.iter().map(|l| l.bytes_in_use).sum(),
             live_senders: senders,
             live_receivers: receivers,

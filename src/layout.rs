@@ -102,6 +102,9 @@ pub(crate) const LIFECYCLE_LOCK_BYTE: u64 = 1;
 /// Participant `i` holds an OFD lock on byte `PARTICIPANT_LOCK_BASE + i`.
 pub(crate) const PARTICIPANT_LOCK_BASE: u64 = 2;
 
+/// `ConfigLine::flags` of a broadcast region: latest wins (else lossless).
+pub(crate) const FLAG_LATEST_WINS: u32 = 1;
+
 /// `ConfigLine::removal`: when the name is removed (see `Removal`).
 pub(crate) const REMOVE_WHEN_UNUSED_AND_EMPTY: u32 = 0;
 pub(crate) const REMOVE_WHEN_UNUSED: u32 = 1;
@@ -646,7 +649,13 @@ impl Layout {
             ));
         }
         let flags = cfg.flags.load(r);
-        if flags != 0 {
+        // a broadcast's mode bit (lossless or latest wins); nothing else
+        let known = if kind == ChannelKind::Broadcast {
+            FLAG_LATEST_WINS
+        } else {
+            0
+        };
+        if flags & !known != 0 {
             return Err(ValidateError::Corrupted(format!(
                 "unknown flags {flags:#x}"
             )));

@@ -28,7 +28,8 @@
 //!
 //! Each kind of channel is a module with its own types and errors, as
 //! tokio's `sync::{mpsc, broadcast, watch}` are: [`queue`] (each message to
-//! one receiver). The crate root keeps what every kind shares
+//! one receiver) and [`broadcast`] (every message to every subscriber). The
+//! crate root keeps what every kind shares
 //! ([`OpenError`], [`ChannelKind`], [`WaitStrategy`], [`Removal`],
 //! [`inspect`]) and re-exports the queue's names, so `shmq::Queue` and
 //! `shmq::queue::Queue` are the same type.
@@ -46,6 +47,8 @@
 #![cfg_attr(loom, allow(dead_code, unused_imports))]
 
 mod blocking;
+#[cfg(not(loom))]
+pub mod broadcast;
 mod error;
 #[cfg(not(loom))]
 mod inspect;

@@ -133,24 +133,14 @@ impl Queue {
     /// # Errors
     /// As [`Queue::create`] and [`Queue::open`].
     pub fn create_or_open(name: &str, config: Config) -> Result<Self, OpenError> {
-        loop {
-            match Self::create(name, config.clone()) {
-                Err(OpenError::AlreadyExists { .. }) => {}
-                other => return other,
-            }
-            match Self::open(name) {
-                Err(OpenError::NotFound { .. }) => continue, // unlinked meanwhile
-                Err(OpenError::Abandoned { .. }) => {
-                    Shared::remove_abandoned(sys::validate_name(name)?)?;
-                    continue;
-                }
-                Ok(mut q) => {
-                    q.wait = config.wait;
-                    return Ok(q);
-                }
-                other => return other,
-            }
-        }
+        let wait = config.wait;
+        let mut q = crate::region::create_or_open(
+            name,
+            || Self::create(name, config.clone()),
+            || Self::open(name),
+        )?;
+        q.wait = wait;
+        Ok(q)
     }
 
     /// Removes the name `name` from `/dev/shm` whether or not it is in use

@@ -5,7 +5,7 @@
 //! queue (`queue.rs`) builds its senders and receivers on it.
 
 use std::ptr::NonNull;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::error::OpenError;
@@ -15,7 +15,7 @@ use crate::layout::{
     ROLE_ATTACH, ROLE_RECEIVER, ROLE_SENDER, ValidateError,
 };
 use crate::ring::{Owner, Ring};
-use crate::sync::{self, AtomicU64, Ordering};
+use crate::sync::{self, AtomicU32, AtomicU64, Ordering};
 use crate::sys::{self, LockFile, Mapping, ShmFile};
 pub(crate) use crate::wait::Check;
 
@@ -96,6 +96,8 @@ static NEXT_SHARED_ID: std::sync::atomic::AtomicUsize = std::sync::atomic::Atomi
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub(crate) name: String,
+    /// The kind of channel the region holds.
+    pub(crate) kind: ChannelKind,
     pub(crate) file: ShmFile,
     pub(crate) ring: Ring,
     /// Declared after `ring`: unmapped last.
@@ -158,12 +160,14 @@ fn reap_dead(ring: &Ring, file: &ShmFile, me: Option<Owner>) {
 /// After a participant of `role` left: if it was the last of its role, wake
 /// the other side so that it sees the disconnect.
 fn after_retire(ring: &Ring, role: u32) {
-    let (senders, receivers, _) = ring.role_counts();
+    let (senders, _, _) = ring.role_counts();
     let h = ring.header();
     if role == ROLE_SENDER && senders == 0 {
         ring.wake_all(&h.data.word);
     }
-    if role == ROLE_RECEIVER && receivers == 0 {
+    // every receiver that leaves: a broadcast publisher may be waiting on
+    // its cursor (and a queue's senders on the last one's departure)
+    if role == ROLE_RECEIVER {
         ring.wake_all(&h.space.word);
     }
 }
@@ -276,6 +280,9 @@ impl Drop for Shared {
             && self.ring.header().roles.removed.load(Ordering::Acquire) == 0
             && live_entries(&self.ring, &probe) == 0
             && (removal == REMOVE_WHEN_UNUSED
+                // a broadcast's messages are for its subscribers, and the
+                // last process out has none
+                || self.kind != ChannelKind::Queue
                 || (self.ring.published_exact() == 0
                     // a dead receiver's deliveries, and a claim a dead
                     // receiver made and its reaper could not yet return,
@@ -382,7 +389,7 @@ impl Shared {
         // `open`: the configuration and the slots happen-before validation.
         cfg.init_state.store(INIT_READY, Ordering::Release);
         let _ = file.unlock_byte(INIT_LOCK_BYTE);
-        Ok(Self::from_parts(bare, file, map, ring, attachment))
+        Ok(Self::from_parts(bare, kind, file, map, ring, attachment))
     }
 
     /// Opens the existing region `name` of channel kind `kind`, waiting
@@ -412,7 +419,7 @@ impl Shared {
             }
             let attached = Self::attach(&ring, &file);
             let _ = file.unlock_byte(LIFECYCLE_LOCK_BYTE);
-            return Ok(Self::from_parts(bare, file, map, ring, attached?));
+            return Ok(Self::from_parts(bare, kind, file, map, ring, attached?));
         }
         Err(OpenError::NotFound {
             name: bare.to_owned(),
@@ -523,6 +530,7 @@ impl Shared {
 
     fn from_parts(
         name: &str,
+        kind: ChannelKind,
         file: ShmFile,
         map: Mapping,
         ring: Ring,
@@ -536,6 +544,7 @@ impl Shared {
             Removal::from_raw(ring.header().config.removal.load(Ordering::Relaxed)).to_raw();
         Arc::new(Shared {
             name: name.to_owned(),
+            kind,
             file,
             ring,
             _map: map,
@@ -703,5 +712,84 @@ impl Drop for Registration {
             .lock
             .file()
             .unlock_byte(PARTICIPANT_LOCK_BASE + u64::from(self.owner.index));
+    }
+}
+
+/// A sender or receiver (or publisher, or subscriber) of any kind of
+/// channel: its registration, and the fork-safe way to its participant
+/// identity. Shared by the clones of one handle.
+#[derive(Debug)]
+pub(crate) struct Member {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) role: u32,
+    reg: Mutex<Registration>,
+    /// `owner` of `reg`, readable without the lock.
+    owner_index: AtomicU32,
+    owner_gen: AtomicU32,
+    fork_gen: AtomicU64,
+}
+
+impl Member {
+    pub(crate) fn new(shared: &Arc<Shared>, role: u32) -> Result<Self, OpenError> {
+        let reg = Registration::new(shared, role)?;
+        Ok(Self {
+            shared: Arc::clone(shared),
+            role,
+            owner_index: AtomicU32::new(reg.owner.index),
+            owner_gen: AtomicU32::new(reg.owner.generation),
+            fork_gen: AtomicU64::new(reg.fork_gen),
+            reg: Mutex::new(reg),
+        })
+    }
+
+    /// This member's participant identity, and whether it is new: in a
+    /// forked child the inherited registration is the parent's, so the
+    /// first use registers anew (a subscriber then subscribes again).
+    pub(crate) fn owner(&self) -> Result<(Owner, bool), OpenError> {
+        let g = sys::fork_generation();
+        if g == self.fork_gen.load(Ordering::Acquire) {
+            let owner = Owner {
+                index: self.owner_index.load(Ordering::Relaxed),
+                generation: self.owner_gen.load(Ordering::Relaxed),
+            };
+            return Ok((owner, false));
+        }
+        let mut reg = self.reg.lock().unwrap_or_else(|p| p.into_inner());
+        if reg.fork_gen == g {
+            return Ok((reg.owner, false)); // another thread of this child did it
+        }
+        let new = Registration::new(&self.shared, self.role)?;
+        let old = std::mem::replace(&mut *reg, new);
+        drop(old); // does not touch the parent's entry (fork generation)
+        self.owner_index.store(reg.owner.index, Ordering::Relaxed);
+        self.owner_gen
+            .store(reg.owner.generation, Ordering::Relaxed);
+        self.fork_gen.store(g, Ordering::Release);
+        Ok((reg.owner, true))
+    }
+}
+
+/// Opens `name` if it exists, else creates it (the `create_or_open` of
+/// every kind): safe to race from many processes, exactly one creates. A
+/// region whose creator died while creating it is removed and created
+/// anew (by exactly one of the racing processes).
+pub(crate) fn create_or_open<T>(
+    name: &str,
+    create: impl Fn() -> Result<T, OpenError>,
+    open: impl Fn() -> Result<T, OpenError>,
+) -> Result<T, OpenError> {
+    loop {
+        match create() {
+            Err(OpenError::AlreadyExists { .. }) => {}
+            other => return other,
+        }
+        match open() {
+            Err(OpenError::NotFound { .. }) => continue, // unlinked meanwhile
+            Err(OpenError::Abandoned { .. }) => {
+                Shared::remove_abandoned(sys::validate_name(name)?)?;
+                continue;
+            }
+            other => return other,
+        }
     }
 }

@@ -76,7 +76,7 @@ mod lane;
 mod participants;
 mod peek;
 mod stream;
-pub use broadcast::{Room, Seen};
+pub use broadcast::{HOLD, Room, Seen};
 #[cfg(loom)]
 pub use deliver::GaveBack;
 pub use stream::{Fragment, Next, StreamRead, StreamStatus};

@@ -5,55 +5,21 @@
 
 use std::fmt;
 
-use crate::error::{AttachError, Corruption};
+use crate::error::{AttachError, Corruption, send_error_common};
 
-macro_rules! send_error_common {
-    ($ty:ident { $($var:ident),* }) => {
-        send_error_common!($ty { $($var),* } { Corrupted, Attach });
-    };
-    ($ty:ident { $($var:ident),* } { $($var2:ident),* }) => {
+/// `is_disconnected` of the queue's send errors (a broadcast publisher
+/// has no such error).
+macro_rules! send_disconnected {
+    ($($ty:ident),*) => {$(
         impl<T> $ty<T> {
-            /// Gives back the message that could not be sent.
-            pub fn into_inner(self) -> T {
-                match self {
-                    $(Self::$var(t) => t,)*
-                    $(Self::$var2(t, _) => t,)*
-                }
-            }
-
-            /// The same error without the message, so it is `'static` and
-            /// `?` can turn it into a `Box<dyn Error>` even when the message
-            /// was a borrowed slice.
-            pub fn without_message(self) -> $ty<()> {
-                match self {
-                    $(Self::$var(_) => $ty::$var(()),)*
-                    $(Self::$var2(_, c) => $ty::$var2((), c),)*
-                }
-            }
-
             /// Whether no receiver is attached any more.
             pub fn is_disconnected(&self) -> bool {
                 matches!(self, Self::Disconnected(_))
             }
-
-            /// Whether the message exceeds [`Queue::max_message`](crate::Queue::max_message).
-            pub fn is_too_large(&self) -> bool {
-                matches!(self, Self::TooLarge(_))
-            }
         }
-
-        impl<T> fmt::Debug for $ty<T> {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                match self {
-                    $(Self::$var(_) => f.write_str(concat!(stringify!($ty), "::", stringify!($var), "(..)")),)*
-                    $(Self::$var2(_, c) => write!(f, concat!(stringify!($ty), "::", stringify!($var2), "(.., {:?})"), c),)*
-                }
-            }
-        }
-
-        impl<T> std::error::Error for $ty<T> {}
-    };
+    )*};
 }
+send_disconnected!(SendError, TrySendError, SendTimeoutError);
 
 const DISCONNECTED_SEND: &str =
     "sending on a queue whose receivers have all detached or died; the message is returned";

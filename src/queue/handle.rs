@@ -11,10 +11,9 @@ use super::{Disconnect, Fail, Sender, WaitStrategy, stream};
 use crate::blocking::Endpoint;
 use crate::error::OpenError;
 use crate::layout::{ROLE_RECEIVER, ROLE_SENDER};
-use crate::region::{Check, Registration, Shared};
+use crate::region::{Check, Member, Shared};
 use crate::ring::{Claim, Owner, Ring, StreamRead, Take};
-use crate::sync::{AtomicU32, AtomicU64, Ordering};
-use crate::sys;
+use crate::sync::{AtomicU32, AtomicU64};
 use crate::wait::Waiter;
 
 /// State shared by the clones of one sender or receiver.
@@ -24,11 +23,8 @@ pub(super) struct Handle {
     pub(super) role: u32,
     pub(super) wait: WaitStrategy,
     pub(super) disconnect: Disconnect,
-    pub(super) reg: Mutex<Registration>,
-    /// `owner` of `reg`, readable without the lock.
-    pub(super) owner_index: AtomicU32,
-    pub(super) owner_gen: AtomicU32,
-    pub(super) fork_gen: AtomicU64,
+    /// The registration, fork-safe.
+    pub(super) member: Member,
     /// The lane this sender last wrote to (senders only).
     pub(super) preferred_lane: AtomicU32,
     /// A sender into the dead-letter queue, opened when first needed
@@ -53,27 +49,11 @@ impl Endpoint for Handle {
         }
     }
 
-    /// This handle's participant identity. In a forked child the inherited
-    /// registration is the parent's: register anew on first use.
     fn owner(&self) -> Result<Owner, Fail> {
-        let g = sys::fork_generation();
-        if g == self.fork_gen.load(Ordering::Acquire) {
-            return Ok(Owner {
-                index: self.owner_index.load(Ordering::Relaxed),
-                generation: self.owner_gen.load(Ordering::Relaxed),
-            });
-        }
-        let mut reg = self.reg.lock().unwrap_or_else(|p| p.into_inner());
-        if reg.fork_gen != g {
-            let new = Registration::new(&self.shared, self.role).map_err(|e| Fail::attach(&e))?;
-            let old = std::mem::replace(&mut *reg, new);
-            drop(old); // does not touch the parent's entry (fork generation)
-            self.owner_index.store(reg.owner.index, Ordering::Relaxed);
-            self.owner_gen
-                .store(reg.owner.generation, Ordering::Relaxed);
-            self.fork_gen.store(g, Ordering::Release);
-        }
-        Ok(reg.owner)
+        self.member
+            .owner()
+            .map(|(o, _)| o)
+            .map_err(|e| Fail::attach(&e))
     }
 
     fn role_gone(&self, role: u32, check: Check) -> bool {
@@ -108,16 +88,12 @@ impl Handle {
         wait: WaitStrategy,
         disconnect: Disconnect,
     ) -> Result<Self, OpenError> {
-        let reg = Registration::new(shared, role)?;
         Ok(Self {
             shared: Arc::clone(shared),
             role,
             wait,
             disconnect,
-            owner_index: AtomicU32::new(reg.owner.index),
-            owner_gen: AtomicU32::new(reg.owner.generation),
-            fork_gen: AtomicU64::new(reg.fork_gen),
-            reg: Mutex::new(reg),
+            member: Member::new(shared, role)?,
             preferred_lane: AtomicU32::new(0),
             dead_letter: Mutex::new(None),
         })

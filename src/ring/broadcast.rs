@@ -6,9 +6,6 @@
 //! The header's enqueue hint is `tail` (the next ticket) and its dequeue
 //! hint is `floor` (every ticket below it may be overwritten).
 
-// Driven by the loom models until the broadcast API (issue 15) uses it.
-#![cfg_attr(not(loom), allow(dead_code))]
-
 use super::*;
 use crate::sync::AtomicU64;
 
@@ -241,8 +238,9 @@ impl Ring {
         })
     }
 
-    /// Entry `i`'s cursor if it is a live subscriber.
-    fn subscriber_cursor(&self, i: u32) -> Option<u64> {
+    /// Entry `i`'s cursor if it is a live subscriber (with `HOLD` if it is
+    /// reading that ticket in place).
+    pub fn subscriber_cursor(&self, i: u32) -> Option<u64> {
         let p = self.participant(i);
         let w = p.word.load(Ordering::Acquire);
         // SYNC: Acquire pairs with the subscriber's Release advance past
@@ -371,9 +369,12 @@ impl Ring {
             || slot_lap(s).wrapping_sub(self.lap(c)) as i32 > 0
     }
 
-    /// The next ticket to publish (for counts: exact unless a publisher
-    /// died mid-publish).
-    pub fn broadcast_tail_now(&self) -> u64 {
-        self.broadcast_tail().load(Ordering::Acquire)
+    /// Messages the channel holds now (published, not yet reclaimed), for
+    /// inspection.
+    pub fn broadcast_held(&self) -> u64 {
+        let tail = self.broadcast_tail().load(Ordering::Acquire);
+        let floor = self.broadcast_floor().load(Ordering::Acquire);
+        tail.saturating_sub(floor)
+            .min(u64::from(self.layout.slot_count))
     }
 }

@@ -1,0 +1,284 @@
+//! The broadcast channel (issue 15): every subscriber gets every message
+//! published after it subscribed; lossless channels hold publishers back,
+//! latest-wins channels report gaps as `Lagged`; a subscriber that dies
+//! stops holding anyone back.
+
+#![cfg(not(loom))]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{TempName, child_role, spawn_role, wait_or_kill};
+use shmq::broadcast::{
+    Broadcast, BroadcastConfig, RecvError, RecvTimeoutError, SendError, SendTimeoutError,
+    TryRecvError,
+};
+use shmq::{ChannelKind, Config, OpenError, Queue};
+
+/// A small lossless channel: 64 KiB, messages up to 8 KiB, 16 slots.
+fn small(name: &str, lossless: bool) -> Broadcast {
+    let cfg = if lossless {
+        BroadcastConfig::lossless()
+    } else {
+        BroadcastConfig::latest_wins()
+    };
+    Broadcast::create(name, cfg.capacity_bytes(64 << 10).slots(16)).unwrap()
+}
+
+fn msg(i: u32, len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|k| (i as usize * 31 + k) as u8)
+        .chain(i.to_le_bytes())
+        .collect()
+}
+
+#[test]
+fn every_subscriber_gets_every_message_of_every_size_in_order() {
+    let name = TempName::new("bc-sizes");
+    let ch = small(&name, true);
+    let mut a = ch.subscriber().unwrap();
+    let mut b = ch.subscriber().unwrap();
+    let tx = ch.publisher().unwrap();
+    assert_eq!(tx.subscriber_count(), 2);
+    let max = ch.max_message();
+    assert_eq!(max, 8 << 10);
+    let sizes = [0, 1, 7, 8, 63, 64, 65, 1000, max - 4];
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            for (i, &n) in sizes.iter().enumerate().cycle().take(200) {
+                tx.send(&msg(i as u32, n)).unwrap();
+            }
+        });
+        let mut buf = Vec::new();
+        for (i, &n) in sizes.iter().enumerate().cycle().take(200) {
+            let want = msg(i as u32, n);
+            assert_eq!(&*a.recv().unwrap(), &want[..], "a, message of {n} bytes");
+            b.recv_into(&mut buf).unwrap();
+            assert_eq!(buf, want, "b, message of {n} bytes");
+        }
+    });
+    assert_eq!(a.try_recv().unwrap_err(), TryRecvError::Empty);
+}
+
+#[test]
+fn a_subscriber_gets_only_what_was_published_after_it_subscribed() {
+    let name = TempName::new("bc-late");
+    let ch = small(&name, true);
+    let tx = ch.publisher().unwrap();
+    tx.send(b"before").unwrap();
+    let mut late = ch.subscriber().unwrap();
+    tx.send(b"after").unwrap();
+    let info = shmq::inspect(&name).unwrap();
+    assert_eq!((info.kind, info.messages), (ChannelKind::Broadcast, 2));
+    assert_eq!((info.live_senders, info.live_receivers), (1, 1));
+    assert_eq!(&*late.recv().unwrap(), b"after");
+    assert_eq!(late.try_recv().unwrap_err(), TryRecvError::Empty);
+}
+
+#[test]
+fn lossless_holds_the_publisher_until_the_slowest_subscriber_reads() {
+    let name = TempName::new("bc-lossless");
+    let ch = small(&name, true);
+    let mut slow = ch.subscriber().unwrap();
+    let tx = ch.publisher().unwrap();
+    let mut sent = 0u32;
+    while tx.try_send(&msg(sent, 100)).is_ok() {
+        sent += 1;
+    }
+    assert_eq!(sent, 16, "a full buffer: every slot");
+    let e = tx.try_send(b"x").unwrap_err();
+    assert!(e.is_full(), "{e:?}");
+    let e = tx
+        .send_timeout(b"x", Duration::from_millis(50))
+        .unwrap_err();
+    assert!(e.is_timeout(), "{e:?}");
+    // one read makes room for one more
+    assert_eq!(&*slow.recv().unwrap(), &msg(0, 100)[..]);
+    tx.try_send(&msg(sent, 100)).unwrap();
+    for i in 1..=sent {
+        assert_eq!(&*slow.recv().unwrap(), &msg(i, 100)[..], "nothing lost");
+    }
+}
+
+#[test]
+fn latest_wins_never_waits_and_reports_every_gap_as_lagged() {
+    let name = TempName::new("bc-latest");
+    let ch = small(&name, false);
+    assert!(!ch.is_lossless());
+    let mut sub = ch.subscriber().unwrap();
+    let tx = ch.publisher().unwrap();
+    for i in 0..100 {
+        tx.try_send(&msg(i, 100)).unwrap();
+    }
+    let (mut got, mut lagged) = (Vec::new(), 0);
+    loop {
+        match sub.try_recv() {
+            Ok(m) => got.push(u32::from_le_bytes(m[m.len() - 4..].try_into().unwrap())),
+            Err(TryRecvError::Lagged(n)) => lagged += n,
+            Err(TryRecvError::Empty) => break,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert!(lagged > 0, "a full buffer behind");
+    assert_eq!(
+        got.len() as u64 + lagged,
+        100,
+        "every message read or counted"
+    );
+    assert!(got.windows(2).all(|w| w[1] == w[0] + 1), "{got:?}");
+    assert_eq!(got.last(), Some(&99), "the newest are kept");
+    let e = RecvError::Lagged(lagged);
+    assert!(
+        e.to_string().contains(&format!("{lagged} message(s)")),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_too_large_message_is_refused_with_the_limit() {
+    let name = TempName::new("bc-large");
+    let ch = small(&name, true);
+    let tx = ch.publisher().unwrap();
+    let big = vec![0u8; ch.max_message() + 1];
+    match tx.send(&big) {
+        Err(SendError::TooLarge(m)) => assert_eq!(m.len(), big.len()),
+        other => panic!("{other:?}"),
+    }
+    let e = tx.try_send(&big).unwrap_err();
+    assert!(
+        e.is_too_large() && e.to_string().contains("max_message"),
+        "{e}"
+    );
+}
+
+#[test]
+fn reserve_writes_in_place_and_a_dropped_grant_publishes_nothing() {
+    let name = TempName::new("bc-reserve");
+    let ch = small(&name, true);
+    let mut sub = ch.subscriber().unwrap();
+    let tx = ch.publisher().unwrap();
+    let mut g = tx.reserve(5).unwrap();
+    g.copy_from_slice(b"hello");
+    g.commit().unwrap();
+    drop(tx.reserve(3).unwrap());
+    tx.send(b"next").unwrap();
+    assert_eq!(&*sub.recv().unwrap(), b"hello");
+    assert_eq!(&*sub.recv().unwrap(), b"next");
+}
+
+#[test]
+fn publishing_while_this_thread_holds_the_oldest_message_is_would_deadlock() {
+    let name = TempName::new("bc-deadlock");
+    let ch = small(&name, true);
+    let mut sub = ch.subscriber().unwrap();
+    let tx = ch.publisher().unwrap();
+    while tx.try_send(b"fill").is_ok() {}
+    let held = sub.recv().unwrap();
+    let e = tx.send(b"more").unwrap_err();
+    assert!(matches!(e, SendError::WouldDeadlock(_)), "{e:?}");
+    let e = tx
+        .send_timeout(b"more", Duration::from_secs(30))
+        .unwrap_err();
+    assert!(matches!(e, SendTimeoutError::WouldDeadlock(_)), "{e:?}");
+    drop(held);
+    tx.send(b"more").unwrap();
+}
+
+#[test]
+fn a_subscriber_that_leaves_stops_holding_the_publisher_back() {
+    let name = TempName::new("bc-leave");
+    let ch = small(&name, true);
+    let idle = ch.subscriber().unwrap();
+    let mut reader = ch.subscriber().unwrap();
+    let tx = ch.publisher().unwrap();
+    while tx.try_send(b"m").is_ok() {}
+    while reader.try_recv().is_ok() {}
+    assert!(
+        tx.try_send(b"m").unwrap_err().is_full(),
+        "idle holds it back"
+    );
+    drop(idle);
+    tx.try_send(b"m").unwrap();
+}
+
+#[test]
+fn subscribers_hear_disconnected_after_reading_what_the_last_publisher_sent() {
+    let name = TempName::new("bc-disc");
+    let ch = small(&name, true);
+    let mut sub = ch.subscriber().unwrap();
+    let tx = ch.publisher().unwrap();
+    tx.send(b"last words").unwrap();
+    drop(tx);
+    assert_eq!(&*sub.recv().unwrap(), b"last words");
+    assert_eq!(sub.recv().unwrap_err(), RecvError::Disconnected);
+    assert_eq!(
+        sub.recv_timeout(Duration::from_secs(5)).unwrap_err(),
+        RecvTimeoutError::Disconnected
+    );
+    let all: Vec<_> = sub.iter().collect();
+    assert!(all.is_empty());
+}
+
+#[test]
+fn a_queue_and_a_broadcast_refuse_to_open_each_other() {
+    let bname = TempName::new("bc-kind");
+    let _ch = small(&bname, true);
+    match Queue::open(&bname) {
+        Err(OpenError::WrongKind { found, .. }) => assert_eq!(found, ChannelKind::Broadcast),
+        other => panic!("{other:?}"),
+    }
+    let qname = TempName::new("bc-kind-q");
+    let _q = Queue::create(&qname, Config::default().capacity_bytes(1 << 16)).unwrap();
+    match Broadcast::open(&qname) {
+        Err(e @ OpenError::WrongKind { .. }) => {
+            assert!(e.to_string().contains("shmq::queue::Queue::open"), "{e}")
+        }
+        other => panic!("{other:?}"),
+    }
+    let again = Broadcast::open(&bname).unwrap();
+    assert!(again.is_lossless());
+    assert_eq!(shmq::inspect(&bname).unwrap().kind, ChannelKind::Broadcast);
+}
+
+/// Child role: subscribe to `SHMQ_NAME`, say so through the queue
+/// `SHMQ_NAME-ready`, then never read.
+fn idle_subscriber() {
+    let name = std::env::var("SHMQ_NAME").unwrap();
+    let ch = Broadcast::open(&name).unwrap();
+    let _sub = ch.subscriber().unwrap();
+    let ready = Queue::open(&format!("{name}-ready")).unwrap();
+    ready.sender().unwrap().send(b"subscribed").unwrap();
+    std::thread::sleep(Duration::from_secs(120));
+}
+
+#[test]
+fn a_killed_subscriber_stops_holding_the_publisher_back_within_the_liveness_period() {
+    const TEST: &str =
+        "a_killed_subscriber_stops_holding_the_publisher_back_within_the_liveness_period";
+    if child_role().is_some() {
+        return idle_subscriber();
+    }
+    let name = TempName::new("bc-kill");
+    let ready_name = TempName(format!("{}-ready", &*name));
+    let ch = small(&name, true);
+    let ready = Queue::create(&ready_name, Config::default().capacity_bytes(1 << 16)).unwrap();
+    let mut rx = ready.receiver().unwrap();
+    let tx = ch.publisher().unwrap();
+    let mut child = spawn_role(TEST, "sub", &[("SHMQ_NAME", name.0.clone())]);
+    assert_eq!(
+        &*rx.recv_timeout(Duration::from_secs(60)).unwrap(),
+        b"subscribed"
+    );
+    while tx.try_send(b"m").is_ok() {}
+    assert!(matches!(
+        tx.send_timeout(b"m", Duration::from_millis(100)),
+        Err(SendTimeoutError::Timeout(_))
+    ));
+    child.kill().unwrap();
+    wait_or_kill(&mut child, Duration::from_secs(10), "killed subscriber");
+    let killed = Instant::now();
+    tx.send_timeout(b"m", Duration::from_secs(10)).unwrap();
+    let delay = killed.elapsed();
+    assert!(delay < Duration::from_secs(2), "held back for {delay:?}");
+}
