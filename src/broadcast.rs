@@ -29,7 +29,7 @@ use std::sync::Arc;
 
 use crate::blocking::Endpoint;
 use crate::error::OpenError;
-use crate::layout::{ChannelKind, FLAG_LATEST_WINS, Layout, PAGE, ROLE_RECEIVER, ROLE_SENDER};
+use crate::layout::{ChannelKind, FLAG_LATEST_WINS, Layout, ROLE_RECEIVER, ROLE_SENDER};
 use crate::region::{self, Removal, Shared};
 use crate::sync::Ordering;
 use crate::sys;
@@ -134,16 +134,9 @@ impl BroadcastConfig {
     }
 
     fn layout(&self) -> Result<Layout, OpenError> {
-        let cap = self
-            .capacity_bytes
-            .max(PAGE)
-            .checked_next_power_of_two()
-            .ok_or_else(|| OpenError::InvalidConfig("capacity_bytes is too large".into()))?;
-        let slots = match self.slots {
-            Some(0) => return Err(OpenError::InvalidConfig("slots must be at least 1".into())),
-            Some(n) => n.max(2).checked_next_power_of_two().unwrap_or(0),
-            None => (cap / 1024).clamp(64, 1 << 20) as u32,
-        };
+        let cap = region::arena_bytes(self.capacity_bytes)?;
+        // every slot may hold a message: no bound below the slot count
+        let (slots, _) = region::index_slots(self.slots, cap)?;
         Layout::new(1, cap, slots, self.participants).map_err(OpenError::InvalidConfig)
     }
 }

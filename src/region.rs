@@ -793,3 +793,71 @@ pub(crate) fn create_or_open<T>(
         }
     }
 }
+
+/// The [`Endpoint`](crate::blocking::Endpoint) methods every kind's handle
+/// answers from its `member` field (a [`Member`]): the ring, the
+/// participant identity, liveness and reaping. Used inside an
+/// `impl Endpoint for ...` block.
+macro_rules! endpoint_via_member {
+    () => {
+        fn ring(&self) -> &crate::ring::Ring {
+            &self.member.shared.ring
+        }
+
+        fn owner(&self) -> Result<crate::ring::Owner, crate::blocking::Fail> {
+            self.member
+                .owner()
+                .map(|(o, _)| o)
+                .map_err(|e| crate::blocking::Fail::attach(&e))
+        }
+
+        fn role_gone(&self, role: u32, check: crate::region::Check) -> bool {
+            self.member.shared.role_gone(role, check)
+        }
+
+        fn reap(&self, force: bool) -> bool {
+            self.member.shared.reap(force)
+        }
+
+        fn swept_epoch(&self) -> &crate::sync::AtomicU64 {
+            &self.member.shared.swept_epoch
+        }
+    };
+}
+pub(crate) use endpoint_via_member;
+
+impl Member {
+    /// The role on the other side of the channel (whose departure ends a
+    /// wait).
+    pub(crate) fn peers(&self) -> u32 {
+        if self.role == ROLE_SENDER {
+            ROLE_RECEIVER
+        } else {
+            ROLE_SENDER
+        }
+    }
+}
+
+/// The arena a config's `capacity_bytes` asks for, as every kind lays it
+/// out: at least a page, rounded up to a power of two.
+pub(crate) fn arena_bytes(capacity_bytes: u64) -> Result<u64, OpenError> {
+    capacity_bytes
+        .max(crate::layout::PAGE)
+        .checked_next_power_of_two()
+        .ok_or_else(|| OpenError::InvalidConfig("capacity_bytes is too large".into()))
+}
+
+/// The index a config's `slots` asks for, as every kind lays it out: the
+/// slot count (a power of two, at least 2) and the bound on waiting
+/// messages (the number asked for); by default one per KiB of `arena`,
+/// from 64 to 2^20.
+pub(crate) fn index_slots(slots: Option<u32>, arena: u64) -> Result<(u32, u32), OpenError> {
+    match slots {
+        Some(0) => Err(OpenError::InvalidConfig("slots must be at least 1".into())),
+        Some(n) => Ok((n.max(2).checked_next_power_of_two().unwrap_or(0), n)),
+        None => {
+            let n = (arena / 1024).clamp(64, 1 << 20) as u32;
+            Ok((n, n))
+        }
+    }
+}

@@ -7,12 +7,11 @@
 use std::cell::RefCell;
 use std::sync::Arc;
 
-use crate::blocking::{Endpoint, Fail};
+use crate::blocking::Endpoint;
 use crate::error::OpenError;
-use crate::layout::{ROLE_RECEIVER, ROLE_SENDER};
-use crate::region::{Check, Member, Shared};
-use crate::ring::{HOLD, Owner, Ring};
-use crate::sync::{AtomicU32, AtomicU64};
+use crate::region::{Member, Shared, endpoint_via_member};
+use crate::ring::HOLD;
+use crate::sync::AtomicU32;
 use crate::sys;
 use crate::wait::{Disconnect, WaitStrategy, Waiter};
 
@@ -47,9 +46,7 @@ impl Handle {
 }
 
 impl Endpoint for Handle {
-    fn ring(&self) -> &Ring {
-        &self.member.shared.ring
-    }
+    endpoint_via_member!();
 
     fn waiter(&self) -> Waiter {
         Waiter {
@@ -57,31 +54,8 @@ impl Endpoint for Handle {
             // a subscriber hears that every publisher left as soon as it
             // has read everything (a publisher looks again instead)
             disconnect: Disconnect::Always,
-            peers: if self.member.role == ROLE_SENDER {
-                ROLE_RECEIVER
-            } else {
-                ROLE_SENDER
-            },
+            peers: self.member.peers(),
         }
-    }
-
-    fn owner(&self) -> Result<Owner, Fail> {
-        self.member
-            .owner()
-            .map(|(o, _)| o)
-            .map_err(|e| Fail::attach(&e))
-    }
-
-    fn role_gone(&self, role: u32, check: Check) -> bool {
-        self.shared().role_gone(role, check)
-    }
-
-    fn reap(&self, force: bool) -> bool {
-        self.shared().reap(force)
-    }
-
-    fn swept_epoch(&self) -> &AtomicU64 {
-        &self.member.shared.swept_epoch
     }
 
     fn preferred_lane(&self) -> &AtomicU32 {

@@ -116,11 +116,7 @@ impl Config {
     }
 
     pub(super) fn layout(&self) -> Result<Layout, OpenError> {
-        let cap = self
-            .capacity_bytes
-            .max(PAGE)
-            .checked_next_power_of_two()
-            .ok_or_else(|| OpenError::InvalidConfig("capacity_bytes is too large".into()))?;
+        let cap = crate::region::arena_bytes(self.capacity_bytes)?;
         let lanes = match self.lanes {
             Some(0) => return Err(OpenError::InvalidConfig("lanes must be at least 1".into())),
             Some(n) => n
@@ -133,14 +129,7 @@ impl Config {
                 "capacity {cap} split into {lanes} lanes leaves less than 4096 bytes per lane"
             )));
         }
-        let (slots, waiting) = match self.slots {
-            Some(0) => return Err(OpenError::InvalidConfig("slots must be at least 1".into())),
-            Some(n) => (n.max(2).checked_next_power_of_two().unwrap_or(0), n),
-            None => {
-                let n = (cap / 1024).clamp(64, 1 << 20) as u32;
-                (n, n)
-            }
-        };
+        let (slots, waiting) = crate::region::index_slots(self.slots, cap)?;
         Layout::new(lanes, cap / u64::from(lanes), slots, self.participants)
             .and_then(|l| l.with_max_waiting(waiting))
             .map(|l| l.with_max_attempts(self.max_attempts))

@@ -10,17 +10,15 @@ use std::time::Duration;
 use super::{Disconnect, Fail, Sender, WaitStrategy, stream};
 use crate::blocking::Endpoint;
 use crate::error::OpenError;
-use crate::layout::{ROLE_RECEIVER, ROLE_SENDER};
-use crate::region::{Check, Member, Shared};
-use crate::ring::{Claim, Owner, Ring, StreamRead, Take};
-use crate::sync::{AtomicU32, AtomicU64};
+use crate::region::{Member, Shared, endpoint_via_member};
+use crate::ring::{Claim, StreamRead, Take};
+use crate::sync::AtomicU32;
 use crate::wait::Waiter;
 
 /// State shared by the clones of one sender or receiver.
 #[derive(Debug)]
 pub(super) struct Handle {
     pub(super) shared: Arc<Shared>,
-    pub(super) role: u32,
     pub(super) wait: WaitStrategy,
     pub(super) disconnect: Disconnect,
     /// The registration, fork-safe.
@@ -33,39 +31,14 @@ pub(super) struct Handle {
 }
 
 impl Endpoint for Handle {
-    fn ring(&self) -> &Ring {
-        &self.shared.ring
-    }
+    endpoint_via_member!();
 
     fn waiter(&self) -> Waiter {
         Waiter {
             strategy: self.wait,
             disconnect: self.disconnect,
-            peers: if self.role == ROLE_SENDER {
-                ROLE_RECEIVER
-            } else {
-                ROLE_SENDER
-            },
+            peers: self.member.peers(),
         }
-    }
-
-    fn owner(&self) -> Result<Owner, Fail> {
-        self.member
-            .owner()
-            .map(|(o, _)| o)
-            .map_err(|e| Fail::attach(&e))
-    }
-
-    fn role_gone(&self, role: u32, check: Check) -> bool {
-        self.shared.role_gone(role, check)
-    }
-
-    fn reap(&self, force: bool) -> bool {
-        self.shared.reap(force)
-    }
-
-    fn swept_epoch(&self) -> &AtomicU64 {
-        &self.shared.swept_epoch
     }
 
     fn preferred_lane(&self) -> &AtomicU32 {
@@ -90,7 +63,6 @@ impl Handle {
     ) -> Result<Self, OpenError> {
         Ok(Self {
             shared: Arc::clone(shared),
-            role,
             wait,
             disconnect,
             member: Member::new(shared, role)?,
