@@ -30,7 +30,9 @@ use std::os::unix::fs::FileExt;
 use std::process::Child;
 use std::time::{Duration, Instant};
 
-use common::{Rng, TempName, child_role, fnv, spawn_role, wait_or_kill};
+use common::{
+    HEADER, Rng, Scratch, TempName, child_role, fnv, numbered as message, spawn_role, wait_or_kill,
+};
 use shmq::{Config, Queue, RecvTimeoutError, SendTimeoutError};
 
 /// How consumers take messages.
@@ -51,24 +53,6 @@ const MAX_BLOCK: Duration = Duration::from_millis(1200);
 /// Producer instance ids and the ledger: 8 bytes of "acknowledged up to"
 /// per producer instance, at offset 8 * instance.
 const MAX_INSTANCES: usize = 4096;
-const HEADER: usize = 24;
-
-fn message(instance: u64, seq: u64, max: usize, buf: &mut Vec<u8>) {
-    let mut r = Rng(instance << 40 ^ seq);
-    let len = HEADER
-        + (r.next() as usize % (max - HEADER + 1)).min(if seq.is_multiple_of(4) {
-            max
-        } else {
-            512
-        });
-    buf.clear();
-    buf.extend_from_slice(&instance.to_le_bytes());
-    buf.extend_from_slice(&seq.to_le_bytes());
-    buf.extend_from_slice(&[0; 8]);
-    buf.extend((HEADER..len).map(|i| (seq as usize * 13 + i + instance as usize) as u8));
-    let sum = fnv(&buf[HEADER..]);
-    buf[16..24].copy_from_slice(&sum.to_le_bytes());
-}
 
 fn ledger_path(name: &str) -> String {
     format!("/dev/shm/{name}-ledger")
@@ -186,23 +170,6 @@ fn consumer(name: &str, instance: u64, mode: Mode) {
         // it delivered again (a duplicate the check explains)
         if let Some(d) = delivery {
             d.ack();
-        }
-    }
-}
-
-/// Removes the ledger and the consumer logs (`NAME-ledger`, `NAME-log-*`)
-/// however the test ends, so a failing run leaves nothing in /dev/shm.
-struct Scratch(String);
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let prefix = format!("{}-", self.0);
-        if let Ok(dir) = std::fs::read_dir("/dev/shm") {
-            for e in dir.flatten() {
-                if e.file_name().to_string_lossy().starts_with(&prefix) {
-                    let _ = std::fs::remove_file(e.path());
-                }
-            }
         }
     }
 }

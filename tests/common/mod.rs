@@ -134,3 +134,44 @@ pub fn fnv(bytes: &[u8]) -> u64 {
     }
     h
 }
+
+/// Bytes before a numbered message's payload: instance, sequence, FNV-1a
+/// of the payload.
+pub const HEADER: usize = 24;
+
+/// The message `seq` of sender `instance` (the kill -9 torture tests): a
+/// header, then `HEADER..len` bytes derived from both, `len` pseudo-random
+/// up to `max` (every fourth may be that long, the others up to 512).
+pub fn numbered(instance: u64, seq: u64, max: usize, buf: &mut Vec<u8>) {
+    let mut r = Rng(instance << 40 ^ seq);
+    let len = HEADER
+        + (r.next() as usize % (max - HEADER + 1)).min(if seq.is_multiple_of(4) {
+            max
+        } else {
+            512
+        });
+    buf.clear();
+    buf.extend_from_slice(&instance.to_le_bytes());
+    buf.extend_from_slice(&seq.to_le_bytes());
+    buf.extend_from_slice(&[0; 8]);
+    buf.extend((HEADER..len).map(|i| (seq as usize * 13 + i + instance as usize) as u8));
+    let sum = fnv(&buf[HEADER..]);
+    buf[16..24].copy_from_slice(&sum.to_le_bytes());
+}
+
+/// Removes every file `NAME-*` in /dev/shm (a torture test's ledger and
+/// logs) however the test ends, so a failing run leaves nothing behind.
+pub struct Scratch(pub String);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let prefix = format!("{}-", self.0);
+        if let Ok(dir) = std::fs::read_dir("/dev/shm") {
+            for e in dir.flatten() {
+                if e.file_name().to_string_lossy().starts_with(&prefix) {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
+    }
+}
