@@ -456,7 +456,8 @@ pub trait Endpoint {
 
     /// A broadcast publisher's wait on `space`. Subscribers that all left
     /// (or died, and were reaped here) are not an error for a publisher:
-    /// it looks again.
+    /// it looks again, unless its deadline has passed (a try must not spin
+    /// on a lease another publisher holds).
     fn wait_for_room(
         &self,
         spin: &Spin,
@@ -464,6 +465,9 @@ pub trait Endpoint {
         ready: impl FnMut() -> bool,
     ) -> Result<(), Fail> {
         match self.wait_once(spin, deadline, self.ring().space_word(), ready) {
+            Err(Fail::Disconnected) if deadline.is_some_and(|d| sync::now() >= d) => {
+                Err(Fail::Timeout)
+            }
             Err(Fail::Disconnected) => Ok(()),
             r => r,
         }
@@ -481,11 +485,12 @@ pub trait Endpoint {
         let ring = self.ring();
         let owner = self.owner()?;
         let spin = Spin::new();
+        let mut looked_again = false;
         loop {
             match ring.broadcast_look(owner, *cursor, pin)? {
                 Seen::Message(c) => return Ok(Broadcasted::Message(c, *cursor)),
                 Seen::Lagged(n) => {
-                    *cursor += n;
+                    *cursor = cursor.saturating_add(n);
                     return Ok(Broadcasted::Lagged(n));
                 }
                 Seen::Nothing => {}
@@ -493,14 +498,15 @@ pub trait Endpoint {
             if self.gone_before_waiting(deadline) {
                 // SYNC: the publishers' slot stores happen-before their
                 // Release role decrement that we observed: one more look.
-                if ring.broadcast_may_have(*cursor) {
+                if !looked_again && ring.broadcast_may_have(*cursor, pin) {
+                    looked_again = true;
                     continue;
                 }
                 return Err(Fail::Disconnected);
             }
             let c = *cursor;
             self.wait_once(&spin, deadline, ring.data_word(), || {
-                ring.broadcast_may_have(c) || self.gone_before_waiting(deadline)
+                ring.broadcast_may_have(c, pin) || self.gone_before_waiting(deadline)
             })?;
         }
     }

@@ -168,6 +168,41 @@ fn reserve_writes_in_place_and_a_dropped_grant_publishes_nothing() {
 }
 
 #[test]
+fn a_try_send_returns_full_while_another_publisher_holds_the_lease_and_no_one_subscribes() {
+    // (found by the hostile_broadcast fuzzer: with every subscriber gone,
+    // a try spun for ever on a lease another publisher held)
+    let name = TempName::new("bc-trylease");
+    let ch = small(&name, true);
+    drop(ch.subscriber().unwrap()); // one attached, then left
+    let (a, b) = (ch.publisher().unwrap(), ch.publisher().unwrap());
+    let grant = a.reserve(4).unwrap(); // holds the publish lease
+    assert!(b.try_send(b"x").unwrap_err().is_full());
+    assert!(b.try_reserve(1).unwrap_err().is_full());
+    let e = b.send_timeout(b"x", Duration::from_millis(50)).unwrap_err();
+    assert!(e.is_timeout(), "{e:?}");
+    drop(grant);
+    b.try_send(b"x").unwrap();
+}
+
+#[test]
+fn a_hostile_floor_past_an_unpublished_cursor_does_not_spin_a_receive() {
+    // (found by the hostile_broadcast fuzzer: a lossless subscriber whose
+    // publishers had gone looked again for ever at a `floor` past it)
+    use std::os::unix::fs::FileExt;
+    let name = TempName::new("bc-floor");
+    let ch = small(&name, true);
+    let mut sub = ch.subscriber().unwrap();
+    drop(ch.publisher().unwrap()); // one attached, then left
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(format!("/dev/shm/{}", &*name))
+        .unwrap();
+    f.write_all_at(&5u64.to_le_bytes(), 256).unwrap(); // `floor`
+    assert_eq!(sub.try_recv().unwrap_err(), TryRecvError::Disconnected);
+    assert_eq!(sub.recv().unwrap_err(), RecvError::Disconnected);
+}
+
+#[test]
 fn publishing_while_this_thread_holds_the_oldest_message_is_would_deadlock() {
     let name = TempName::new("bc-deadlock");
     let ch = small(&name, true);

@@ -81,10 +81,39 @@ impl Publisher {
     /// # Errors
     /// As [`send`](Self::send); the length is given back.
     pub fn reserve(&self, len: usize) -> Result<WriteGrant<'_>, SendError<usize>> {
-        let (lease, alloc, ticket) = self
-            .h
-            .broadcast_reserve(len as u64, None, self.h.lossless)
-            .map_err(|f| f.broadcast_send(len))?;
+        self.grant(len, None).map_err(|f| f.broadcast_send(len))
+    }
+
+    /// [`reserve`](Self::reserve) if there is room right now.
+    ///
+    /// # Errors
+    /// As [`try_send`](Self::try_send); the length is given back.
+    pub fn try_reserve(&self, len: usize) -> Result<WriteGrant<'_>, TrySendError<usize>> {
+        self.grant(len, Some(Duration::ZERO))
+            .map_err(|f| f.broadcast_try_send(len))
+    }
+
+    /// [`reserve`](Self::reserve), waiting at most `timeout` for room.
+    ///
+    /// # Errors
+    /// As [`send_timeout`](Self::send_timeout); the length is given back.
+    pub fn reserve_timeout(
+        &self,
+        len: usize,
+        timeout: Duration,
+    ) -> Result<WriteGrant<'_>, SendTimeoutError<usize>> {
+        self.grant(len, deadline_after(timeout))
+            .map_err(|f| f.broadcast_send_timeout(len))
+    }
+
+    fn grant(
+        &self,
+        len: usize,
+        deadline: Option<Duration>,
+    ) -> Result<WriteGrant<'_>, crate::blocking::Fail> {
+        let (lease, alloc, ticket) =
+            self.h
+                .broadcast_reserve(len as u64, deadline, self.h.lossless)?;
         Ok(WriteGrant {
             publisher: self,
             lease: ManuallyDrop::new(lease),

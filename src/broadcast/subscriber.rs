@@ -166,7 +166,7 @@ impl Subscriber {
         if let Ok((owner, _)) = self.h.member.owner() {
             self.h.ring().broadcast_done(owner, t);
         }
-        self.cursor = t + 1;
+        self.cursor = t.saturating_add(1);
     }
 }
 

@@ -65,7 +65,9 @@ impl Ring {
     pub fn broadcast_subscribe(&self, me: Owner) -> u64 {
         // SYNC: Acquire pairs with the Release `tail` store of `publish`:
         // every slot below `c` is published.
-        let c = self.broadcast_tail().load(Ordering::Acquire);
+        // (a corrupted `tail` is reported by the next publish; here it is
+        // only kept far from overflow)
+        let c = self.broadcast_tail().load(Ordering::Acquire).min(MAX_POS);
         let cursor = self.cursor(me);
         cursor.store(c, Ordering::Relaxed);
         sync::crash_point("subscriber cursor stored");
@@ -73,7 +75,7 @@ impl Ring {
         // a publisher's announce, fence, confirm (design.md §3.13).
         fence(Ordering::SeqCst);
         let f = self.broadcast_floor().load(Ordering::Relaxed);
-        let first = if f > c {
+        let first = if f > c && f <= MAX_POS {
             cursor.store(f, Ordering::Relaxed);
             f
         } else {
@@ -128,6 +130,9 @@ impl Ring {
     pub fn broadcast_repair(&self, lease: &mut LaneLease) -> Result<u64, Corruption> {
         let tail = self.broadcast_tail();
         let start = tail.load(Ordering::Acquire);
+        if start > MAX_POS {
+            return Err(Corruption("broadcast tail is out of range"));
+        }
         let mut t = start;
         for _ in 0..self.layout.slot_count {
             let s = self.slot(t).load(Ordering::Acquire);
@@ -165,12 +170,13 @@ impl Ring {
         let new_end = lease.end + pad + need;
         let floor = self.broadcast_floor();
         let old = floor.load(Ordering::Relaxed);
-        if old > tail {
-            return Err(Corruption("broadcast floor is past tail"));
+        let n = u64::from(self.layout.slot_count);
+        // at most one lap of slots between them, far from overflow
+        if old > tail || tail - old > n || tail > MAX_POS {
+            return Err(Corruption("broadcast floor and tail are inconsistent"));
         }
         // the lowest ticket that may stay: its record starts no earlier
         // than `new_end - lu`, and its slot is not the one `tail` reuses
-        let n = u64::from(self.layout.slot_count);
         let mut target = old.max((tail + 1).saturating_sub(n));
         while target < tail && self.broadcast_pos(target, lease.end)? + lu < new_end {
             target += 1;
@@ -298,6 +304,10 @@ impl Ring {
             // publisher's announce, fence, confirm.
             fence(Ordering::SeqCst);
             let f = self.broadcast_floor().load(Ordering::Relaxed);
+            if f > MAX_POS {
+                cursor.store(c, Ordering::Release);
+                return Err(Corruption("broadcast floor is out of range"));
+            }
             if f > c {
                 cursor.store(f, Ordering::Release);
                 // the pin is gone: a publisher waiting on it goes on
@@ -312,7 +322,11 @@ impl Ring {
             let seen = if slot_lap(s).wrapping_sub(lap) as i32 > 0 {
                 // overwritten unread: only if this subscriber was taken for
                 // dead, or it does not pin (it went on reading unpinned)
-                let f = self.broadcast_floor().load(Ordering::Acquire).max(c + 1);
+                let f = self.broadcast_floor().load(Ordering::Acquire);
+                if f > MAX_POS || c >= MAX_POS {
+                    return Err(Corruption("broadcast floor is out of range"));
+                }
+                let f = f.max(c + 1);
                 cursor.store(f, Ordering::Release);
                 Seen::Lagged(f - c)
             } else if pin {
@@ -355,18 +369,22 @@ impl Ring {
     pub fn broadcast_done(&self, me: Owner, c: u64) {
         // SYNC: Release pairs with the publisher's SeqCst confirm load: the
         // reads of ticket `c` happen-before it is overwritten.
-        self.cursor(me).store(c + 1, Ordering::Release);
+        self.cursor(me)
+            .store(c.saturating_add(1), Ordering::Release);
         sync::crash_point("subscriber cursor advanced");
         self.wake(&self.header().space.word, u32::MAX);
     }
 
     /// Whether a subscriber at `c` may find something new (its wait
-    /// condition): ticket `c` published, or overwritten.
-    pub fn broadcast_may_have(&self, c: u64) -> bool {
+    /// condition), as [`broadcast_look`](Self::broadcast_look) with `pin`
+    /// sees it: ticket `c` published or overwritten, or (pinned) `floor`
+    /// past it. Unpinned, a `floor` past `c` alone is a publisher that
+    /// announced and waits for this subscriber: nothing new.
+    pub fn broadcast_may_have(&self, c: u64, pin: bool) -> bool {
         let s = self.slot(c).load(Ordering::Acquire);
         (slot_lap(s) == self.lap(c) && slot_ref(s) != 0)
-            || self.broadcast_floor().load(Ordering::Acquire) > c
             || slot_lap(s).wrapping_sub(self.lap(c)) as i32 > 0
+            || (pin && self.broadcast_floor().load(Ordering::Acquire) > c)
     }
 
     /// Messages the channel holds now (published, not yet reclaimed), for
