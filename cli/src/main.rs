@@ -33,8 +33,9 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// List the queues with their size, messages, bytes used, participants
-    /// and state (live, idle, stale, or why a region is not usable).
+    /// List shmq's regions (queues and broadcast channels) with their kind,
+    /// size, messages, bytes used, participants and state (live, idle,
+    /// stale, or why a region is not usable).
     Ls {
         /// Also list the directory's other files (other programs' shared
         /// memory), marked `not-shmq`; shmq never removes those.
@@ -154,14 +155,15 @@ fn ls(all: bool, json: bool) -> Outcome {
         .unwrap_or(4)
         .max(4);
     println!(
-        "{:<width$}  {:<12}  {:>10}  {:>8}  {:>10}  {:>7}  {:>9}  {:>9}",
-        "NAME", "STATE", "SIZE", "MESSAGES", "USED", "SENDERS", "RECEIVERS", "PROCESSES"
+        "{:<width$}  {:<9}  {:<12}  {:>10}  {:>8}  {:>10}  {:>7}  {:>9}  {:>9}",
+        "NAME", "KIND", "STATE", "SIZE", "MESSAGES", "USED", "SENDERS", "RECEIVERS", "PROCESSES"
     );
     for e in &entries {
         match &e.info {
             Ok(i) => println!(
-                "{:<width$}  {:<12}  {:>10}  {:>8}  {:>10}  {:>7}  {:>9}  {:>9}",
+                "{:<width$}  {:<9}  {:<12}  {:>10}  {:>8}  {:>10}  {:>7}  {:>9}  {:>9}",
                 e.name,
+                report::kind_name(i.kind),
                 e.state(),
                 human_bytes(i.file_bytes),
                 i.messages,
@@ -172,9 +174,14 @@ fn ls(all: bool, json: bool) -> Outcome {
             ),
             // another program's file: what it is not, and no advice
             Err(OpenError::NotShmq { reason, .. }) => {
-                println!("{:<width$}  {:<12}  ({reason})", e.name, e.state());
+                println!(
+                    "{:<width$}  {:<9}  {:<12}  ({reason})",
+                    e.name,
+                    "-",
+                    e.state()
+                );
             }
-            Err(err) => println!("{:<width$}  {:<12}  {err}", e.name, e.state()),
+            Err(err) => println!("{:<width$}  {:<9}  {:<12}  {err}", e.name, "-", e.state()),
         }
     }
     Ok(true)

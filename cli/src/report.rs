@@ -67,8 +67,8 @@ pub fn entry_json(e: &Entry) -> Value {
     }
 }
 
-/// The kind's name in `--json` output: one word.
-fn kind_name(k: ChannelKind) -> &'static str {
+/// The kind's name in `ls` and `--json` output: one word.
+pub fn kind_name(k: ChannelKind) -> &'static str {
     match k {
         ChannelKind::Queue => "queue",
         ChannelKind::Broadcast => "broadcast",

@@ -105,6 +105,15 @@ fn holder(role: &str) {
             q.receiver().unwrap().recv_delivery().unwrap().nack();
             return; // exits cleanly: the queue stays, idle
         }
+        "broadcast" => {
+            // a kept broadcast channel holding one message
+            let cfg = shmq::broadcast::BroadcastConfig::lossless()
+                .capacity_bytes(1 << 16)
+                .removal(Removal::Never);
+            let ch = shmq::broadcast::Broadcast::create(&name, cfg).unwrap();
+            ch.publisher().unwrap().send(b"news").unwrap();
+            return;
+        }
         _ => unreachable!("{role}"),
     }
     panic!("the test should have killed this holder");
@@ -144,6 +153,8 @@ fn ls_inspect_rm_and_gc_on_live_idle_stale_and_foreign_files() {
     let mut doomed = spawn_holder(&dir, "live", "stale-q");
     let mut idle = spawn_holder(&dir, "idle", "idle-q");
     assert!(idle.wait().unwrap().success());
+    let mut bcast = spawn_holder(&dir, "broadcast", "feed-b");
+    assert!(bcast.wait().unwrap().success());
     std::fs::write(format!("{}/not-a-queue", dir.0), vec![1u8; 10_000]).unwrap();
     wait_until("both holders ready", || {
         ["live-q", "stale-q"]
@@ -196,8 +207,28 @@ fn ls_inspect_rm_and_gc_on_live_idle_stale_and_foreign_files() {
     let why = f["error"].as_str().unwrap();
     assert!(why.contains("not a shmq region"), "{why}");
     assert!(!why.contains("unlink") && !why.contains("rm"), "{why}");
+    let b = listed(&dir, "feed-b");
+    assert_eq!(
+        (&b["kind"], &b["state"], &b["messages"]),
+        (
+            &Value::from("broadcast"),
+            &Value::from("idle"),
+            &Value::from(1)
+        )
+    );
+    assert_eq!(listed(&dir, "live-q")["kind"], "queue");
     let table = ok(&dir, &["ls"]);
-    for word in ["NAME", "live-q", "stale-q", "idle-q", "stale", "idle"] {
+    for word in [
+        "NAME",
+        "KIND",
+        "live-q",
+        "stale-q",
+        "idle-q",
+        "feed-b",
+        "broadcast",
+        "stale",
+        "idle",
+    ] {
         assert!(table.contains(word), "{word} missing from:\n{table}");
     }
     assert!(!table.contains("not-a-queue"), "{table}");
