@@ -49,6 +49,8 @@ from ._shmq import (
 
 __all__ = [
     "Queue",
+    "Broadcast",
+    "Subscription",
     "Delivery",
     "JoinableQueue",
     "SimpleQueue",
@@ -103,14 +105,7 @@ def _detach_all() -> None:
         raw.detach()
 
 
-def _timeout(block: bool, timeout: Optional[float]) -> Optional[float]:
-    """The native timeout of a call: ``0.0`` never blocks, ``None`` blocks
-    as long as it takes."""
-    if not block:
-        return 0.0
-    if timeout is not None and timeout < 0:
-        raise ValueError("'timeout' must be a non-negative number")
-    return timeout
+_timeout = _codec.native_timeout
 
 
 class Queue:
@@ -669,3 +664,7 @@ def create_shared_memory_pair(capacity: int = 0, *, capacity_bytes: Optional[int
     shared memory they use (default 8 MiB; larger messages still pass)."""
     q = JoinableQueue(capacity, capacity_bytes=capacity_bytes)
     return SharedMemorySender(q), SharedMemoryReceiver(q)
+
+
+# the broadcast channel (its module registers its regions in _RAWS)
+from ._broadcast import Broadcast, Subscription  # noqa: E402

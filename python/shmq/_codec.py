@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import pickle
 import struct
-from typing import Any, List, Tuple
+from typing import Optional, Any, List, Tuple
 
 from ._shmq import ShmqError
 
@@ -82,3 +82,13 @@ def decode(kind: int, body: Any) -> Any:
         at += ln
         at += _pad(ln)
     return pickle.loads(data, buffers=bufs)
+
+
+def native_timeout(block: bool, timeout: Optional[float]) -> Optional[float]:
+    """The native timeout of a ``put``/``get``: ``0.0`` never blocks,
+    ``None`` blocks as long as it takes (Python's ``queue`` rules)."""
+    if not block:
+        return 0.0
+    if timeout is not None and timeout < 0:
+        raise ValueError("'timeout' must be a non-negative number")
+    return timeout

@@ -14,6 +14,7 @@
 //! `multiprocessing` API) is in `shmq/__init__.py`.
 
 mod batch;
+mod broadcast;
 mod delivery;
 mod errors;
 mod read;
@@ -605,6 +606,8 @@ fn _shmq(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<RawQueue>()?;
     m.add_class::<MessageView>()?;
     m.add_class::<RawDelivery>()?;
+    m.add_class::<broadcast::RawBroadcast>()?;
+    m.add_class::<broadcast::RawSubscription>()?;
     m.add_function(wrap_pyfunction!(remove, m)?)?;
     m.add("ShmqError", py.get_type::<ShmqError>())?;
     m.add("NoSpaceError", py.get_type::<NoSpaceError>())?;
