@@ -9,7 +9,7 @@
 use shmq::WaitStrategy;
 
 use crate::common::{OneWay, Res, die_with_parent, max_rss_kib, percentiles, pin};
-use crate::{baseline, iox, shmq_t, stream, threads};
+use crate::{baseline, iox, shmq_bcast, shmq_t, stream, threads};
 
 /// What is measured.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -51,6 +51,9 @@ pub enum Transport {
     ShmqZeroSpin,
     /// shmq, `recv_into`, `WaitStrategy::Park`.
     ShmqCopyPark,
+    /// shmq's broadcast channel (lossless, one subscriber), `recv` read in
+    /// place, `WaitStrategy::SpinThenPark`.
+    ShmqBcastZero,
     /// iceoryx2 publish-subscribe, busy-polling, read in place.
     IoxPollZero,
     /// iceoryx2 publish-subscribe, busy-polling, copied out.
@@ -76,10 +79,11 @@ pub enum Transport {
 
 impl Transport {
     /// Every transport (not the baselines), in table order.
-    pub const ALL: [Transport; 10] = [
+    pub const ALL: [Transport; 11] = [
         Transport::ShmqCopySpin,
         Transport::ShmqZeroSpin,
         Transport::ShmqCopyPark,
+        Transport::ShmqBcastZero,
         Transport::IoxPollZero,
         Transport::IoxPollCopy,
         Transport::IoxListenZero,
@@ -95,6 +99,7 @@ impl Transport {
             Transport::ShmqCopySpin => "shmq-copy-spin",
             Transport::ShmqZeroSpin => "shmq-zero-spin",
             Transport::ShmqCopyPark => "shmq-copy-park",
+            Transport::ShmqBcastZero => "shmq-bcast-zero",
             Transport::IoxPollZero => "iox-poll-zero",
             Transport::IoxPollCopy => "iox-poll-copy",
             Transport::IoxListenZero => "iox-listen-zero",
@@ -112,6 +117,7 @@ impl Transport {
     pub fn name(self) -> &'static str {
         match self {
             Transport::ShmqCopySpin | Transport::ShmqZeroSpin | Transport::ShmqCopyPark => "shmq",
+            Transport::ShmqBcastZero => "shmq-broadcast",
             Transport::IoxPollZero | Transport::IoxPollCopy | Transport::IoxListenZero => {
                 "iceoryx2"
             }
@@ -130,6 +136,7 @@ impl Transport {
             Transport::ShmqCopySpin => "copy-out/spin-then-park",
             Transport::ShmqZeroSpin => "zero-copy/spin-then-park",
             Transport::ShmqCopyPark => "copy-out/park",
+            Transport::ShmqBcastZero => "zero-copy/spin-then-park",
             Transport::IoxPollZero => "zero-copy/poll",
             Transport::IoxPollCopy => "copy-out/poll",
             Transport::IoxListenZero => "zero-copy/listener",
@@ -319,6 +326,7 @@ pub fn main_process(args: &[String]) -> Res<()> {
         t @ (Transport::IoxPollZero | Transport::IoxPollCopy | Transport::IoxListenZero) => {
             iox::main_side(&cell, iox::Mode::of(t))?
         }
+        Transport::ShmqBcastZero => shmq_bcast::main_side(&cell)?,
         Transport::Uds | Transport::Pipe => stream::main_side(&cell)?,
         Transport::Crossbeam => threads::run(&cell, false)?,
         Transport::CrossbeamPoll => threads::run(&cell, true)?,
@@ -341,6 +349,7 @@ pub fn peer_process(args: &[String]) -> Res<()> {
         t @ (Transport::IoxPollZero | Transport::IoxPollCopy | Transport::IoxListenZero) => {
             iox::peer_side(&cell, iox::Mode::of(t))
         }
+        Transport::ShmqBcastZero => shmq_bcast::peer_side(&cell),
         Transport::Uds | Transport::Pipe => stream::peer_side(&cell, &extra),
         Transport::CacheLine | Transport::Futex => baseline::peer_side(&cell, &extra),
         Transport::Crossbeam | Transport::CrossbeamPoll | Transport::Memcpy => {

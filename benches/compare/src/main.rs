@@ -34,6 +34,8 @@
 //! * `shmq-copy-spin`: shmq, `recv_into` (copy-out), `SpinThenPark` (default);
 //! * `shmq-zero-spin`: shmq, `recv` read in place (zero-copy), `SpinThenPark`;
 //! * `shmq-copy-park`: shmq, `recv_into`, `Park` (sleeps on the futex at once);
+//! * `shmq-bcast-zero`: shmq's broadcast channel (lossless, one subscriber),
+//!   `Subscriber::recv` read in place, `SpinThenPark`;
 //! * `iox-poll-zero` / `iox-poll-copy`: iceoryx2 publish-subscribe,
 //!   lossless, busy-polling receive, read in place / copied out;
 //! * `iox-listen-zero`: iceoryx2 woken through its event service
@@ -61,6 +63,7 @@ mod cells;
 mod common;
 mod iox;
 mod report;
+mod shmq_bcast;
 mod shmq_t;
 mod stream;
 mod threads;
@@ -313,6 +316,11 @@ fn cleanup_cell(cell: &Cell) {
     ) {
         for name in shmq_t::queue_names(cell) {
             let _ = shmq::Queue::unlink(&name);
+        }
+    }
+    if cell.transport == Transport::ShmqBcastZero {
+        for name in shmq_bcast::channel_names(cell) {
+            let _ = shmq::broadcast::Broadcast::unlink(&name);
         }
     }
 }
