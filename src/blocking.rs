@@ -435,7 +435,7 @@ pub trait Endpoint {
                 .and_then(|t| ring.broadcast_room(&mut lease, t, len, lossless));
             match room {
                 Ok(Room::Ready { alloc, ticket }) => return Ok((lease, alloc, ticket)),
-                Ok(Room::Blocked { target }) => {
+                Ok(Room::Blocked { target, by }) => {
                     // wait without the lease: a publisher that dies asleep
                     // holds nothing
                     ring.unlease(lease);
@@ -443,7 +443,7 @@ pub trait Endpoint {
                         return Err(Fail::WouldDeadlock);
                     }
                     self.wait_for_room(&spin, deadline, || {
-                        !ring.broadcast_blocked(target, lossless)
+                        !ring.broadcast_blocked_by(by, target, lossless)
                     })?;
                 }
                 Err(c) => {

@@ -25,12 +25,14 @@ pub enum Room {
         ticket: u64,
     },
     /// A subscriber holds back the room needed: wait on `space` until
-    /// [`Ring::broadcast_blocked`] says otherwise, then look again (the
+    /// [`Ring::broadcast_blocked_by`] says otherwise, then look again (the
     /// raised `floor` stays announced).
     Blocked {
         /// The ticket every live subscriber must reach (or, in latest-wins
         /// mode, stop reading in place below).
         target: u64,
+        /// The participant entry of the first subscriber found blocking.
+        by: u32,
     },
 }
 
@@ -166,8 +168,6 @@ impl Ring {
     ) -> Result<Room, Corruption> {
         let lu = self.layout.lane_units();
         let need = Self::record_units(len);
-        let pad = self.pad_before(lease, need);
-        let new_end = lease.end + pad + need;
         let floor = self.broadcast_floor();
         let old = floor.load(Ordering::Relaxed);
         let n = u64::from(self.layout.slot_count);
@@ -175,9 +175,29 @@ impl Ring {
         if old > tail || tail - old > n || tail > MAX_POS {
             return Err(Corruption("broadcast floor and tail are inconsistent"));
         }
+        // Early wrap: past `early_wrap` units into its lap, if every live
+        // subscriber has read everything, reclaim it all and put the record
+        // at the lap's start: subscribers that keep up then share a small,
+        // cache-warm part of the arena instead of the whole of it.
+        // (looked at when the record crosses a multiple of `early_wrap`:
+        // once per MiB of small messages, for every large one)
+        let off = lease.end & (lu - 1);
+        let w = early_wrap(lu);
+        let wrap =
+            off >= w && (off + need) / w != off / w && self.min_subscriber_cursor(tail) == tail;
+        let pad = if wrap {
+            lu - off
+        } else {
+            self.pad_before(lease, need)
+        };
+        let new_end = lease.end + pad + need;
         // the lowest ticket that may stay: its record starts no earlier
         // than `new_end - lu`, and its slot is not the one `tail` reuses
+        // (all of them, for an early wrap)
         let mut target = old.max((tail + 1).saturating_sub(n));
+        if wrap {
+            target = tail;
+        }
         while target < tail && self.broadcast_pos(target, lease.end)? + lu < new_end {
             target += 1;
         }
@@ -199,8 +219,8 @@ impl Ring {
             // SYNC: announce, SeqCst fence, loads of the cursors: the Dekker
             // pair with `broadcast_subscribe` and `broadcast_look`.
             fence(Ordering::SeqCst);
-            if self.broadcast_blocked(target, lossless) {
-                return Ok(Room::Blocked { target });
+            if let Some(by) = self.broadcast_blocker(target, lossless) {
+                return Ok(Room::Blocked { target, by });
             }
         }
         let target = target.max(old);
@@ -224,24 +244,45 @@ impl Ring {
         })
     }
 
-    /// The smallest cursor of a live subscriber, or `tail` if there is none.
-    fn min_subscriber_cursor(&self, tail: u64) -> u64 {
-        let mut min = tail;
-        for i in 0..self.layout.participant_count {
-            if let Some(c) = self.subscriber_cursor(i) {
-                min = min.min(c & !HOLD);
-            }
-        }
-        min
+    /// The live subscribers' entries and cursors. The scan stops once it
+    /// has seen as many as the subscriber count (read first) says there
+    /// are: entries are taken lowest first, so with few subscribers it
+    /// reads a few entries, not the whole table. A subscriber the count
+    /// does not show yet has not reached its fence (it registers, and is
+    /// counted, before it subscribes), so the Dekker pair of
+    /// `broadcast_subscribe` covers it.
+    fn subscriber_cursors(&self) -> impl Iterator<Item = (u32, u64)> + '_ {
+        let live = self.role_counts().1 as usize;
+        (0..self.layout.participant_count)
+            .filter_map(|i| self.subscriber_cursor(i).map(|c| (i, c)))
+            .take(live)
     }
 
-    /// Whether a live subscriber blocks reclaiming up to `target` (also a
-    /// waiting publisher's wake-up condition).
-    pub fn broadcast_blocked(&self, target: u64, lossless: bool) -> bool {
-        (0..self.layout.participant_count).any(|i| {
-            self.subscriber_cursor(i)
-                .is_some_and(|c| (lossless || c & HOLD != 0) && c & !HOLD < target)
-        })
+    /// The smallest cursor of a live subscriber, or `tail` if there is none.
+    fn min_subscriber_cursor(&self, tail: u64) -> u64 {
+        self.subscriber_cursors()
+            .map(|(_, c)| c & !HOLD)
+            .fold(tail, u64::min)
+    }
+
+    /// The first live subscriber that blocks reclaiming up to `target`.
+    fn broadcast_blocker(&self, target: u64, lossless: bool) -> Option<u32> {
+        self.subscriber_cursors()
+            .find(|&(_, c)| Self::blocks(c, target, lossless))
+            .map(|(i, _)| i)
+    }
+
+    /// Whether a subscriber at cursor `c` blocks reclaiming up to `target`.
+    fn blocks(c: u64, target: u64, lossless: bool) -> bool {
+        (lossless || c & HOLD != 0) && c & !HOLD < target
+    }
+
+    /// Whether entry `by` (the subscriber that blocked a publisher) still
+    /// blocks reclaiming up to `target`: the waiting publisher's wake-up
+    /// condition (it looks at every subscriber again once this one moved).
+    pub fn broadcast_blocked_by(&self, by: u32, target: u64, lossless: bool) -> bool {
+        self.subscriber_cursor(by)
+            .is_some_and(|c| Self::blocks(c, target, lossless))
     }
 
     /// Entry `i`'s cursor if it is a live subscriber (with `HOLD` if it is
@@ -395,4 +436,12 @@ impl Ring {
         tail.saturating_sub(floor)
             .min(u64::from(self.layout.slot_count))
     }
+}
+
+/// How far into its lap (units) the write position goes before a
+/// publisher wraps early when every subscriber has caught up: 1 MiB, or
+/// half a lap in a smaller lane (a loom model's lane wraps early too).
+fn early_wrap(lane_units: u64) -> u64 {
+    const EARLY_WRAP_UNITS: u64 = (1 << 20) / UNIT;
+    (lane_units / 2).clamp(1, EARLY_WRAP_UNITS)
 }

@@ -3,8 +3,9 @@
 //! place (`Publisher::reserve` → `WriteGrant` → `commit`) and writes every
 //! byte; the subscriber reads it in place (`Subscriber::recv`, a `Message`
 //! that derefs to the shared bytes). `SpinThenPark`, the default. The
-//! channel holds 64 MiB, or eight messages when they are larger (a
-//! broadcast message is at most an eighth of the capacity).
+//! channel is `BroadcastConfig::lossless()` as a user gets it (8 MiB), made
+//! larger only for a message above its limit (a broadcast message is at
+//! most an eighth of the capacity: 128 MiB for 16 MiB messages).
 
 use shmq::broadcast::{Broadcast, BroadcastConfig, Publisher, Subscriber};
 
@@ -58,7 +59,7 @@ pub fn channel_names(cell: &Cell) -> [String; 2] {
 }
 
 fn create(name: &str, size: usize) -> Res<Broadcast> {
-    let cap = (64usize << 20).max(8 * size.next_power_of_two());
+    let cap = (8usize << 20).max(8 * size.next_power_of_two());
     Ok(Broadcast::create(
         name,
         BroadcastConfig::lossless().capacity_bytes(cap),
