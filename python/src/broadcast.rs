@@ -2,8 +2,9 @@
 //! lazily made publisher, and subscriptions. Messages are the queue's
 //! (a kind byte, then bytes or a pickle with out-of-band buffers, see
 //! `_codec`), copied once from the caller's buffers into shared memory and
-//! once out of it into a new Python object, without the GIL, waiting in
-//! slices so that Ctrl-C interrupts a blocked call (see `wait`).
+//! once out of it, read in place, into a new Python object, without the
+//! GIL, waiting in slices so that Ctrl-C interrupts a blocked call (see
+//! `wait`).
 //!
 //! Python's rules, as for the queue: a timed call waits its whole timeout;
 //! only `get()` without one raises `DisconnectedError`, once every
@@ -24,7 +25,7 @@ use shmq::broadcast::{
 };
 
 use crate::errors::{Failure, open_error};
-use crate::read::to_object;
+use crate::read::copy_message;
 use crate::wait::{Deadline, Tries, between_slices};
 use crate::{part_slices, removal};
 
@@ -199,7 +200,8 @@ pub struct RawSubscription {
 #[pymethods]
 impl RawSubscription {
     /// The next message: its kind and a `bytes` (kind 0) or the whole
-    /// message as a `bytearray` (as the queue's `recv`); `None` if none
+    /// message as a `bytearray` (as the queue's `recv`), copied once out of
+    /// shared memory; `None` if none
     /// arrived in time. Gaps (a latest-wins channel) are counted in
     /// `lagged` and skipped. Without a timeout, raises `DisconnectedError`
     /// once every publisher has gone and everything was read.
@@ -210,40 +212,41 @@ impl RawSubscription {
         let sub = guard.as_mut().ok_or_else(|| {
             PyValueError::new_err(format!("subscription to {:?} is closed", self.name))
         })?;
-        let mut buf = Vec::new();
-        let got = py.allow_threads(|| -> Result<bool, Failure> {
-            let mut tries = Tries::new(&deadline);
-            loop {
-                match sub.recv_into_timeout(&mut buf, tries.wait()) {
-                    Ok(_) => return Ok(true),
-                    Err(RecvTimeoutError::Lagged(n)) => {
-                        self.lagged.fetch_add(n, Ordering::Relaxed);
-                    }
-                    Err(RecvTimeoutError::Timeout) => {
-                        if !tries.again(|| false, NO_PUBLISHERS)? {
-                            return Ok(false);
-                        }
-                    }
-                    // Python's rules: only a call without a timeout hears
-                    // that the publishers are gone; a timed one waits
-                    Err(RecvTimeoutError::Disconnected) if deadline.unbounded() => {
-                        return Err(Failure::Disconnected(NO_PUBLISHERS.to_owned()));
-                    }
-                    Err(RecvTimeoutError::Disconnected) => {
-                        if !between_slices(&deadline, || false, NO_PUBLISHERS)? {
-                            return Ok(false);
-                        }
-                        std::thread::sleep(Duration::from_millis(1).min(deadline.slice()));
-                    }
-                    Err(e) => return Err(Failure::Other(e.to_string())),
+        let mut tries = Tries::new(&deadline);
+        // one slice at a time without the GIL; the message is then copied
+        // once, from shared memory into the new object (`copy_message`)
+        let msg = loop {
+            let wait = tries.wait();
+            let s = &mut *sub;
+            let r = py.allow_threads(move || {
+                let s = s; // moved in: the message may borrow it
+                s.recv_timeout(wait)
+            });
+            let go_on = match r {
+                Ok(m) => break m,
+                Err(RecvTimeoutError::Lagged(n)) => {
+                    self.lagged.fetch_add(n, Ordering::Relaxed);
+                    Ok(true)
                 }
+                // publishers never say they are gone between slices: only
+                // a call without a timeout hears it (Python's rules)
+                Err(RecvTimeoutError::Timeout) => tries.again(|| false, NO_PUBLISHERS),
+                Err(RecvTimeoutError::Disconnected) if deadline.unbounded() => {
+                    Err(Failure::Disconnected(NO_PUBLISHERS.to_owned()))
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    // a timed call waits its timeout out, in slices
+                    let nap = Duration::from_millis(1).min(deadline.slice());
+                    py.allow_threads(|| std::thread::sleep(nap));
+                    between_slices(&deadline, || false, NO_PUBLISHERS)
+                }
+                Err(e) => Err(Failure::Other(e.to_string())),
+            };
+            if !go_on.map_err(|f| f.into_py_err(py))? {
+                return Ok(None);
             }
-        });
-        match got {
-            Ok(true) => to_object(py, &buf).map(Some),
-            Ok(false) => Ok(None),
-            Err(f) => Err(f.into_py_err(py)),
-        }
+        };
+        copy_message(py, &msg).map(Some)
     }
 
     /// Messages this subscription missed so far (a latest-wins channel's

@@ -129,6 +129,38 @@ pub fn read_message(
         reader.consume(1);
     }
     let len = reader.remaining();
+    let (obj, dst) = new_uninit(py, kind, len)?;
+    let mut at = 0;
+    while at < len {
+        let end = len.min(at + READ_CHUNK);
+        let r = py.allow_threads(|| {
+            // SAFETY: see above: `len` writable bytes at `dst`, untouched
+            // by anyone else until we return the object; `end <= len`.
+            let buf = unsafe { std::slice::from_raw_parts_mut((dst + at) as *mut u8, end - at) };
+            let mut n = 0;
+            while n < buf.len() {
+                match reader.read(&mut buf[n..]) {
+                    Ok(0) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+                    Ok(k) => n += k,
+                    Err(e) if e.kind() == std::io::ErrorKind::TimedOut => break,
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(n)
+        });
+        at += r.map_err(read_error)?;
+        if at < len {
+            py.check_signals()?;
+        }
+    }
+    Ok((kind, obj))
+}
+
+/// A new, uninitialised Python object for a message of kind `kind` and
+/// `len` bytes (without the kind byte for a `bytes` message, kind 0; the
+/// whole message for a `bytearray`), and the address of its `len` bytes,
+/// which only the caller writes until it returns the object.
+fn new_uninit(py: Python<'_>, kind: u8, len: usize) -> PyResult<(PyObject, usize)> {
     let len_c = pyo3::ffi::Py_ssize_t::try_from(len)
         .map_err(|_| PyValueError::new_err("message too large for a bytes object"))?;
     let raw = if kind == 0 {
@@ -153,28 +185,33 @@ pub fn read_message(
         }
     } as usize;
     advise_huge_pages(dst, len);
-    let mut at = 0;
-    while at < len {
-        let end = len.min(at + READ_CHUNK);
-        let r = py.allow_threads(|| {
-            // SAFETY: see above: `len` writable bytes at `dst`, untouched
-            // by anyone else until we return the object; `end <= len`.
-            let buf = unsafe { std::slice::from_raw_parts_mut((dst + at) as *mut u8, end - at) };
-            let mut n = 0;
-            while n < buf.len() {
-                match reader.read(&mut buf[n..]) {
-                    Ok(0) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
-                    Ok(k) => n += k,
-                    Err(e) if e.kind() == std::io::ErrorKind::TimedOut => break,
-                    Err(e) => return Err(e),
-                }
-            }
-            Ok(n)
-        });
-        at += r.map_err(read_error)?;
-        if at < len {
-            py.check_signals()?;
-        }
+    Ok((obj, dst))
+}
+
+/// Messages at least this long are copied without the GIL.
+const COPY_WITHOUT_GIL: usize = 64 << 10;
+
+/// A message read in place (a broadcast `Message`), copied once into a new
+/// Python object without the GIL: kind and object as `to_object` makes
+/// them.
+pub fn copy_message(py: Python<'_>, msg: &[u8]) -> PyResult<(u8, PyObject)> {
+    let Some(&kind) = msg.first() else {
+        return Err(ShmqError::new_err(
+            "an empty message: not one of shmq's Python queue",
+        ));
+    };
+    let src = if kind == 0 { &msg[1..] } else { msg };
+    let (obj, dst) = new_uninit(py, kind, src.len())?;
+    let copy = || {
+        // SAFETY: `src.len()` writable bytes at `dst`, untouched by anyone
+        // else until we return the object (see `new_uninit`).
+        unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), dst as *mut u8, src.len()) }
+    };
+    // letting the GIL go and taking it back costs more than a small copy
+    if src.len() < COPY_WITHOUT_GIL {
+        copy();
+    } else {
+        py.allow_threads(copy);
     }
     Ok((kind, obj))
 }

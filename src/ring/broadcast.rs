@@ -92,7 +92,12 @@ impl Ring {
     /// The record of published ticket `t` (its slot must hold it),
     /// checked as untrusted input: its offset in lane 0, units and length.
     fn broadcast_record(&self, t: u64) -> Result<(u64, u64, u64), Corruption> {
-        let s = self.slot(t).load(Ordering::Acquire);
+        self.broadcast_record_in(t, self.slot(t).load(Ordering::Acquire))
+    }
+
+    /// [`broadcast_record`](Self::broadcast_record) from the slot word `s`
+    /// the caller already loaded (with Acquire).
+    fn broadcast_record_in(&self, t: u64, s: u64) -> Result<(u64, u64, u64), Corruption> {
         if slot_lap(s) != self.lap(t) {
             return Err(Corruption("a broadcast slot below tail is not published"));
         }
@@ -191,28 +196,39 @@ impl Ring {
             self.pad_before(lease, need)
         };
         let new_end = lease.end + pad + need;
+        // where ticket `t`'s record starts (`end` for `tail`: nothing held)
+        let pos = |t: u64| {
+            if t == tail {
+                Ok(lease.end)
+            } else {
+                self.broadcast_pos(t, lease.end)
+            }
+        };
+        let old_pos = pos(old)?;
         // the lowest ticket that may stay: its record starts no earlier
         // than `new_end - lu`, and its slot is not the one `tail` reuses
         // (all of them, for an early wrap)
-        let mut target = old.max((tail + 1).saturating_sub(n));
-        if wrap {
-            target = tail;
-        }
-        while target < tail && self.broadcast_pos(target, lease.end)? + lu < new_end {
+        let mut target = if wrap {
+            tail
+        } else {
+            old.max((tail + 1).saturating_sub(n))
+        };
+        let mut target_pos = if target == old { old_pos } else { pos(target)? };
+        while target < tail && target_pos + lu < new_end {
             target += 1;
+            target_pos = pos(target)?;
         }
         // `frontier` moves only after a confirm: a floor announced by a
         // publisher that then waited (or died) is confirmed again
-        let confirmed = lease.frontier
-            == if old == tail {
-                lease.end
-            } else {
-                self.broadcast_pos(old, lease.end)?
-            };
+        let confirmed = lease.frontier == old_pos;
         if target > old || !confirmed {
             if lossless {
                 // reclaim in a batch: whatever every live subscriber read
-                target = target.max(self.min_subscriber_cursor(tail));
+                let batch = self.min_subscriber_cursor(tail);
+                if batch > target {
+                    target = batch;
+                    target_pos = pos(target)?;
+                }
             }
             floor.fetch_max(target, Ordering::Relaxed);
             sync::crash_point("floor announced");
@@ -223,12 +239,7 @@ impl Ring {
                 return Ok(Room::Blocked { target, by });
             }
         }
-        let target = target.max(old);
-        lease.frontier = if target == tail {
-            lease.end
-        } else {
-            self.broadcast_pos(target, lease.end)?
-        };
+        lease.frontier = target_pos;
         self.lane(0)
             .frontier
             .store(lease.frontier, Ordering::Relaxed);
@@ -381,7 +392,7 @@ impl Ring {
             self.wake(&self.header().space.word, u32::MAX);
             return Ok(seen);
         }
-        let (off, _, len) = self.broadcast_record(c)?;
+        let (off, _, len) = self.broadcast_record_in(c, s)?;
         let state = self.record(0, off).state.load(Ordering::Relaxed);
         #[cfg(not(loom))]
         let payload = {
