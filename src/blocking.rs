@@ -9,6 +9,7 @@
 
 use std::time::Duration;
 
+use crate::cursor::Cursor;
 use crate::error::{AttachError, Corruption};
 use crate::layout::WaitWord;
 use crate::ring::{Allocation, Busy, Claim, LaneLease, Owner, Ring, Room, Seen, Take};
@@ -40,7 +41,7 @@ pub enum Fail {
 #[derive(Debug)]
 pub enum Broadcasted {
     /// The message of this ticket: read it, then
-    /// [`Ring::broadcast_done`] with the ticket.
+    /// [`Cursor::done`] with the ticket.
     Message(Claim, u64),
     /// The subscriber fell behind: this many messages were overwritten
     /// unread, and its cursor moved past them.
@@ -435,10 +436,19 @@ pub trait Endpoint {
                 .and_then(|t| ring.broadcast_room(&mut lease, t, len, lossless));
             match room {
                 Ok(Room::Ready { alloc, ticket }) => return Ok((lease, alloc, ticket)),
-                Ok(Room::Blocked { target, by }) => {
+                Ok(Room::Blocked { target, by, raised }) => {
                     // wait without the lease: a publisher that dies asleep
                     // holds nothing
                     ring.unlease(lease);
+                    // a subscriber that keeps messages may be waiting for a
+                    // publish: it must see a new announce and give up
+                    // (`broadcast_receive`). Once per raise: `floor` stays
+                    // raised, and a subscriber that waits later sees it, so
+                    // retries need not wake anyone (they would make every
+                    // waiting subscriber look, pin and wake us, in a loop)
+                    if raised {
+                        ring.wake(ring.data_word(), u32::MAX);
+                    }
                     if deadline != Some(Duration::ZERO) && self.holds_back(target, lossless) {
                         return Err(Fail::WouldDeadlock);
                     }
@@ -473,40 +483,57 @@ pub trait Endpoint {
         }
     }
 
-    /// The next message for a subscriber at `*cursor` (pinning it first if
-    /// `pin`: latest-wins mode), waiting for one. `Disconnected` once every
-    /// publisher that attached has gone and nothing more was published.
+    /// The next message for a subscriber standing at `cur` (which pins
+    /// the ticket in latest-wins mode, or leaves it to the messages the
+    /// subscriber keeps), waiting for one. `Disconnected` once every
+    /// publisher that attached has gone and nothing more was published;
+    /// `WouldDeadlock` if nothing is there and the messages the subscriber
+    /// keeps hold back a publisher (design.md §3.13, "Waiting while
+    /// keeping").
     fn broadcast_receive(
         &self,
-        cursor: &mut u64,
-        pin: bool,
+        cur: &Cursor,
         deadline: Option<Duration>,
     ) -> Result<Broadcasted, Fail> {
         let ring = self.ring();
         let owner = self.owner()?;
         let spin = Spin::new();
         let mut looked_again = false;
+        // a publisher waits for a ticket this subscriber keeps
+        let blocked_on_kept = || {
+            cur.kept_front()
+                .is_some_and(|h| ring.broadcast_floor_above(h))
+        };
         loop {
-            match ring.broadcast_look(owner, *cursor, pin)? {
-                Seen::Message(c) => return Ok(Broadcasted::Message(c, *cursor)),
-                Seen::Lagged(n) => {
-                    *cursor = cursor.saturating_add(n);
-                    return Ok(Broadcasted::Lagged(n));
-                }
+            let c = cur.next();
+            match cur.look(ring, owner)? {
+                Seen::Message(m) => return Ok(Broadcasted::Message(m, c)),
+                Seen::Lagged(n) => return Ok(Broadcasted::Lagged(n)),
                 Seen::Nothing => {}
             }
             if self.gone_before_waiting(deadline) {
                 // SYNC: the publishers' slot stores happen-before their
                 // Release role decrement that we observed: one more look.
-                if !looked_again && ring.broadcast_may_have(*cursor, pin) {
+                if !looked_again && ring.broadcast_may_have(c, cur.pins()) {
                     looked_again = true;
                     continue;
                 }
                 return Err(Fail::Disconnected);
             }
-            let c = *cursor;
+            if deadline != Some(Duration::ZERO) && blocked_on_kept() {
+                // SYNC: the announce we saw (Acquire, from its Release)
+                // came after every slot its publisher's lease saw
+                // published: one more look finds a ticket published
+                // since ours
+                if ring.broadcast_may_have(c, cur.pins()) {
+                    continue;
+                }
+                return Err(Fail::WouldDeadlock);
+            }
             self.wait_once(&spin, deadline, ring.data_word(), || {
-                ring.broadcast_may_have(c, pin) || self.gone_before_waiting(deadline)
+                ring.broadcast_may_have(c, cur.pins())
+                    || blocked_on_kept()
+                    || self.gone_before_waiting(deadline)
             })?;
         }
     }

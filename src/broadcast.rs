@@ -28,6 +28,7 @@
 use std::sync::Arc;
 
 use crate::blocking::Endpoint;
+use crate::cursor::Cursor;
 use crate::error::OpenError;
 use crate::layout::{ChannelKind, FLAG_LATEST_WINS, Layout, ROLE_RECEIVER, ROLE_SENDER};
 use crate::region::{self, Removal, Shared};
@@ -46,7 +47,7 @@ pub use error::{
 };
 use handle::Handle;
 pub use publisher::{Publisher, WriteGrant};
-pub use subscriber::{Iter, Message, Subscriber};
+pub use subscriber::{Iter, Message, OwnedMessage, Subscriber};
 
 /// The shape of a broadcast channel to create. Builder-style:
 ///
@@ -282,8 +283,12 @@ impl Broadcast {
                 "a fresh subscriber has no participant entry",
             ))
         })?;
-        let cursor = h.ring().broadcast_subscribe(owner);
-        Ok(Subscriber { h, cursor })
+        let first = h.ring().broadcast_subscribe(owner);
+        let lossless = h.lossless;
+        Ok(Subscriber {
+            h: Arc::new(h),
+            cursor: Arc::new(Cursor::new(first, lossless)),
+        })
     }
 }
 
@@ -291,3 +296,4 @@ static_assertions::assert_impl_all!(Broadcast: Send, Sync, Clone);
 static_assertions::assert_impl_all!(Publisher: Send, Sync, Clone);
 static_assertions::assert_impl_all!(Subscriber: Send);
 static_assertions::assert_impl_all!(Message<'static>: Send);
+static_assertions::assert_impl_all!(OwnedMessage: Send, Sync);

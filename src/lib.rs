@@ -49,6 +49,7 @@
 mod blocking;
 #[cfg(not(loom))]
 pub mod broadcast;
+mod cursor;
 mod error;
 #[cfg(not(loom))]
 mod inspect;
@@ -86,6 +87,7 @@ pub use crate::wait::{Disconnect, WaitStrategy};
 #[doc(hidden)]
 pub mod __loom {
     pub use crate::blocking::{Broadcasted, Endpoint, Fail};
+    pub use crate::cursor::Cursor;
     pub use crate::layout::{Layout, ROLE_RECEIVER, ROLE_SENDER, WaitWord};
     pub use crate::ring::{
         Allocation, Busy, Claim, Fragment, GaveBack, LaneLease, Next, Owner, Ring, StreamRead,

@@ -220,6 +220,151 @@ fn publishing_while_this_thread_holds_the_oldest_message_is_would_deadlock() {
     tx.send(b"more").unwrap();
 }
 
+/// Publishes until the channel is full (a lossless one) or until a
+/// publish would wait (latest wins, held back by a kept message); returns
+/// how many went in.
+fn fill(tx: &shmq::broadcast::Publisher, from: u32) -> u32 {
+    let mut n = 0;
+    while tx.try_send(&msg(from + n, 100)).is_ok() {
+        n += 1;
+    }
+    n
+}
+
+#[test]
+fn kept_messages_stay_whole_while_the_subscriber_reads_on_in_both_modes() {
+    for lossless in [true, false] {
+        let name = TempName::new("bc-kept");
+        let ch = small(&name, lossless);
+        let mut sub = ch.subscriber().unwrap();
+        let tx = ch.publisher().unwrap();
+        tx.send(&msg(0, 100)).unwrap();
+        let first = sub.recv_owned().unwrap();
+        assert_eq!(first.ticket(), 0);
+        // the kept message holds the publisher back in both modes: its
+        // bytes may not be overwritten
+        let n = fill(&tx, 1);
+        assert!(n > 0, "lossless: {lossless}");
+        let mut kept = vec![first];
+        for i in 1..=n {
+            let m = sub.recv_owned().unwrap();
+            assert_eq!(&*m, &msg(i, 100)[..]);
+            kept.push(m);
+        }
+        assert!(tx.try_send(b"no room").is_err(), "kept messages hold it");
+        for (i, m) in kept.iter().enumerate() {
+            assert_eq!(&**m, &msg(i as u32, 100)[..], "kept message {i} intact");
+        }
+        // let them go out of order: the room comes back only once the
+        // oldest is gone
+        let oldest = kept.remove(0);
+        kept.reverse();
+        drop(kept);
+        assert!(tx.try_send(b"still none").is_err(), "the oldest holds it");
+        drop(oldest);
+        tx.try_send(&msg(99, 100)).unwrap();
+        assert_eq!(&*sub.recv().unwrap(), &msg(99, 100)[..]);
+    }
+}
+
+#[test]
+fn a_receive_that_would_wait_for_its_own_kept_messages_is_would_deadlock() {
+    let name = TempName::new("bc-kept-dl");
+    let ch = small(&name, true);
+    let mut sub = ch.subscriber().unwrap();
+    let tx = ch.publisher().unwrap();
+    let n = fill(&tx, 0);
+    let kept: Vec<_> = (0..n).map(|_| sub.recv_owned().unwrap()).collect();
+    // this thread keeps the oldest: a publish from it would wait for ever
+    let e = tx.send(b"from the keeper").unwrap_err();
+    assert!(matches!(e, SendError::WouldDeadlock(_)), "{e:?}");
+    // a publisher waiting for room: it announces that it needs the oldest
+    // kept message, and the subscriber must not wait for it
+    std::thread::scope(|s| {
+        let publisher = s.spawn(|| tx.send(&msg(n, 100)).map_err(|e| e.to_string()));
+        let start = Instant::now();
+        let e = sub.recv_owned_timeout(Duration::from_secs(30)).unwrap_err();
+        assert_eq!(e, RecvTimeoutError::WouldDeadlock);
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "did not wait it out"
+        );
+        assert_eq!(sub.recv_owned().unwrap_err(), RecvError::WouldDeadlock);
+        // a try never waits: it says there is nothing
+        assert_eq!(sub.try_recv_owned().unwrap_err(), TryRecvError::Empty);
+        assert!(RecvError::WouldDeadlock.to_string().contains("keeps"));
+        drop(kept);
+        assert_eq!(&*sub.recv().unwrap(), &msg(n, 100)[..]);
+        publisher.join().unwrap().unwrap();
+    });
+}
+
+#[test]
+fn kept_messages_dropped_on_other_threads_lose_nothing_and_keep_the_order() {
+    let name = TempName::new("bc-kept-threads");
+    let ch = small(&name, true);
+    let mut sub = ch.subscriber().unwrap();
+    let tx = ch.publisher().unwrap();
+    const N: u32 = 20_000;
+    let (to_worker, worker_rx) = std::sync::mpsc::sync_channel::<shmq::broadcast::OwnedMessage>(8);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            for i in 0..N {
+                tx.send(&msg(i, (i % 300) as usize)).unwrap();
+            }
+        });
+        let worker = s.spawn(move || {
+            let mut next = 0;
+            for m in worker_rx {
+                assert_eq!(&*m, &msg(next, (next % 300) as usize)[..]);
+                next += 1;
+            }
+            next
+        });
+        let mut i = 0;
+        while i < N {
+            match sub.recv_owned() {
+                Ok(m) => {
+                    to_worker.send(m).unwrap();
+                    i += 1;
+                }
+                // the worker still holds the buffer's worth: wait for it
+                Err(RecvError::WouldDeadlock) => std::thread::sleep(Duration::from_millis(1)),
+                Err(e) => panic!("{e}"),
+            }
+        }
+        drop(to_worker);
+        assert_eq!(worker.join().unwrap(), N);
+    });
+    // the messages the worker let go left no stale notes behind on this
+    // thread: a message it keeps now still makes its own publish
+    // WouldDeadlock instead of a hang
+    let n = fill(&tx, 0);
+    let kept = sub.recv_owned().unwrap();
+    let e = tx.send(b"x").unwrap_err();
+    assert!(matches!(e, SendError::WouldDeadlock(_)), "{n}: {e:?}");
+    drop(kept);
+}
+
+#[test]
+fn a_kept_message_outlives_its_subscriber_and_holds_its_place_until_dropped() {
+    let name = TempName::new("bc-kept-outlive");
+    let ch = small(&name, true);
+    let mut sub = ch.subscriber().unwrap();
+    let tx = ch.publisher().unwrap();
+    let n = fill(&tx, 0);
+    let kept = sub.recv_owned().unwrap();
+    drop(sub);
+    // the subscription lives on in the message: still counted, and the
+    // publisher still has no room
+    assert_eq!(tx.subscriber_count(), 1);
+    assert!(tx.try_send(b"x").is_err(), "{n} messages held");
+    assert_eq!(&*kept, &msg(0, 100)[..]);
+    drop(kept);
+    assert_eq!(tx.subscriber_count(), 0);
+    tx.try_send(b"x").unwrap();
+}
+
 #[test]
 fn a_subscriber_that_leaves_stops_holding_the_publisher_back() {
     let name = TempName::new("bc-leave");

@@ -73,12 +73,14 @@ fuzz_target!(|data: &[u8]| {
 
     let tx = ch.publisher().unwrap();
     let mut holder = ch.subscriber().unwrap();
+    // copies messages out, and keeps some in place (`recv_owned`)
     let mut copier = ch.subscriber().unwrap();
     let mut buf = Vec::new();
     let mut held = None;
+    let mut kept = Vec::new();
     let mut it = data.iter().copied();
     while let Some(op) = it.next() {
-        match op % 9 {
+        match op % 10 {
             0 => {
                 let len = usize::from(it.next().unwrap_or(0)) * 2;
                 let _ = tx.try_send(&vec![op; len.min(tx.max_message())]);
@@ -130,6 +132,18 @@ fuzz_target!(|data: &[u8]| {
                     }
                 }
             }
+            8 => {
+                // keep one more message in place, or let a kept one go
+                let Some(b) = it.next() else { break };
+                if b & 1 == 0 {
+                    if let Ok(m) = copier.try_recv_owned() {
+                        kept.push(m);
+                    }
+                } else if !kept.is_empty() {
+                    let m = kept.swap_remove(usize::from(b >> 1) % kept.len());
+                    let _ = m.iter().map(|&x| u64::from(x)).sum::<u64>();
+                }
+            }
             _ => {
                 // a stray byte anywhere
                 let (Some(a), Some(b), Some(v)) = (it.next(), it.next(), it.next()) else {
@@ -142,5 +156,6 @@ fuzz_target!(|data: &[u8]| {
     }
     let _ = held.as_deref().map(<[u8]>::len);
     drop(held);
+    drop(kept);
     let _ = (tx.subscriber_count(), copier.position(), ch.is_lossless());
 });

@@ -18,7 +18,8 @@ use std::time::Duration;
 use loom::sync::Arc;
 use loom::sync::atomic::{AtomicU32, AtomicU64};
 use shmq::__loom::{
-    Busy, Check, Disconnect, Endpoint, Fail, Layout, Owner, Ring, Take, WaitStrategy, Waiter,
+    Busy, Check, Claim, Cursor, Disconnect, Endpoint, Fail, Layout, Owner, Ring, Take,
+    WaitStrategy, Waiter,
 };
 
 /// Runs `f` under loom (bounds from `LOOM_MAX_PREEMPTIONS` and friends) and
@@ -488,23 +489,41 @@ pub enum Got {
     Lagged(u64),
 }
 
-/// A blocking broadcast receive at `*cursor` (the shipped loop), read and
-/// finished; `pin` in latest-wins mode.
-pub fn receive(ring: &Ring, me: Owner, cursor: &mut u64, pin: bool) -> Got {
-    use shmq::__loom::Broadcasted;
-    match Peer::subscriber(ring, me)
-        .broadcast_receive(cursor, pin, None)
-        .expect("a blocking receive gets something")
-    {
-        Broadcasted::Message(c, t) => {
+/// Subscribes `me` (an attached subscriber entry), as
+/// `Broadcast::subscriber` does.
+pub fn subscribe(ring: &Ring, me: Owner, lossless: bool) -> Cursor {
+    Cursor::new(ring.broadcast_subscribe(me), lossless)
+}
+
+/// A blocking broadcast receive at `cur` (the shipped loop), read and
+/// finished.
+pub fn receive(ring: &Ring, me: Owner, cur: &Cursor) -> Got {
+    match receive_in_place(ring, me, cur).expect("a blocking receive gets something") {
+        Ok((c, t)) => {
             let mut v = Vec::new();
             ring.read_payload(&c, &mut v);
-            ring.broadcast_done(me, t);
-            *cursor = t + 1;
+            cur.done(ring, me, t, false);
             Got::Message(v)
         }
-        Broadcasted::Lagged(n) => Got::Lagged(n),
+        Err(n) => Got::Lagged(n),
     }
+}
+
+/// A blocking broadcast receive at `cur` (the shipped loop): the message
+/// found and its ticket (to read in place, then [`Cursor::done`]), or
+/// `Err(n)` for `n` lagged; `Fail` as the loop reports it.
+pub fn receive_in_place(
+    ring: &Ring,
+    me: Owner,
+    cur: &Cursor,
+) -> Result<Result<(Claim, u64), u64>, Fail> {
+    use shmq::__loom::Broadcasted;
+    Ok(
+        match Peer::subscriber(ring, me).broadcast_receive(cur, None)? {
+            Broadcasted::Message(c, t) => Ok((c, t)),
+            Broadcasted::Lagged(n) => Err(n),
+        },
+    )
 }
 
 /// What the reaper does once participant `index` (attached as `role`) is

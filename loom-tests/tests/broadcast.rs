@@ -12,9 +12,9 @@ use loom::sync::Arc;
 use loom::thread;
 use loom_tests::{
     Got, broadcast_ring, check, check_with, dying, owner, payload, publish, quiet_crashes,
-    reap_broadcast, receive,
+    reap_broadcast, receive, subscribe,
 };
-use shmq::__loom::{ROLE_RECEIVER, ROLE_SENDER};
+use shmq::__loom::{Cursor, ROLE_RECEIVER, ROLE_SENDER};
 
 /// One lane of 4 units: two 20-byte messages (2 units each) fill it.
 const LANE: u64 = 256;
@@ -27,10 +27,10 @@ fn tag_of(m: &[u8]) -> Option<u8> {
 
 /// Receives until `n` messages are accounted for (received or counted as
 /// lagged); returns the tags received, in order, and the lagged total.
-fn drain(r: &shmq::__loom::Ring, me: u32, cursor: &mut u64, pin: bool, n: u64) -> (Vec<u8>, u64) {
+fn drain(r: &shmq::__loom::Ring, me: u32, cursor: &Cursor, n: u64) -> (Vec<u8>, u64) {
     let (mut tags, mut lagged) = (Vec::new(), 0);
     while tags.len() as u64 + lagged < n {
-        match receive(r, owner(me), cursor, pin) {
+        match receive(r, owner(me), cursor) {
             Got::Message(m) => tags.push(tag_of(&m).expect("whole, untorn bytes")),
             Got::Lagged(k) => lagged += k,
         }
@@ -46,8 +46,8 @@ fn lossless_two_publishers_two_subscribers_each_get_everything_in_order() {
     // so CI checks it at bound 1; verification.md has the bound-2 run.
     check_with("broadcast_lossless_2x2", Some(20_000), Some(1), || {
         let r = broadcast_ring(LANE, 2, 2, 2);
-        let c2 = r.broadcast_subscribe(owner(2));
-        let c3 = r.broadcast_subscribe(owner(3));
+        let c2 = subscribe(&r, owner(2), true);
+        let c3 = subscribe(&r, owner(3), true);
         let pubs: Vec<_> = [(0u32, 2u8), (1, 1)]
             .into_iter()
             .map(|(p, n)| {
@@ -61,9 +61,9 @@ fn lossless_two_publishers_two_subscribers_each_get_everything_in_order() {
             .collect();
         let sub = {
             let r = Arc::clone(&r);
-            thread::spawn(move || drain(&r, 3, &mut { c3 }, false, 3))
+            thread::spawn(move || drain(&r, 3, &c3, 3))
         };
-        let (mine, lagged) = drain(&r, 2, &mut { c2 }, false, 3);
+        let (mine, lagged) = drain(&r, 2, &c2, 3);
         let (theirs, their_lag) = sub.join().unwrap();
         for p in pubs {
             p.join().unwrap();
@@ -80,7 +80,7 @@ fn lossless_two_publishers_two_subscribers_each_get_everything_in_order() {
 fn lossless_one_publishers_messages_arrive_in_order_through_a_full_lane() {
     check("broadcast_lossless_order", || {
         let r = broadcast_ring(LANE, 2, 1, 1);
-        let mut c = r.broadcast_subscribe(owner(1));
+        let c = subscribe(&r, owner(1), true);
         let p = {
             let r = Arc::clone(&r);
             thread::spawn(move || {
@@ -89,7 +89,7 @@ fn lossless_one_publishers_messages_arrive_in_order_through_a_full_lane() {
                 }
             })
         };
-        let (tags, lagged) = drain(&r, 1, &mut c, false, 3);
+        let (tags, lagged) = drain(&r, 1, &c, 3);
         p.join().unwrap();
         assert_eq!((tags, lagged), (vec![1, 2, 3], 0));
     });
@@ -99,7 +99,7 @@ fn lossless_one_publishers_messages_arrive_in_order_through_a_full_lane() {
 fn latest_wins_a_lapped_reader_gets_whole_messages_and_counts_every_gap() {
     check("broadcast_latest_wins_lapping", || {
         let r = broadcast_ring(LANE, 2, 1, 1);
-        let mut c = r.broadcast_subscribe(owner(1));
+        let c = subscribe(&r, owner(1), false);
         let p = {
             let r = Arc::clone(&r);
             thread::spawn(move || {
@@ -108,7 +108,7 @@ fn latest_wins_a_lapped_reader_gets_whole_messages_and_counts_every_gap() {
                 }
             })
         };
-        let (tags, lagged) = drain(&r, 1, &mut c, true, 3);
+        let (tags, lagged) = drain(&r, 1, &c, 3);
         p.join().unwrap();
         assert!(tags.windows(2).all(|w| w[0] < w[1]), "in order: {tags:?}");
         assert_eq!(tags.len() as u64 + lagged, 3, "{tags:?} + {lagged} lagged");
@@ -130,9 +130,9 @@ fn a_subscriber_joining_while_a_publisher_reclaims_gets_everything_after() {
             })
         };
         assert_eq!(r.try_claim_participant(1, ROLE_RECEIVER, 1), Some(owner(1)));
-        let mut c = r.broadcast_subscribe(owner(1));
-        let first = c;
-        let (tags, lagged) = drain(&r, 1, &mut c, false, 3 - first);
+        let c = subscribe(&r, owner(1), true);
+        let first = c.next();
+        let (tags, lagged) = drain(&r, 1, &c, 3 - first);
         p.join().unwrap();
         assert_eq!(lagged, 0);
         let want: Vec<u8> = (first as u8 + 1..=3).collect();
@@ -146,7 +146,7 @@ fn a_subscriber_joining_while_a_publisher_reclaims_gets_everything_after() {
 /// wins: read or counted as lagged). Returns the survivor's tags.
 fn subscriber_killed(k: u32, lossless: bool) {
     let r = broadcast_ring(LANE, 2, 1, 2);
-    let mut c = r.broadcast_subscribe(owner(2));
+    let c = subscribe(&r, owner(2), lossless);
     let p = {
         let r = Arc::clone(&r);
         thread::spawn(move || {
@@ -157,15 +157,15 @@ fn subscriber_killed(k: u32, lossless: bool) {
     };
     let survivor = {
         let r = Arc::clone(&r);
-        thread::spawn(move || drain(&r, 2, &mut c, !lossless, 3))
+        thread::spawn(move || drain(&r, 2, &c, 3))
     };
     // the victim reads what is published after it subscribed (at most
     // two), then leaves; it may be killed after any step, pinned or not
     let died = dying(k, || {
-        let mut c = r.broadcast_subscribe(owner(1));
+        let c = subscribe(&r, owner(1), lossless);
         let mut seen = 0;
-        while seen < (3 - c.min(3)).min(2) {
-            seen += match receive(&r, owner(1), &mut c, !lossless) {
+        while seen < (3 - c.next().min(3)).min(2) {
+            seen += match receive(&r, owner(1), &c) {
                 Got::Message(_) => 1,
                 Got::Lagged(n) => n,
             };
@@ -214,14 +214,11 @@ static PUBLISHER_STEPS: std::sync::Mutex<Vec<&'static str>> = std::sync::Mutex::
 /// next.
 fn publisher_killed(k: u32, prefilled: bool) {
     let r = broadcast_ring(LANE, 2, 2, 1);
-    let mut c = r.broadcast_subscribe(owner(2));
+    let c = subscribe(&r, owner(2), true);
     if prefilled {
         for t in [21, 22] {
             publish(&r, owner(1), &payload(t, 20), true);
-            assert_eq!(
-                receive(&r, owner(2), &mut c, false),
-                Got::Message(payload(t, 20))
-            );
+            assert_eq!(receive(&r, owner(2), &c), Got::Message(payload(t, 20)));
         }
     }
     let died = dying(k, || publish(&r, owner(0), &payload(1, 20), true));
@@ -236,7 +233,7 @@ fn publisher_killed(k: u32, prefilled: bool) {
     };
     let mut tags = Vec::new();
     while tags.last() != Some(&11) {
-        match receive(&r, owner(2), &mut c, false) {
+        match receive(&r, owner(2), &c) {
             Got::Message(m) => tags.push(tag_of(&m).expect("whole bytes")),
             Got::Lagged(n) => panic!("lossless lagged {n}"),
         }

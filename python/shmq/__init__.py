@@ -284,12 +284,7 @@ class Queue:
         view = q.recv_view(timeout)
         if view is None:
             raise Empty
-        mv = memoryview(view)
-        if len(mv) == 0:
-            raise ShmqError("an empty message: not one of shmq's Python queue")
-        if mv[0] == _codec.BYTES:
-            return mv[1:]
-        return _codec.decode(mv[0], mv)
+        return _codec.decode_view(view)
 
     def get_nowait(self) -> Any:
         """``get(False)``."""

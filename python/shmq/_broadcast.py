@@ -144,17 +144,35 @@ class Subscription:
             raise ValueError("the subscription is closed")
         return raw
 
-    def get(self, block: bool = True, timeout: Optional[float] = None) -> Any:
+    def get(self, block: bool = True, timeout: Optional[float] = None, *, copy: bool = True) -> Any:
         """The next object. Raises ``queue.Empty`` if none arrives within
         ``timeout`` seconds (or at once with ``block=False``). With no
         timeout, raises ``DisconnectedError`` (a ``queue.Empty``) once every
         process that put objects has closed or exited and everything was
         read. In a latest-wins channel, objects overwritten before this
-        subscription read them are skipped and counted in ``lagged``."""
-        got = self._s().recv(_timeout(block, timeout))
-        if got is None:
+        subscription read them are skipped and counted in ``lagged``.
+
+        ``copy=False`` reads the object in place in shared memory instead
+        of copying it out: NumPy arrays (and other out-of-band pickle
+        buffers) come back as read-only views of the channel's memory, and
+        a ``bytes`` object as a read-only ``memoryview``. The object stays
+        in the channel, and holds every publisher back once they need its
+        room (in both modes), until every such view is garbage-collected:
+        keep them short-lived, or copy what you keep. A ``get`` that would
+        wait for a publisher that waits for this subscription's own views
+        raises ``ShmqError`` instead of hanging. Objects pickled in-band
+        (ints, dicts, lists...) are built as usual."""
+        s = self._s()
+        timeout = _timeout(block, timeout)
+        if copy:
+            got = s.recv(timeout)
+            if got is None:
+                raise Empty
+            return _codec.decode(*got)
+        view = s.recv_view(timeout)
+        if view is None:
             raise Empty
-        return _codec.decode(*got)
+        return _codec.decode_view(view)
 
     def get_nowait(self) -> Any:
         """``get(False)``."""

@@ -84,6 +84,20 @@ def decode(kind: int, body: Any) -> Any:
     return pickle.loads(data, buffers=bufs)
 
 
+def decode_view(view: Any) -> Any:
+    """The object of a message lent in place (a native ``MessageView``, or
+    ``bytes`` already copied out): a ``bytes`` message as a read-only
+    ``memoryview`` of shared memory, a pickle with its out-of-band buffers
+    (NumPy arrays) as read-only views of it. The message stays held while
+    any of them is alive."""
+    mv = memoryview(view)
+    if len(mv) == 0:
+        raise ShmqError("an empty message: not one of shmq's Python queue")
+    if mv[0] == BYTES:
+        return mv[1:]
+    return decode(mv[0], mv)
+
+
 def native_timeout(block: bool, timeout: Optional[float]) -> Optional[float]:
     """The native timeout of a ``put``/``get``: ``0.0`` never blocks,
     ``None`` blocks as long as it takes (Python's ``queue`` rules)."""

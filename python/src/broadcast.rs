@@ -13,7 +13,7 @@
 //! latest-wins channel) goes on from the oldest message still held and
 //! counts what it missed in `lagged`.
 
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -25,7 +25,7 @@ use shmq::broadcast::{
 };
 
 use crate::errors::{Failure, open_error};
-use crate::read::copy_message;
+use crate::read::{Lent, MessageView, copy_message};
 use crate::wait::{Deadline, Tries, between_slices};
 use crate::{part_slices, removal};
 
@@ -197,21 +197,66 @@ pub struct RawSubscription {
     lagged: AtomicU64,
 }
 
+impl RawSubscription {
+    /// The open subscriber, locked.
+    fn open(&self) -> PyResult<MutexGuard<'_, Option<Subscriber>>> {
+        let guard = self.sub.lock().unwrap_or_else(|p| p.into_inner());
+        if guard.is_none() {
+            return Err(PyValueError::new_err(format!(
+                "subscription to {:?} is closed",
+                self.name
+            )));
+        }
+        Ok(guard)
+    }
+
+    /// What a receive that failed with `e` does next: go on (`true`), give
+    /// up with nothing (`false`: the timeout passed), or raise. Gaps are
+    /// counted in `lagged` and skipped.
+    fn go_on(
+        &self,
+        py: Python<'_>,
+        e: RecvTimeoutError,
+        tries: &mut Tries,
+        deadline: &Deadline,
+    ) -> PyResult<bool> {
+        let r = match e {
+            RecvTimeoutError::Lagged(n) => {
+                self.lagged.fetch_add(n, Ordering::Relaxed);
+                Ok(true)
+            }
+            // publishers never say they are gone between slices: only a
+            // call without a timeout hears it (Python's rules)
+            RecvTimeoutError::Timeout => tries.again(|| false, NO_PUBLISHERS),
+            RecvTimeoutError::Disconnected if deadline.unbounded() => {
+                Err(Failure::Disconnected(NO_PUBLISHERS.to_owned()))
+            }
+            RecvTimeoutError::Disconnected => {
+                // a timed call waits its timeout out, in slices
+                let nap = Duration::from_millis(1).min(deadline.slice());
+                py.allow_threads(|| std::thread::sleep(nap));
+                between_slices(deadline, || false, NO_PUBLISHERS)
+            }
+            // WouldDeadlock (views of kept messages hold the publishers
+            // back), Corrupted, Attach
+            e => Err(Failure::Other(e.to_string())),
+        };
+        r.map_err(|f| f.into_py_err(py))
+    }
+}
+
 #[pymethods]
 impl RawSubscription {
     /// The next message: its kind and a `bytes` (kind 0) or the whole
     /// message as a `bytearray` (as the queue's `recv`), copied once out of
-    /// shared memory; `None` if none
-    /// arrived in time. Gaps (a latest-wins channel) are counted in
-    /// `lagged` and skipped. Without a timeout, raises `DisconnectedError`
-    /// once every publisher has gone and everything was read.
+    /// shared memory; `None` if none arrived in time. Without a timeout,
+    /// raises `DisconnectedError` once every publisher has gone and
+    /// everything was read.
     #[pyo3(signature = (timeout=None))]
     fn recv(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Option<(u8, PyObject)>> {
         let deadline = Deadline::new(timeout)?;
-        let mut guard = self.sub.lock().unwrap_or_else(|p| p.into_inner());
-        let sub = guard.as_mut().ok_or_else(|| {
-            PyValueError::new_err(format!("subscription to {:?} is closed", self.name))
-        })?;
+        let mut guard = self.open()?;
+        let sub = guard.as_mut().expect("open");
         let mut tries = Tries::new(&deadline);
         // one slice at a time without the GIL; the message is then copied
         // once, from shared memory into the new object (`copy_message`)
@@ -222,31 +267,45 @@ impl RawSubscription {
                 let s = s; // moved in: the message may borrow it
                 s.recv_timeout(wait)
             });
-            let go_on = match r {
+            match r {
                 Ok(m) => break m,
-                Err(RecvTimeoutError::Lagged(n)) => {
-                    self.lagged.fetch_add(n, Ordering::Relaxed);
-                    Ok(true)
+                Err(e) => {
+                    if !self.go_on(py, e, &mut tries, &deadline)? {
+                        return Ok(None);
+                    }
                 }
-                // publishers never say they are gone between slices: only
-                // a call without a timeout hears it (Python's rules)
-                Err(RecvTimeoutError::Timeout) => tries.again(|| false, NO_PUBLISHERS),
-                Err(RecvTimeoutError::Disconnected) if deadline.unbounded() => {
-                    Err(Failure::Disconnected(NO_PUBLISHERS.to_owned()))
-                }
-                Err(RecvTimeoutError::Disconnected) => {
-                    // a timed call waits its timeout out, in slices
-                    let nap = Duration::from_millis(1).min(deadline.slice());
-                    py.allow_threads(|| std::thread::sleep(nap));
-                    between_slices(&deadline, || false, NO_PUBLISHERS)
-                }
-                Err(e) => Err(Failure::Other(e.to_string())),
-            };
-            if !go_on.map_err(|f| f.into_py_err(py))? {
-                return Ok(None);
             }
         };
         copy_message(py, &msg).map(Some)
+    }
+
+    /// The next message read in place and kept: a [`MessageView`] over
+    /// shared memory (the buffer protocol, read-only), which holds the
+    /// publishers back until it and every view made from it are gone;
+    /// `None` if none arrived in time. Raises `ShmqError` rather than wait
+    /// when nothing is new and a publisher waits for a message this
+    /// subscription keeps.
+    #[pyo3(signature = (timeout=None))]
+    fn recv_view(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Option<PyObject>> {
+        let deadline = Deadline::new(timeout)?;
+        let mut guard = self.open()?;
+        let sub = guard.as_mut().expect("open");
+        let mut tries = Tries::new(&deadline);
+        let msg = loop {
+            let wait = tries.wait();
+            match py.allow_threads(|| sub.recv_owned_timeout(wait)) {
+                Ok(m) => break m,
+                Err(e) => {
+                    if !self.go_on(py, e, &mut tries, &deadline)? {
+                        return Ok(None);
+                    }
+                }
+            }
+        };
+        let view = MessageView {
+            msg: Lent::Broadcast(msg),
+        };
+        Ok(Some(Py::new(py, view)?.into_any()))
     }
 
     /// Messages this subscription missed so far (a latest-wins channel's
@@ -256,7 +315,9 @@ impl RawSubscription {
         self.lagged.load(Ordering::Relaxed)
     }
 
-    /// Ends the subscription: it stops holding publishers back at once.
+    /// Ends the subscription: it stops holding publishers back at once,
+    /// but for the views of kept messages still alive (each keeps its
+    /// message, and the subscription, until it is gone).
     fn close(&self) {
         self.sub.lock().unwrap_or_else(|p| p.into_inner()).take();
     }

@@ -39,7 +39,7 @@ use errors::{
     Failure, NoSpaceError, ShmqError, TruncatedError, io_failure, open_error, recv_failure,
     send_failure,
 };
-use read::{MessageView, read_message, to_object};
+use read::{Lent, MessageView, read_message, to_object};
 use wait::{Deadline, NO_CONSUMERS, NO_PRODUCERS, NO_READER, Tries, between_slices, check_signals};
 
 fn removal(name: &str) -> PyResult<Removal> {
@@ -522,7 +522,12 @@ impl RawQueue {
         let msg = py
             .allow_threads(|| first_owned(&rx, &deadline))
             .map_err(|f| f.into_py_err(py))?;
-        msg.map(|msg| Ok(Py::new(py, MessageView { msg })?.into_any()))
+        msg.map(|msg| {
+            let view = MessageView {
+                msg: Lent::Queue(msg),
+            };
+            Ok(Py::new(py, view)?.into_any())
+        })
             .transpose()
     }
 

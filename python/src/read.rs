@@ -10,11 +10,30 @@ use crate::errors::{ShmqError, TruncatedError};
 use crate::wait::SIGNAL_SLICE;
 
 /// A received message read in place in shared memory, exported through the
-/// buffer protocol (read-only). Its space in the queue is released when
-/// this object and every view of it (memoryviews, NumPy arrays) are gone.
+/// buffer protocol (read-only). Its space in the queue (or its place in a
+/// broadcast channel) is released when this object and every view of it
+/// (memoryviews, NumPy arrays) are gone.
 #[pyclass(module = "shmq._shmq", frozen)]
 pub struct MessageView {
-    pub msg: OwnedMessage,
+    pub msg: Lent,
+}
+
+/// A message lent in place, from a queue or a broadcast channel.
+pub enum Lent {
+    /// `Queue.get(copy=False)`.
+    Queue(OwnedMessage),
+    /// `Subscription.get(copy=False)`.
+    Broadcast(shmq::broadcast::OwnedMessage),
+}
+
+impl std::ops::Deref for Lent {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Self::Queue(m) => m,
+            Self::Broadcast(m) => m,
+        }
+    }
 }
 
 #[pymethods]
@@ -34,8 +53,10 @@ impl MessageView {
         let len = pyo3::ffi::Py_ssize_t::try_from(bytes.len())
             .map_err(|_| PyValueError::new_err("message too large for a buffer"))?;
         // SAFETY: `view` is CPython's to fill; the bytes stay in place and
-        // unchanged while `slf` lives (the message is claimed, and no one
-        // writes a claimed record), and the view holds a reference to
+        // unchanged while `slf` lives (a queue's message is claimed, and no
+        // one writes a claimed record; a kept broadcast message holds its
+        // subscriber's cursor, and no publisher reclaims past it), and the
+        // view holds a reference to
         // `slf` (FillInfo takes one). Read-only: a request for a writable
         // buffer fails with BufferError.
         let r = unsafe {

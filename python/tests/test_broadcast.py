@@ -153,3 +153,57 @@ def test_a_killed_subscriber_process_stops_holding_a_lossless_put_back():
     start = time.monotonic()
     b.put(1, timeout=10)
     assert time.monotonic() - start < 2
+
+
+@pytest.mark.parametrize("lossless", [True, False])
+def test_get_copy_false_lends_arrays_in_place_and_holds_their_room_until_collected(lossless):
+    b = shmq.Broadcast(capacity_bytes=1 << 20, lossless=lossless)
+    s = b.subscribe()
+    a = np.arange(10_000, dtype=np.int64)  # 80 KB: an eighth of 1 MiB holds it
+    b.put({"w": a, "step": 7})
+    b.put(b"raw")
+    got = s.get(copy=False)
+    assert got["step"] == 7
+    w = got["w"]
+    np.testing.assert_array_equal(w, a)
+    assert not w.flags.writeable  # a view of shared memory, not a copy
+    with pytest.raises(ValueError):
+        w[0] = 1
+    raw = s.get(copy=False)
+    assert isinstance(raw, memoryview) and raw.tobytes() == b"raw"
+    # the kept array holds publishers back in both modes: fill what is left
+    n = 0
+    with pytest.raises(queue.Full):
+        while True:
+            b.put_nowait(a)
+            n += 1
+    np.testing.assert_array_equal(w, a)  # still intact
+    del got, w, raw
+    b.put_nowait("room again")  # the views are gone: so is the hold
+    for _ in range(n):
+        np.testing.assert_array_equal(s.get(copy=False, timeout=5), a)
+    assert s.get(timeout=5) == "room again"
+
+
+def test_get_copy_false_raises_instead_of_hanging_when_its_own_views_fill_the_channel():
+    b = shmq.Broadcast(capacity_bytes=1 << 16)
+    s = b.subscribe()
+    n = 0
+    with pytest.raises(queue.Full):
+        while True:
+            b.put_nowait(np.full(100, n))
+            n += 1
+    kept = [s.get(copy=False) for _ in range(n)]
+    # a publisher in another process waits for the room these views hold
+    p = mp.get_context("fork").Process(target=_publisher, args=(b, 1))
+    p.start()
+    try:
+        with pytest.raises(shmq.ShmqError, match="keeps"):
+            s.get(copy=False, timeout=30)
+        for i, k in enumerate(kept):
+            np.testing.assert_array_equal(k, np.full(100, i))
+        del kept, k
+        assert s.get(timeout=30) == 0  # the publisher got through
+    finally:
+        p.join(30)
+    assert p.exitcode == 0

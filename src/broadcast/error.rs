@@ -125,6 +125,10 @@ impl<T> fmt::Display for SendTimeoutError<T> {
 const DISCONNECTED: &str = "every publisher has detached or died and this subscriber has \
      read everything they published; no more messages will come";
 
+const KEPT_DEADLOCK: &str = "nothing new yet, and a publisher is waiting for a message this \
+     subscriber keeps (an OwnedMessage): waiting would never end; drop kept messages (copy what \
+     you need) and receive again";
+
 fn lagged(f: &mut fmt::Formatter<'_>, n: u64) -> fmt::Result {
     write!(
         f,
@@ -144,6 +148,10 @@ pub enum RecvError {
     /// Every publisher that attached has gone, and everything published
     /// has been received.
     Disconnected,
+    /// Nothing new is there, and a publisher waits for a message this
+    /// subscriber keeps ([`OwnedMessage`](super::OwnedMessage)): waiting
+    /// would never end. Drop (or copy and drop) kept messages first.
+    WouldDeadlock,
     /// The region failed a consistency check.
     Corrupted(Corruption),
     /// See [`SendError::Attach`].
@@ -155,6 +163,7 @@ impl fmt::Display for RecvError {
         match self {
             Self::Lagged(n) => lagged(f, *n),
             Self::Disconnected => f.write_str(DISCONNECTED),
+            Self::WouldDeadlock => f.write_str(KEPT_DEADLOCK),
             Self::Corrupted(c) => c.fmt(f),
             Self::Attach(a) => a.fmt(f),
         }
@@ -201,6 +210,8 @@ pub enum RecvTimeoutError {
     Lagged(u64),
     /// See [`RecvError::Disconnected`].
     Disconnected,
+    /// See [`RecvError::WouldDeadlock`].
+    WouldDeadlock,
     /// The region failed a consistency check.
     Corrupted(Corruption),
     /// See [`SendError::Attach`].
@@ -213,6 +224,7 @@ impl fmt::Display for RecvTimeoutError {
             Self::Timeout => f.write_str("timed out waiting for a message"),
             Self::Lagged(n) => lagged(f, *n),
             Self::Disconnected => f.write_str(DISCONNECTED),
+            Self::WouldDeadlock => f.write_str(KEPT_DEADLOCK),
             Self::Corrupted(c) => c.fmt(f),
             Self::Attach(a) => a.fmt(f),
         }

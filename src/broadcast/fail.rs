@@ -57,11 +57,12 @@ impl Fail {
     pub(crate) fn broadcast_recv(self) -> RecvError {
         match self {
             Self::Disconnected => RecvError::Disconnected,
+            Self::WouldDeadlock => RecvError::WouldDeadlock,
             Self::Corrupted(c) => RecvError::Corrupted(c),
             Self::Attach(a) => RecvError::Attach(a),
             // no deadline: no timeout; a subscriber allocates nothing and
             // reads nothing streamed
-            Self::Timeout | Self::TooLarge | Self::WouldDeadlock | Self::Truncated => {
+            Self::Timeout | Self::TooLarge | Self::Truncated => {
                 debug_assert!(false, "{self:?} from a blocking receive");
                 RecvError::Disconnected
             }
@@ -75,6 +76,7 @@ impl Fail {
             Self::Disconnected => TryRecvError::Disconnected,
             Self::Corrupted(c) => TryRecvError::Corrupted(c),
             Self::Attach(a) => TryRecvError::Attach(a),
+            // a try never waits, so never for a kept message
             Self::TooLarge | Self::WouldDeadlock | Self::Truncated => {
                 debug_assert!(false, "{self:?} from a receive");
                 TryRecvError::Empty
@@ -87,9 +89,10 @@ impl Fail {
         match self {
             Self::Timeout => RecvTimeoutError::Timeout,
             Self::Disconnected => RecvTimeoutError::Disconnected,
+            Self::WouldDeadlock => RecvTimeoutError::WouldDeadlock,
             Self::Corrupted(c) => RecvTimeoutError::Corrupted(c),
             Self::Attach(a) => RecvTimeoutError::Attach(a),
-            Self::TooLarge | Self::WouldDeadlock | Self::Truncated => {
+            Self::TooLarge | Self::Truncated => {
                 debug_assert!(false, "{self:?} from a receive");
                 RecvTimeoutError::Timeout
             }

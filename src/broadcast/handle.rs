@@ -129,6 +129,29 @@ pub(super) fn hold(h: Held) {
     });
 }
 
+/// Forgets this thread's notes of messages of `shared` that are gone: kept
+/// messages let go on another thread (their subscriber's cursor moved past
+/// them, or it left). Run before each new note, so that a thread that
+/// hands its kept messages to others does not fill its table with them.
+pub(super) fn prune(shared: &Shared) {
+    let key = shared.key();
+    let ring = &shared.ring;
+    let _ = HELD.try_with(|t| {
+        if let Ok(mut t) = t.try_borrow_mut() {
+            for e in t.iter_mut() {
+                if let Some(h) = *e
+                    && h.region == key
+                    && ring
+                        .subscriber_cursor(h.entry)
+                        .is_none_or(|c| c & !HOLD > h.ticket)
+                {
+                    *e = None;
+                }
+            }
+        }
+    });
+}
+
 /// Forgets `h` (a no-op on a thread that never noted it).
 pub(super) fn let_go(h: Held) {
     let _ = HELD.try_with(|t| {

@@ -2,12 +2,14 @@
 
 use std::fmt;
 use std::ops::Deref;
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::error::{RecvError, RecvTimeoutError, TryRecvError};
 use super::handle::{self, Handle, Held};
 use crate::blocking::{Broadcasted, Endpoint, Fail};
-use crate::ring::Claim;
+use crate::cursor::Cursor;
+use crate::ring::{Claim, Owner};
 use crate::sys;
 use crate::wait::deadline_after;
 
@@ -20,16 +22,18 @@ use crate::wait::deadline_after;
 /// gets [`RecvError::Lagged`] once, with the number of messages it
 /// missed, and goes on from the oldest one still held.
 pub struct Subscriber {
-    pub(super) h: Handle,
-    /// The next ticket to read.
-    pub(super) cursor: u64,
+    /// Shared with the [`OwnedMessage`]s it lent: they keep it attached.
+    pub(super) h: Arc<Handle>,
+    /// The next ticket to read and the tickets kept (shared with the
+    /// owned messages, which release theirs).
+    pub(super) cursor: Arc<Cursor>,
 }
 
 impl fmt::Debug for Subscriber {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Subscriber")
             .field("channel", &self.h.shared().name)
-            .field("cursor", &self.cursor)
+            .field("cursor", &self.cursor.next())
             .finish_non_exhaustive()
     }
 }
@@ -78,6 +82,56 @@ impl Subscriber {
             .map_err(Fail::broadcast_recv_timeout)?
         {
             Got::Message(c, t) => Ok(Message::new(self, c, t)),
+            Got::Lagged(n) => Err(RecvTimeoutError::Lagged(n)),
+        }
+    }
+
+    /// The next message, waiting for one, read in place and kept until
+    /// dropped: unlike [`recv`](Self::recv)'s, it borrows nothing, so a
+    /// subscriber may keep many, and drop them in any order, on any thread.
+    ///
+    /// While kept, a message holds publishers back (in both modes: its
+    /// bytes stay put), as if this subscriber had not read past it.
+    ///
+    /// # Errors
+    /// As [`recv`](Self::recv), and [`RecvError::WouldDeadlock`] if nothing
+    /// new is there and a publisher waits for a message this subscriber
+    /// keeps: drop (or copy) kept messages, then receive again.
+    pub fn recv_owned(&mut self) -> Result<OwnedMessage, RecvError> {
+        match self.receive(None).map_err(Fail::broadcast_recv)? {
+            Got::Message(c, t) => Ok(self.keep(c, t)),
+            Got::Lagged(n) => Err(RecvError::Lagged(n)),
+        }
+    }
+
+    /// [`recv_owned`](Self::recv_owned) if a message is ready now.
+    ///
+    /// # Errors
+    /// As [`try_recv`](Self::try_recv).
+    pub fn try_recv_owned(&mut self) -> Result<OwnedMessage, TryRecvError> {
+        match self
+            .receive(Some(Duration::ZERO))
+            .map_err(Fail::broadcast_try_recv)?
+        {
+            Got::Message(c, t) => Ok(self.keep(c, t)),
+            Got::Lagged(n) => Err(TryRecvError::Lagged(n)),
+        }
+    }
+
+    /// [`recv_owned`](Self::recv_owned), waiting at most `timeout`.
+    ///
+    /// # Errors
+    /// As [`recv_timeout`](Self::recv_timeout), and
+    /// [`RecvTimeoutError::WouldDeadlock`] as `recv_owned`.
+    pub fn recv_owned_timeout(
+        &mut self,
+        timeout: Duration,
+    ) -> Result<OwnedMessage, RecvTimeoutError> {
+        match self
+            .receive(deadline_after(timeout))
+            .map_err(Fail::broadcast_recv_timeout)?
+        {
+            Got::Message(c, t) => Ok(self.keep(c, t)),
             Got::Lagged(n) => Err(RecvTimeoutError::Lagged(n)),
         }
     }
@@ -132,18 +186,19 @@ impl Subscriber {
     /// Messages missed so far would be reported by the next receive; this
     /// is the ticket the subscriber reads next (for tests and tools).
     pub fn position(&self) -> u64 {
-        self.cursor
+        self.cursor.next()
     }
 
     fn receive(&mut self, deadline: Option<Duration>) -> Result<Got, Fail> {
         // a handle first used in a forked child registers anew: it
-        // subscribes from the child's present
+        // subscribes from the child's present, keeping nothing (the
+        // parent's kept messages are the parent's to release)
         let (owner, fresh) = self.h.member.owner().map_err(|e| Fail::attach(&e))?;
         if fresh {
-            self.cursor = self.h.ring().broadcast_subscribe(owner);
+            let first = self.h.ring().broadcast_subscribe(owner);
+            self.cursor = Arc::new(Cursor::new(first, self.h.lossless));
         }
-        let pin = !self.h.lossless;
-        match self.h.broadcast_receive(&mut self.cursor, pin, deadline)? {
+        match self.h.broadcast_receive(&self.cursor, deadline)? {
             Broadcasted::Message(c, t) => Ok(Got::Message(c, t)),
             Broadcasted::Lagged(n) => Ok(Got::Lagged(n)),
         }
@@ -154,19 +209,37 @@ impl Subscriber {
             Got::Message(c, t) => {
                 let ring = self.h.ring();
                 ring.read_payload(&c, buf);
-                self.finish(t);
+                self.finish(t, false);
                 Ok(buf.len())
             }
             Got::Lagged(n) => Err(n),
         }
     }
 
-    /// Done with ticket `t`: the cursor moves past it.
-    fn finish(&mut self, t: u64) {
+    /// Done with ticket `t`: the cursor moves past it, unless `keep`.
+    fn finish(&mut self, t: u64, keep: bool) {
         if let Ok((owner, _)) = self.h.member.owner() {
-            self.h.ring().broadcast_done(owner, t);
+            self.cursor.done(self.h.ring(), owner, t, keep);
         }
-        self.cursor = t.saturating_add(1);
+    }
+
+    /// Ticket `t`, just received, kept as an [`OwnedMessage`].
+    fn keep(&mut self, claim: Claim, t: u64) -> OwnedMessage {
+        self.finish(t, true);
+        let owner = self.h.member.owner().ok().map(|(o, _)| o);
+        let entry = owner.map_or(u32::MAX, |o| o.index);
+        let held = Held::new(self.h.shared(), entry, t);
+        handle::prune(self.h.shared());
+        handle::hold(held);
+        OwnedMessage {
+            h: Arc::clone(&self.h),
+            cursor: Arc::clone(&self.cursor),
+            owner,
+            claim,
+            ticket: t,
+            held,
+            fork_gen: sys::fork_generation(),
+        }
     }
 }
 
@@ -214,7 +287,7 @@ impl Drop for Message<'_> {
             return; // a forked child's copy: the parent's to release
         }
         handle::let_go(self.held);
-        self.sub.finish(self.ticket);
+        self.sub.finish(self.ticket, false);
     }
 }
 
@@ -231,6 +304,69 @@ impl fmt::Debug for Message<'_> {
 unsafe impl Send for Message<'_> {}
 // SAFETY: `&Message` only gives `&[u8]`.
 unsafe impl Sync for Message<'_> {}
+
+/// A message read in place and kept: from [`Subscriber::recv_owned`]. It
+/// borrows nothing; its bytes stay valid and unchanged until it is dropped
+/// (publishers wait for it meanwhile, in both modes). It keeps its
+/// subscriber attached until then.
+pub struct OwnedMessage {
+    h: Arc<Handle>,
+    cursor: Arc<Cursor>,
+    /// The subscriber's entry when it was received (`None`: it had none,
+    /// and nothing is held).
+    owner: Option<Owner>,
+    claim: Claim,
+    ticket: u64,
+    held: Held,
+    fork_gen: u64,
+}
+
+impl OwnedMessage {
+    /// The message's ticket: its place in the channel's publish order.
+    pub fn ticket(&self) -> u64 {
+        self.ticket
+    }
+}
+
+impl Deref for OwnedMessage {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        let (p, len) = self.claim.payload();
+        // SAFETY: the subscriber's cursor stays at or below this ticket
+        // (pinned in latest-wins mode) until the message is dropped
+        // (`Cursor`, design.md §3.13 "Kept messages"), so no publisher
+        // writes these bytes meanwhile; `h` keeps the region mapped and the
+        // subscriber's entry attached.
+        unsafe { std::slice::from_raw_parts(p.as_ptr(), len) }
+    }
+}
+
+impl Drop for OwnedMessage {
+    fn drop(&mut self) {
+        if self.fork_gen != sys::fork_generation() {
+            return; // a forked child's copy: the parent's to release
+        }
+        handle::let_go(self.held);
+        if let Some(owner) = self.owner {
+            self.cursor.release(self.h.ring(), owner, self.ticket);
+        }
+    }
+}
+
+impl fmt::Debug for OwnedMessage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OwnedMessage")
+            .field("ticket", &self.ticket)
+            .field("len", &self.len())
+            .finish_non_exhaustive()
+    }
+}
+
+// SAFETY: an `OwnedMessage` reads bytes no one writes while it lives (see
+// `deref`) and releases them through the `Cursor`'s lock from any thread.
+unsafe impl Send for OwnedMessage {}
+// SAFETY: `&OwnedMessage` only gives `&[u8]`.
+unsafe impl Sync for OwnedMessage {}
 
 /// The blocking iterator of [`Subscriber::iter`].
 #[derive(Debug)]

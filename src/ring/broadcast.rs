@@ -33,6 +33,11 @@ pub enum Room {
         target: u64,
         /// The participant entry of the first subscriber found blocking.
         by: u32,
+        /// Whether this look raised `floor` (a new announce): subscribers
+        /// that keep messages must hear of it (design.md §3.13, "Waiting
+        /// while keeping"); a look that re-announces need not tell them
+        /// again.
+        raised: bool,
     },
 }
 
@@ -230,13 +235,21 @@ impl Ring {
                     target_pos = pos(target)?;
                 }
             }
-            floor.fetch_max(target, Ordering::Relaxed);
+            // SYNC: Release pairs with `broadcast_floor_above`'s Acquire:
+            // a subscriber that sees this announce sees every slot
+            // published before it (a receive looks again before it says
+            // `WouldDeadlock`: design.md §3.13, "Waiting while keeping").
+            let before = floor.fetch_max(target, Ordering::Release);
             sync::crash_point("floor announced");
             // SYNC: announce, SeqCst fence, loads of the cursors: the Dekker
             // pair with `broadcast_subscribe` and `broadcast_look`.
             fence(Ordering::SeqCst);
             if let Some(by) = self.broadcast_blocker(target, lossless) {
-                return Ok(Room::Blocked { target, by });
+                return Ok(Room::Blocked {
+                    target,
+                    by,
+                    raised: before < target,
+                });
             }
         }
         lease.frontier = target_pos;
@@ -350,7 +363,12 @@ impl Ring {
     pub fn broadcast_look(&self, me: Owner, c: u64, pin: bool) -> Result<Seen, Corruption> {
         let cursor = self.cursor(me);
         if pin {
-            cursor.store(c | HOLD, Ordering::Relaxed);
+            // SYNC: Release: a publisher whose confirm load reads the pin
+            // also sees what happened before it, such as another thread's
+            // reads of a kept message it released (design.md §3.13, "Kept
+            // messages"); the release sequence of that thread's own store
+            // ends at ours.
+            cursor.store(c | HOLD, Ordering::Release);
             sync::crash_point("subscriber pinned");
             // SYNC: pin, SeqCst fence, `floor` load: Dekker with the
             // publisher's announce, fence, confirm.
@@ -419,12 +437,27 @@ impl Ring {
     /// A subscriber is done with ticket `c` (read, copied or dropped): its
     /// cursor moves past it and a publisher waiting for room is woken.
     pub fn broadcast_done(&self, me: Owner, c: u64) {
-        // SYNC: Release pairs with the publisher's SeqCst confirm load: the
-        // reads of ticket `c` happen-before it is overwritten.
-        self.cursor(me)
-            .store(c.saturating_add(1), Ordering::Release);
+        self.broadcast_set_cursor(me, c.saturating_add(1));
+    }
+
+    /// Stores a subscriber's cursor word (the first ticket it still needs,
+    /// with `HOLD` if it pins it): only ever a rise, or a pin cleared
+    /// (design.md §3.13, "Kept messages"). Wakes a publisher waiting for
+    /// room.
+    pub fn broadcast_set_cursor(&self, me: Owner, word: u64) {
+        // SYNC: Release pairs with the publisher's Acquire confirm load: the
+        // reads of every ticket below `word` happen-before it is
+        // overwritten.
+        self.cursor(me).store(word, Ordering::Release);
         sync::crash_point("subscriber cursor advanced");
         self.wake(&self.header().space.word, u32::MAX);
+    }
+
+    /// Whether `floor` is past ticket `t`: a publisher announced that it
+    /// must reclaim `t`, and waits until it may (a subscriber keeping `t`
+    /// would wait for ever for a new message).
+    pub fn broadcast_floor_above(&self, t: u64) -> bool {
+        self.broadcast_floor().load(Ordering::Acquire) > t
     }
 
     /// Whether a subscriber at `c` may find something new (its wait
