@@ -5,7 +5,9 @@ processes (issue 15, item 5).
 Transports, in one run:
 
 * ``shmq.Broadcast``: one lossless channel; every subscription gets every
-  object (``put`` once, ``get`` in each subscriber);
+  object (``put`` once, ``get`` in each subscriber), copied out;
+* the same with ``get(copy=False)``: each object read in place (arrays
+  are views of the channel's memory) and let go at the next ``get``;
 * ``mp.Queue`` per subscriber: the usual workaround, one
   ``multiprocessing.Queue`` per subscriber, the publisher ``put``s every
   object into each.
@@ -50,10 +52,11 @@ def seq_of(obj) -> int:
 
 
 def subscriber(kind, chan, n, ready, done):
-    sub = chan.subscribe() if kind == "broadcast" else chan
+    sub = chan.subscribe() if kind != "mpqueue" else chan
+    copy = kind != "view"
     ready.put(os.getpid())
     for i in range(n):
-        obj = sub.get(timeout=120)
+        obj = sub.get(timeout=120) if copy else sub.get(timeout=120, copy=False)
         if seq_of(obj) != i:
             done.put(("lost", i))
             return
@@ -63,7 +66,7 @@ def subscriber(kind, chan, n, ready, done):
 def run(kind: str, size: int, n: int, subs: int) -> float:
     ctx = mp.get_context("spawn")
     ready, done = ctx.Queue(), ctx.Queue()
-    if kind == "broadcast":
+    if kind != "mpqueue":
         chan = shmq.Broadcast(capacity_bytes=max(8 << 20, 16 * size))
         chans = [chan] * subs
     else:
@@ -76,7 +79,7 @@ def run(kind: str, size: int, n: int, subs: int) -> float:
     start = time.perf_counter()
     for i in range(n):
         obj = make(i, size)
-        if kind == "broadcast":
+        if kind != "mpqueue":
             chan.put(obj)
         else:
             for q in chans:
@@ -101,24 +104,25 @@ def main() -> None:
     results = {}
     for r in range(o.repeats):
         for size, n in cells:
-            for kind in ("broadcast", "mpqueue"):
+            for kind in ("broadcast", "view", "mpqueue"):
                 results.setdefault((kind, size), []).append(run(kind, size, n, o.subscribers))
     print(
         "%d subscriber processes, %s, %d CPUs, Python %s, shmq %s"
         % (o.subscribers, platform.processor() or platform.machine(), os.cpu_count(),
            platform.python_version(), getattr(shmq, "__version__", "?"))
     )
-    print("| size | shmq.Broadcast msg/s per subscriber | mp.Queue per subscriber | ratio |")
-    print("|---|---|---|---|")
+    print("| size | shmq.Broadcast | `get(copy=False)` | mp.Queue per subscriber | ratio | ratio, in place |")
+    print("|---|---|---|---|---|---|")
     for size, _ in cells:
         b = results[("broadcast", size)]
+        v = results[("view", size)]
         m = results[("mpqueue", size)]
-        mb, mm = statistics.median(b), statistics.median(m)
+        mb, mv, mm = statistics.median(b), statistics.median(v), statistics.median(m)
         print(
-            "| %s | %.0f (%.0f-%.0f) | %.0f (%.0f-%.0f) | %.1fx |"
-            % ("1 KB" if size < 1_000_000 else "1 MB", mb, min(b), max(b), mm, min(m), max(m), mb / mm)
+            "| %s | %.0f (%.0f-%.0f) | %.0f (%.0f-%.0f) | %.0f (%.0f-%.0f) | %.1fx | %.1fx |"
+            % ("1 KB" if size < 1_000_000 else "1 MB", mb, min(b), max(b), mv, min(v), max(v),
+               mm, min(m), max(m), mb / mm, mv / mm)
         )
-
 
 if __name__ == "__main__":
     main()
