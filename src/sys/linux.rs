@@ -494,7 +494,10 @@ pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, deadline: Duration) ->
 
 /// Wakes up to `n` waiters on `word`, in any process.
 pub(crate) fn futex_wake(word: &AtomicU32, n: u32) {
-    let _ = futex::wake(word, futex::Flags::empty(), n);
+    // The kernel reads the count as a signed int: `u32::MAX` would be -1,
+    // which wakes exactly one waiter (`++woken >= nr_wake` stops at once),
+    // so "every waiter" is `i32::MAX`.
+    let _ = futex::wake(word, futex::Flags::empty(), n.min(i32::MAX as u32));
 }
 
 /// The process id of the caller.
@@ -569,6 +572,28 @@ mod tests {
         f.unlock_byte(3).unwrap();
         assert!(!g.byte_locked_by_other(3).unwrap());
         unlink(&name).unwrap();
+    }
+
+    #[test]
+    fn a_wake_of_every_waiter_wakes_every_waiter() {
+        // several threads asleep on one word; one wake with `u32::MAX`
+        // (what `Ring::wake` passes to wake everyone) must wake them all,
+        // none may sleep on to its deadline
+        let w = AtomicU32::new(0);
+        let deadline = monotonic_now() + Duration::from_secs(20);
+        std::thread::scope(|s| {
+            let sleepers: Vec<_> = (0..4)
+                .map(|_| s.spawn(|| futex_wait(&w, 0, deadline)))
+                .collect();
+            // let them fall asleep (one that has not yet sees the new
+            // value and returns at once: `Woken` too)
+            std::thread::sleep(Duration::from_millis(50));
+            w.store(1, Ordering::SeqCst);
+            futex_wake(&w, u32::MAX);
+            for t in sleepers {
+                assert_eq!(t.join().unwrap(), Wake::Woken, "a waiter slept on");
+            }
+        });
     }
 
     #[test]
