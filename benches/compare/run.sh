@@ -12,6 +12,10 @@
 #                                         # cells, well under a minute after the
 #                                         # build; writes benches/compare/target/quick/
 #
+#   bash benches/compare/run.sh --fanout  # one publisher to 1, 2 and 4
+#                                         # subscriber processes, shmq's broadcast
+#                                         # against iceoryx2: docs/compare-fanout.md
+#
 # Other arguments go to the binary: --runs N, --only ID,ID (e.g. shmq-copy-spin,
 # iox-poll-zero, memcpy), --sizes 8,65536, --out DIR. See the doc comment of
 # benches/compare/src/main.rs for what each mode means.

@@ -180,6 +180,9 @@ pub struct Cell {
     pub max: u64,
     /// Unique per cell and run: names queues, services and sockets.
     pub tag: String,
+    /// Subscriber processes of a fan-out cell (1 for every other cell):
+    /// the main process is one, the others are extra peers.
+    pub subscribers: usize,
 }
 
 impl Cell {
@@ -193,6 +196,7 @@ impl Cell {
             self.min.to_string(),
             self.max.to_string(),
             self.tag.clone(),
+            self.subscribers.to_string(),
         ]
     }
 
@@ -205,8 +209,8 @@ impl Cell {
 
     /// Parses `args()` (plus extras, returned).
     pub fn parse(args: &[String]) -> Res<(Self, Vec<String>)> {
-        if args.len() < 7 {
-            return Err("a cell needs 7 arguments".into());
+        if args.len() < 8 {
+            return Err("a cell needs 8 arguments".into());
         }
         Ok((
             Cell {
@@ -217,8 +221,9 @@ impl Cell {
                 min: args[4].parse()?,
                 max: args[5].parse()?,
                 tag: args[6].clone(),
+                subscribers: args[7].parse()?,
             },
-            args[7..].to_vec(),
+            args[8..].to_vec(),
         ))
     }
 }
@@ -347,9 +352,9 @@ pub fn peer_process(args: &[String]) -> Res<()> {
             shmq_t::peer_side(&cell, shmq_mode(t))
         }
         t @ (Transport::IoxPollZero | Transport::IoxPollCopy | Transport::IoxListenZero) => {
-            iox::peer_side(&cell, iox::Mode::of(t))
+            iox::peer_side(&cell, iox::Mode::of(t), &extra)
         }
-        Transport::ShmqBcastZero => shmq_bcast::peer_side(&cell),
+        Transport::ShmqBcastZero => shmq_bcast::peer_side(&cell, &extra),
         Transport::Uds | Transport::Pipe => stream::peer_side(&cell, &extra),
         Transport::CacheLine | Transport::Futex => baseline::peer_side(&cell, &extra),
         Transport::Crossbeam | Transport::CrossbeamPoll | Transport::Memcpy => {

@@ -242,6 +242,19 @@ pub fn pingpong<T: TxEnd, R: RxEnd>(
     min: u64,
     max: u64,
 ) -> Res<Vec<u64>> {
+    pingpong_fanout(tx, rx, size, (secs, min, max), 1)
+}
+
+/// [`pingpong`] to `replies` echo peers (a fan-out): each round trip ends
+/// with the last of the `replies` echoes of its message. `(secs, min,
+/// max)` as `pingpong`'s.
+pub fn pingpong_fanout<T: TxEnd, R: RxEnd>(
+    tx: &mut T,
+    rx: &mut R,
+    size: usize,
+    (secs, min, max): (f64, u64, u64),
+    replies: usize,
+) -> Res<Vec<u64>> {
     let limit = Duration::from_secs_f64(secs);
     let start = Instant::now();
     let mut rtts = Vec::with_capacity(max.min(1 << 20) as usize);
@@ -249,8 +262,10 @@ pub fn pingpong<T: TxEnd, R: RxEnd>(
     while seq < max && (seq < min || start.elapsed() < limit) {
         let t = Instant::now();
         tx.send(size, seq)?;
-        if !rx.recv(size, seq)? {
-            return Err("the echo side sent the stop marker".into());
+        for _ in 0..replies {
+            if !rx.recv(size, seq)? {
+                return Err("the echo side sent the stop marker".into());
+            }
         }
         rtts.push(t.elapsed().as_nanos() as u64);
         seq += 1;
@@ -409,6 +424,40 @@ pub fn peer_ready() {
     let _ = std::io::stdout().flush();
     let mut go = String::new();
     let _ = std::io::stdin().read_line(&mut go);
+}
+
+/// The extra arguments of a fan-out cell's further peers: subscriber (one
+/// way) or echo (round trip) number `k`.
+pub fn fanout_args(k: usize) -> Vec<String> {
+    vec!["fanout".into(), k.to_string()]
+}
+
+/// Which further peer of a fan-out cell this process is (from
+/// [`fanout_args`]), pinned to CPU `k mod 2` (the main process is on CPU
+/// 0 and the first peer on CPU 1: further ones take turns); `None` for
+/// the first peer.
+pub fn fanout_role(extra: &[String]) -> Res<Option<usize>> {
+    match extra {
+        [role, k] if role == "fanout" => {
+            let k: usize = k.parse()?;
+            pin(k % online_cpus().max(1));
+            Ok(Some(k))
+        }
+        [] => Ok(None),
+        other => Err(format!("unexpected peer arguments {other:?}").into()),
+    }
+}
+
+/// Starts the further peers of a fan-out cell (`1..n`) and waits until
+/// each is ready (it has subscribed), letting each go at once.
+pub fn spawn_fanout(cell_args: impl Fn(&[String]) -> Vec<String>, n: usize) -> Res<Vec<Peer>> {
+    let mut peers = Vec::new();
+    for k in 1..n {
+        let mut p = Peer::spawn(&cell_args(&fanout_args(k)), &[])?;
+        p.ready()?;
+        peers.push(p);
+    }
+    Ok(peers)
 }
 
 /// The peer's last line: the count and its peak RSS; then waits until the

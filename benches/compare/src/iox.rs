@@ -25,8 +25,8 @@ use iceoryx2::prelude::*;
 
 use crate::cells::{Cell, CellOut, Metric, Transport};
 use crate::common::{
-    Peer, Res, RxEnd, STOP, TxEnd, check_copy, check_in_place, echo, is_stop, oneway_receive,
-    oneway_send, pattern, peer_done, peer_ready, pingpong,
+    Peer, Res, RxEnd, STOP, TxEnd, check_copy, check_in_place, echo, fanout_args, fanout_role,
+    is_stop, oneway_receive, oneway_send, pattern, peer_done, peer_ready, pingpong_fanout,
 };
 
 /// The iceoryx2 version this crate pins in Cargo.toml (`=0.10.0`).
@@ -73,6 +73,8 @@ type Ipc = ipc::Service;
 struct Tx {
     publisher: Publisher<Ipc, [u8], ()>,
     notifier: Option<Notifier<Ipc>>,
+    /// Subscribers each sample must reach.
+    expect: usize,
 }
 
 impl Tx {
@@ -83,8 +85,12 @@ impl Tx {
         // SAFETY: every element of the payload was written just above.
         let sample = unsafe { sample.assume_init() };
         let delivered = sample.send()?;
-        if delivered != 1 {
-            return Err(format!("sample delivered to {delivered} subscribers, not 1").into());
+        if delivered != self.expect {
+            return Err(format!(
+                "sample delivered to {delivered} subscribers, not {}",
+                self.expect
+            )
+            .into());
         }
         if let Some(n) = &self.notifier {
             n.notify()?;
@@ -177,15 +183,20 @@ fn ends(
         Metric::OneWay => buffer_for(cell.size),
         _ => 2,
     };
+    // a fan-out cell: N subscribers of `data` / `ping`, N publishers of
+    // `pong` (the echoes)
+    let n = cell.subscribers;
+    let fan = |dir: &str| if dir == "pong" { (n, 1) } else { (1, n) };
     let pubsub = |dir: &str| -> Res<_> {
         let name: ServiceName = format!("shmq-compare/{}/{dir}", cell.tag)
             .as_str()
             .try_into()?;
+        let (pubs, subs) = fan(dir);
         let b = node
             .service_builder(&name)
             .publish_subscribe::<[u8]>()
-            .max_publishers(1)
-            .max_subscribers(1)
+            .max_publishers(pubs)
+            .max_subscribers(subs)
             .history_size(0)
             .subscriber_max_buffer_size(buffer)
             .subscriber_max_borrowed_samples(1)
@@ -196,11 +207,12 @@ fn ends(
         let name: ServiceName = format!("shmq-compare/{}/{dir}-event", cell.tag)
             .as_str()
             .try_into()?;
+        let (notifiers, listeners) = fan(dir);
         let b = node
             .service_builder(&name)
             .event()
-            .max_notifiers(1)
-            .max_listeners(1);
+            .max_notifiers(notifiers)
+            .max_listeners(listeners);
         Ok(if create { b.create()? } else { b.open()? })
     };
     // receiving ports first, so a publisher created after them connects
@@ -234,23 +246,33 @@ fn ends(
             } else {
                 None
             },
+            expect: fan(dir).1,
         }),
         None => None,
     };
     Ok((tx, rx))
 }
 
-fn setup(cell: &Cell, mode: Mode, main: bool) -> Res<Ends> {
+/// Which process of a cell: the main one, the first peer, or a further
+/// subscriber or echo of a fan-out cell.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Main,
+    Peer,
+    Further,
+}
+
+fn setup(cell: &Cell, mode: Mode, role: Role) -> Res<Ends> {
     let node = node()?;
-    let (send_on, recv_on) = match (cell.metric, main) {
-        (Metric::OneWay, true) => (None, Some("data")),
-        (Metric::OneWay, false) => (Some("data"), None),
-        (_, true) => (Some("ping"), Some("pong")),
-        (_, false) => (Some("pong"), Some("ping")),
+    let (send_on, recv_on) = match (cell.metric, role) {
+        (Metric::OneWay, Role::Main | Role::Further) => (None, Some("data")),
+        (Metric::OneWay, Role::Peer) => (Some("data"), None),
+        (_, Role::Main) => (Some("ping"), Some("pong")),
+        (_, _) => (Some("pong"), Some("ping")),
     };
     // the main side creates the services (all of them, before the peer
-    // starts); the peer opens them
-    let (tx, rx) = ends(&node, cell, mode, main, send_on, recv_on)?;
+    // starts); the peers open them
+    let (tx, rx) = ends(&node, cell, mode, role == Role::Main, send_on, recv_on)?;
     Ok(Ends {
         tx,
         rx,
@@ -258,15 +280,28 @@ fn setup(cell: &Cell, mode: Mode, main: bool) -> Res<Ends> {
     })
 }
 
-/// The timing process: subscriber (one way) or pinger (round trip).
+/// The timing process: subscriber (one way) or pinger (round trip). With
+/// `cell.subscribers` = N > 1, one way: N - 1 further subscriber peers,
+/// started once the publisher exists, read and check every message too;
+/// round trip: N echo peers, and a round trip ends with the last echo.
 pub fn main_side(cell: &Cell, mode: Mode) -> Res<CellOut> {
-    let mut e = setup(cell, mode, true)?;
+    let mut e = setup(cell, mode, Role::Main)?;
     let mut rx = e.rx.take().ok_or("no subscriber")?;
+    let n = cell.subscribers;
     let mut peer = Peer::spawn(&cell.peer_args(&[]), &[])?;
-    // the subscriber connects to the peer's new publisher before it sends:
-    // a publisher whose subscriber has not connected yet drops samples
-    // once the buffer is full (`send` then reports 0 deliveries)
+    let mut further = Vec::new();
+    // every subscriber connects to the peer's new publisher before it
+    // sends: a publisher whose subscriber has not connected yet drops
+    // samples once the buffer is full (`send` then reports fewer
+    // deliveries)
     peer.ready_then(|| {
+        if cell.metric == Metric::OneWay {
+            for k in 1..n {
+                let mut p = Peer::spawn(&cell.peer_args(&fanout_args(k)), &[])?;
+                p.ready()?;
+                further.push(p);
+            }
+        }
         rx.subscriber.has_samples()?;
         Ok(())
     })?;
@@ -274,28 +309,58 @@ pub fn main_side(cell: &Cell, mode: Mode) -> Res<CellOut> {
         Metric::OneWay => {
             let got = oneway_receive(&mut rx, cell.size)?;
             let (sent, rss) = peer.done()?;
+            for p in further {
+                let (theirs, _) = p.done()?;
+                if theirs != sent {
+                    return Err(format!("{sent} sent, a further subscriber got {theirs}").into());
+                }
+            }
             CellOut::oneway(cell, got, sent, Some(rss))
         }
         _ => {
+            for k in 1..n {
+                let mut p = Peer::spawn(&cell.peer_args(&fanout_args(k)), &[])?;
+                p.ready_then(|| {
+                    rx.subscriber.has_samples()?;
+                    Ok(())
+                })?;
+                further.push(p);
+            }
             let mut tx = e.tx.take().ok_or("no publisher")?;
-            let rtts = pingpong(&mut tx, &mut rx, cell.size, cell.secs, cell.min, cell.max)?;
+            let limits = (cell.secs, cell.min, cell.max);
+            let rtts = pingpong_fanout(&mut tx, &mut rx, cell.size, limits, n)?;
             let (_, rss) = peer.done()?;
+            for p in further {
+                p.done()?;
+            }
             Ok(CellOut::round_trip(rtts, Some(rss)))
         }
     }
 }
 
-/// The peer process: publisher (one way) or echo (round trip).
-pub fn peer_side(cell: &Cell, mode: Mode) -> Res<()> {
-    let mut e = setup(cell, mode, false)?;
-    let mut tx = e.tx.take().ok_or("no publisher")?;
+/// The peer process: publisher (one way) or echo (round trip); or a
+/// further subscriber or echo of a fan-out cell.
+pub fn peer_side(cell: &Cell, mode: Mode, extra: &[String]) -> Res<()> {
+    let further = fanout_role(extra)?.is_some();
+    let role = if further { Role::Further } else { Role::Peer };
+    let mut e = setup(cell, mode, role)?;
     match cell.metric {
+        Metric::OneWay if further => {
+            let mut rx = e.rx.take().ok_or("no subscriber")?;
+            // connect to the publisher, which exists by now
+            rx.subscriber.has_samples()?;
+            peer_ready();
+            let got = oneway_receive(&mut rx, cell.size)?;
+            peer_done(got.received);
+        }
         Metric::OneWay => {
+            let mut tx = e.tx.take().ok_or("no publisher")?;
             peer_ready();
             let sent = oneway_send(&mut tx, cell.size, cell.secs, cell.min)?;
             peer_done(sent);
         }
         _ => {
+            let mut tx = e.tx.take().ok_or("no publisher")?;
             let mut rx = e.rx.take().ok_or("no subscriber")?;
             peer_ready();
             let n = echo(&mut tx, &mut rx, cell.size)?;

@@ -7,6 +7,9 @@
 //!                                        # written to benches/compare/target/quick/
 //! benches/compare/target/release/compare [--quick] [--runs N] [--only ID,ID..]
 //!                                        [--sizes 8,64,..] [--out DIR]
+//! benches/compare/target/release/compare --fanout [--runs N] [--out DIR]
+//!                                        # one publisher to 1, 2, 4 subscriber
+//!                                        # processes (src/fanout.rs)
 //! ```
 //!
 //! The measurement protocol is the project's `shared/BENCHMARKS.md`. A
@@ -61,6 +64,7 @@
 mod baseline;
 mod cells;
 mod common;
+mod fanout;
 mod iox;
 mod report;
 mod shmq_bcast;
@@ -89,6 +93,7 @@ const SIZES: [usize; 6] = [8, 64, KIB, 64 * KIB, MIB, 16 * MIB];
 #[derive(Debug)]
 struct Opts {
     quick: bool,
+    fanout: bool,
     runs: usize,
     only: Option<Vec<String>>,
     sizes: Vec<usize>,
@@ -98,9 +103,11 @@ struct Opts {
 fn parse_opts() -> Res<Opts> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let quick = args.iter().any(|a| a == "--quick");
+    let fanout = args.iter().any(|a| a == "--fanout");
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let mut o = Opts {
         quick,
+        fanout,
         runs: if quick { 1 } else { 3 },
         only: None,
         sizes: SIZES.to_vec(),
@@ -114,7 +121,7 @@ fn parse_opts() -> Res<Opts> {
     while let Some(a) = it.next() {
         let mut val = || it.next().ok_or_else(|| format!("{a} needs a value"));
         match a.as_str() {
-            "--quick" => {}
+            "--quick" | "--fanout" => {}
             "--runs" => o.runs = val()?.parse()?,
             "--only" => o.only = Some(val()?.split(',').map(String::from).collect()),
             "--sizes" => {
@@ -126,7 +133,7 @@ fn parse_opts() -> Res<Opts> {
             "--out" => o.out = PathBuf::from(val()?),
             "-h" | "--help" => {
                 eprintln!(
-                    "usage: compare [--quick] [--runs N] [--only ID,..] [--sizes N,..] [--out DIR]\n\
+                    "usage: compare [--quick] [--fanout] [--runs N] [--only ID,..] [--sizes N,..] [--out DIR]\n\
                      (see the doc comment of benches/compare/src/main.rs)"
                 );
                 std::process::exit(0);
@@ -189,6 +196,7 @@ fn plan(o: &Opts, run_id: &str, run: usize) -> Vec<Cell> {
             min,
             max,
             tag: format!("{run_id}-{run}-{n}"),
+            subscribers: 1,
         });
     };
     if wanted(Transport::Memcpy) {
@@ -414,6 +422,18 @@ fn orchestrate() -> Res<()> {
         eprintln!("warning: fewer than 2 CPUs: both processes share one core");
     }
     let run_id = std::process::id().to_string();
+    if o.fanout {
+        let r = fanout::run(o.runs, o.quick, &o.out, &run_id, |c| {
+            let r = run_cell(c, &run_id);
+            if r.is_err() {
+                cleanup_cell(c);
+            }
+            r
+        });
+        let removed = cleanup_iox(&run_id);
+        eprintln!("compare --fanout: removed {removed} iceoryx2 files of this run");
+        return r;
+    }
     let plans: Vec<Vec<Cell>> = (0..o.runs).map(|r| plan(&o, &run_id, r)).collect();
     let total: usize = plans.iter().map(Vec::len).sum();
     eprintln!(

@@ -11,8 +11,8 @@ use shmq::broadcast::{Broadcast, BroadcastConfig, Publisher, Subscriber};
 
 use crate::cells::{Cell, CellOut, Metric};
 use crate::common::{
-    Peer, Res, RxEnd, STOP, TxEnd, check_in_place, echo, fill, is_stop, oneway_receive,
-    oneway_send, peer_done, peer_ready, pingpong,
+    Peer, Res, RxEnd, STOP, TxEnd, check_in_place, echo, fanout_role, fill, is_stop,
+    oneway_receive, oneway_send, peer_done, peer_ready, pingpong_fanout, spawn_fanout,
 };
 
 struct Tx(Publisher);
@@ -67,17 +67,28 @@ fn create(name: &str, size: usize) -> Res<Broadcast> {
 }
 
 /// The timing process (subscriber for one way, pinger for round trip).
+/// With `cell.subscribers` = N > 1, one way: N - 1 further subscriber
+/// peers read every message too (each checks and counts them all);
+/// round trip: N echo peers, and a round trip ends with the last echo.
 pub fn main_side(cell: &Cell) -> Res<CellOut> {
     let [a, b] = names(cell);
     let ca = create(&a, cell.size)?;
+    let n = cell.subscribers;
     match cell.metric {
         Metric::OneWay => {
-            // subscribed before the peer publishes anything
+            // subscribed, all of them, before the peer publishes anything
             let mut rx = Rx(ca.subscriber()?);
+            let extra = spawn_fanout(|x| cell.peer_args(x), n)?;
             let mut peer = Peer::spawn(&cell.peer_args(&[]), &[])?;
             peer.ready()?;
             let r = oneway_receive(&mut rx, cell.size)?;
             let (sent, rss) = peer.done()?;
+            for p in extra {
+                let (got, _) = p.done()?;
+                if got != sent {
+                    return Err(format!("{sent} sent, a further subscriber got {got}").into());
+                }
+            }
             drop((rx, ca));
             CellOut::oneway(cell, r, sent, Some(rss))
         }
@@ -85,10 +96,16 @@ pub fn main_side(cell: &Cell) -> Res<CellOut> {
             let cb = create(&b, cell.size)?;
             let mut tx = Tx(ca.publisher()?);
             let mut rx = Rx(cb.subscriber()?);
+            // echo peer 0 is the usual peer; 1.. are further ones
             let mut peer = Peer::spawn(&cell.peer_args(&[]), &[])?;
             peer.ready()?; // the peer has subscribed to `a`
-            let rtts = pingpong(&mut tx, &mut rx, cell.size, cell.secs, cell.min, cell.max)?;
+            let extra = spawn_fanout(|x| cell.peer_args(x), n)?;
+            let limits = (cell.secs, cell.min, cell.max);
+            let rtts = pingpong_fanout(&mut tx, &mut rx, cell.size, limits, n)?;
             let (_, rss) = peer.done()?;
+            for p in extra {
+                p.done()?;
+            }
             drop((tx, rx, ca, cb));
             Ok(CellOut::round_trip(rtts, Some(rss)))
         }
@@ -96,11 +113,19 @@ pub fn main_side(cell: &Cell) -> Res<CellOut> {
     }
 }
 
-/// The peer process (publisher for one way, echo for round trip).
-pub fn peer_side(cell: &Cell) -> Res<()> {
+/// The peer process (publisher for one way, echo for round trip), or a
+/// further subscriber or echo of a fan-out cell.
+pub fn peer_side(cell: &Cell, extra: &[String]) -> Res<()> {
     let [a, b] = names(cell);
     let ca = Broadcast::open(&a)?;
+    let further = fanout_role(extra)?.is_some();
     match cell.metric {
+        Metric::OneWay if further => {
+            let mut rx = Rx(ca.subscriber()?);
+            peer_ready();
+            let r = oneway_receive(&mut rx, cell.size)?;
+            peer_done(r.received);
+        }
         Metric::OneWay => {
             let mut tx = Tx(ca.publisher()?);
             peer_ready();

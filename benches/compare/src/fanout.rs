@@ -1,0 +1,238 @@
+//! Fan-out (issue 15, item 5): one publisher to 1, 2 and 4 subscriber
+//! processes, shmq's broadcast channel against iceoryx2 publish-subscribe,
+//! in one invocation (`compare --fanout`).
+//!
+//! A cell is as in the two-process comparison (`cells.rs`), with
+//! `subscribers` = N: the main process is subscriber 0 (it times one way)
+//! or the pinger (round trip); the first peer is the publisher (one way)
+//! or echo 0; further peers are subscribers or echoes `1..N`. Every
+//! subscriber checks every message; one way, every further subscriber
+//! reports how many it got, and a cell where one got fewer than were sent
+//! fails. A round trip ends with the last of the N echoes.
+//!
+//! Cores: the machine has few. The main process is pinned to CPU 0, the
+//! first peer to CPU 1, further peer `k` to CPU `k mod 2`: with 4
+//! subscribers, CPU 0 runs subscribers 0 and 2, CPU 1 the publisher and
+//! subscribers 1 and 3. So a subscriber that spins takes CPU time from a
+//! process it shares its core with; the table says per mode how each
+//! transport waits.
+//!
+//! Output: a table on stdout and in `compare-fanout.md` in `--out`.
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::time::Instant;
+
+use crate::cells::{Cell, CellOut, Metric, Transport};
+use crate::common::{Res, human};
+
+/// Message sizes of the fan-out table.
+pub const SIZES: [usize; 4] = [8, 1 << 10, 64 << 10, 1 << 20];
+/// Subscriber counts.
+pub const SUBSCRIBERS: [usize; 3] = [1, 2, 4];
+/// The transports compared.
+pub const TRANSPORTS: [Transport; 3] = [
+    Transport::ShmqBcastZero,
+    Transport::IoxListenZero,
+    Transport::IoxPollZero,
+];
+
+type Key = (usize, usize, Transport, Metric);
+
+/// Runs every fan-out cell `runs` times (interleaved), with `run_cell`
+/// (the orchestrator's watchdog runner); writes the table into `out`.
+pub fn run(
+    runs: usize,
+    quick: bool,
+    out: &Path,
+    run_id: &str,
+    run_cell: impl Fn(&Cell) -> Res<CellOut>,
+) -> Res<()> {
+    let (oneway_secs, rt_secs) = if quick { (0.05, 0.03) } else { (0.5, 0.4) };
+    let mut results: std::collections::BTreeMap<Key, Vec<CellOut>> = Default::default();
+    let mut failed = Vec::new();
+    let start = Instant::now();
+    for run in 0..runs {
+        let mut n = 0;
+        for &size in &SIZES {
+            for &subs in &SUBSCRIBERS {
+                for &t in &TRANSPORTS {
+                    for metric in [Metric::OneWay, Metric::RoundTrip] {
+                        n += 1;
+                        let (secs, min, max) = match metric {
+                            Metric::OneWay => (oneway_secs, 20, u64::MAX),
+                            _ => (rt_secs, ((16 << 20) / size as u64).clamp(40, 1000), 20_000),
+                        };
+                        let cell = Cell {
+                            transport: t,
+                            metric,
+                            size,
+                            secs,
+                            min,
+                            max,
+                            tag: format!("{run_id}-f{run}-{n}"),
+                            subscribers: subs,
+                        };
+                        let what = format!(
+                            "[run {}/{runs} {:>4.0}s] {} {} {} x{subs}",
+                            run + 1,
+                            start.elapsed().as_secs_f64(),
+                            t.id(),
+                            metric.id(),
+                            human(size)
+                        );
+                        match run_cell(&cell) {
+                            Ok(o) => {
+                                eprintln!("{what}: {}", o.line());
+                                results.entry((size, subs, t, metric)).or_default().push(o);
+                            }
+                            Err(e) => {
+                                eprintln!("{what}: FAILED: {e}");
+                                failed.push(format!("{what}: {e}"));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let table = render(&results, runs, &failed);
+    println!("{table}");
+    std::fs::create_dir_all(out)?;
+    std::fs::write(out.join("compare-fanout.md"), &table)?;
+    Ok(())
+}
+
+fn value(o: &CellOut, k: &str) -> Option<f64> {
+    o.values.iter().find(|v| v.0 == k).map(|v| v.1)
+}
+
+/// Median, min and max of one value over a cell's runs.
+fn stats(v: Option<&Vec<CellOut>>, k: &str) -> Option<(f64, f64, f64)> {
+    let mut xs: Vec<f64> = v?.iter().filter_map(|o| value(o, k)).collect();
+    if xs.is_empty() {
+        return None;
+    }
+    xs.sort_by(f64::total_cmp);
+    Some((xs[xs.len() / 2], xs[0], xs[xs.len() - 1]))
+}
+
+fn rate(x: f64) -> String {
+    if x >= 1e6 {
+        format!("{:.2} M", x / 1e6)
+    } else if x >= 1e3 {
+        format!("{:.1} k", x / 1e3)
+    } else {
+        format!("{x:.0}")
+    }
+}
+
+fn us(x: f64) -> String {
+    format!("{:.2}", x / 1e3)
+}
+
+fn render(
+    r: &std::collections::BTreeMap<Key, Vec<CellOut>>,
+    runs: usize,
+    failed: &[String],
+) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "Fan-out: one publisher to N subscriber processes, median (min-max) of {runs} runs; \
+         shmq-bcast-zero = shmq's broadcast channel, lossless, read in place, spin-then-park; \
+         iox-listen-zero = iceoryx2 publish-subscribe woken by its event service; \
+         iox-poll-zero = iceoryx2 busy-polling. Ratios are shmq ÷ the better iceoryx2 mode \
+         (one way: > 1 is shmq faster; round trip: < 1 is shmq faster).\n"
+    );
+    let _ = writeln!(s, "One way, messages per second per subscriber:\n");
+    let _ = writeln!(
+        s,
+        "| size | N | shmq-bcast-zero | iox-listen-zero | iox-poll-zero | ratio |\n|---|---|---|---|---|---|"
+    );
+    for &size in &SIZES {
+        for &n in &SUBSCRIBERS {
+            let cell = |t| stats(r.get(&(size, n, t, Metric::OneWay)), "msgs_per_s");
+            let show = |x: Option<(f64, f64, f64)>| {
+                x.map_or("failed".into(), |(m, lo, hi)| {
+                    format!("{} ({}-{})", rate(m), rate(lo), rate(hi))
+                })
+            };
+            let (b, l, p) = (
+                cell(Transport::ShmqBcastZero),
+                cell(Transport::IoxListenZero),
+                cell(Transport::IoxPollZero),
+            );
+            let best = [l, p]
+                .into_iter()
+                .flatten()
+                .map(|x| x.0)
+                .fold(None, |a: Option<f64>, x| Some(a.map_or(x, |a| a.max(x))));
+            let ratio = match (b, best) {
+                (Some(b), Some(i)) => format!("{:.2}×", b.0 / i),
+                _ => "—".into(),
+            };
+            let _ = writeln!(
+                s,
+                "| {} | {n} | {} | {} | {} | {ratio} |",
+                human(size),
+                show(b),
+                show(l),
+                show(p)
+            );
+        }
+    }
+    let _ = writeln!(
+        s,
+        "\nRound trip (to every subscriber and back), p50 / p99 in µs:\n"
+    );
+    let _ = writeln!(
+        s,
+        "| size | N | shmq-bcast-zero | iox-listen-zero | iox-poll-zero | ratio p50 |\n|---|---|---|---|---|---|"
+    );
+    for &size in &SIZES {
+        for &n in &SUBSCRIBERS {
+            let cell = |t| {
+                let key = (size, n, t, Metric::RoundTrip);
+                Some((
+                    stats(r.get(&key), "rt_p50_ns")?.0,
+                    stats(r.get(&key), "rt_p99_ns")?.0,
+                ))
+            };
+            let show = |x: Option<(f64, f64)>| {
+                x.map_or("failed".into(), |(p50, p99)| {
+                    format!("{} / {}", us(p50), us(p99))
+                })
+            };
+            let (b, l, p) = (
+                cell(Transport::ShmqBcastZero),
+                cell(Transport::IoxListenZero),
+                cell(Transport::IoxPollZero),
+            );
+            let best = [l, p]
+                .into_iter()
+                .flatten()
+                .map(|x| x.0)
+                .fold(None, |a: Option<f64>, x| Some(a.map_or(x, |a| a.min(x))));
+            let ratio = match (b, best) {
+                (Some(b), Some(i)) => format!("{:.2}×", b.0 / i),
+                _ => "—".into(),
+            };
+            let _ = writeln!(
+                s,
+                "| {} | {n} | {} | {} | {} | {ratio} |",
+                human(size),
+                show(b),
+                show(l),
+                show(p)
+            );
+        }
+    }
+    if !failed.is_empty() {
+        let _ = writeln!(s, "\nFailed runs:\n");
+        for f in failed {
+            let _ = writeln!(s, "* {f}");
+        }
+    }
+    s
+}
