@@ -274,17 +274,7 @@ class Queue:
         for room meanwhile: keep them short-lived, or copy what you keep.
         Objects pickled in-band (ints, dicts, lists...) are built as usual.
         """
-        q = self._q()
-        timeout = _timeout(block, timeout)
-        if copy:
-            got = q.recv(timeout)
-            if got is None:
-                raise Empty
-            return _codec.decode(*got)
-        view = q.recv_view(timeout)
-        if view is None:
-            raise Empty
-        return _codec.decode_view(view)
+        return _codec.receive(self._q(), _timeout(block, timeout), copy)
 
     def get_nowait(self) -> Any:
         """``get(False)``."""

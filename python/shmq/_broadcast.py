@@ -162,17 +162,7 @@ class Subscription:
         wait for a publisher that waits for this subscription's own views
         raises ``ShmqError`` instead of hanging. Objects pickled in-band
         (ints, dicts, lists...) are built as usual."""
-        s = self._s()
-        timeout = _timeout(block, timeout)
-        if copy:
-            got = s.recv(timeout)
-            if got is None:
-                raise Empty
-            return _codec.decode(*got)
-        view = s.recv_view(timeout)
-        if view is None:
-            raise Empty
-        return _codec.decode_view(view)
+        return _codec.receive(self._s(), _timeout(block, timeout), copy)
 
     def get_nowait(self) -> Any:
         """``get(False)``."""

@@ -15,6 +15,7 @@ straight into shared memory; ``bytes`` skip pickling.
 from __future__ import annotations
 
 import pickle
+import queue as _queue
 import struct
 from typing import Optional, Any, List, Tuple
 
@@ -96,6 +97,21 @@ def decode_view(view: Any) -> Any:
     if mv[0] == BYTES:
         return mv[1:]
     return decode(mv[0], mv)
+
+
+def receive(raw: Any, timeout: Optional[float], copy: bool) -> Any:
+    """The ``get`` of a queue or a subscription: ``raw.recv`` (copied out)
+    or ``raw.recv_view`` (in place, ``decode_view``); ``queue.Empty`` if
+    nothing came in time."""
+    if copy:
+        got = raw.recv(timeout)
+        if got is None:
+            raise _queue.Empty
+        return decode(*got)
+    view = raw.recv_view(timeout)
+    if view is None:
+        raise _queue.Empty
+    return decode_view(view)
 
 
 def native_timeout(block: bool, timeout: Optional[float]) -> Optional[float]:

@@ -13,8 +13,8 @@
 //! latest-wins channel) goes on from the oldest message still held and
 //! counts what it missed in `lagged`.
 
-use std::sync::{Mutex, MutexGuard};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use pyo3::buffer::PyBuffer;

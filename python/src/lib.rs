@@ -528,7 +528,7 @@ impl RawQueue {
             };
             Ok(Py::new(py, view)?.into_any())
         })
-            .transpose()
+        .transpose()
     }
 
     /// Receives the next message as a delivery ([`RawDelivery`]): it stays

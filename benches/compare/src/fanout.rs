@@ -146,88 +146,18 @@ fn render(
          (one way: > 1 is shmq faster; round trip: < 1 is shmq faster).\n"
     );
     let _ = writeln!(s, "One way, messages per second per subscriber:\n");
-    let _ = writeln!(
-        s,
-        "| size | N | shmq-bcast-zero | iox-listen-zero | iox-poll-zero | ratio |\n|---|---|---|---|---|---|"
-    );
-    for &size in &SIZES {
-        for &n in &SUBSCRIBERS {
-            let cell = |t| stats(r.get(&(size, n, t, Metric::OneWay)), "msgs_per_s");
-            let show = |x: Option<(f64, f64, f64)>| {
-                x.map_or("failed".into(), |(m, lo, hi)| {
-                    format!("{} ({}-{})", rate(m), rate(lo), rate(hi))
-                })
-            };
-            let (b, l, p) = (
-                cell(Transport::ShmqBcastZero),
-                cell(Transport::IoxListenZero),
-                cell(Transport::IoxPollZero),
-            );
-            let best = [l, p]
-                .into_iter()
-                .flatten()
-                .map(|x| x.0)
-                .fold(None, |a: Option<f64>, x| Some(a.map_or(x, |a| a.max(x))));
-            let ratio = match (b, best) {
-                (Some(b), Some(i)) => format!("{:.2}×", b.0 / i),
-                _ => "—".into(),
-            };
-            let _ = writeln!(
-                s,
-                "| {} | {n} | {} | {} | {} | {ratio} |",
-                human(size),
-                show(b),
-                show(l),
-                show(p)
-            );
-        }
-    }
+    table(&mut s, r, Metric::OneWay, "ratio", f64::max, |v| {
+        let (m, lo, hi) = stats(v, "msgs_per_s")?;
+        Some((m, format!("{} ({}-{})", rate(m), rate(lo), rate(hi))))
+    });
     let _ = writeln!(
         s,
         "\nRound trip (to every subscriber and back), p50 / p99 in µs:\n"
     );
-    let _ = writeln!(
-        s,
-        "| size | N | shmq-bcast-zero | iox-listen-zero | iox-poll-zero | ratio p50 |\n|---|---|---|---|---|---|"
-    );
-    for &size in &SIZES {
-        for &n in &SUBSCRIBERS {
-            let cell = |t| {
-                let key = (size, n, t, Metric::RoundTrip);
-                Some((
-                    stats(r.get(&key), "rt_p50_ns")?.0,
-                    stats(r.get(&key), "rt_p99_ns")?.0,
-                ))
-            };
-            let show = |x: Option<(f64, f64)>| {
-                x.map_or("failed".into(), |(p50, p99)| {
-                    format!("{} / {}", us(p50), us(p99))
-                })
-            };
-            let (b, l, p) = (
-                cell(Transport::ShmqBcastZero),
-                cell(Transport::IoxListenZero),
-                cell(Transport::IoxPollZero),
-            );
-            let best = [l, p]
-                .into_iter()
-                .flatten()
-                .map(|x| x.0)
-                .fold(None, |a: Option<f64>, x| Some(a.map_or(x, |a| a.min(x))));
-            let ratio = match (b, best) {
-                (Some(b), Some(i)) => format!("{:.2}×", b.0 / i),
-                _ => "—".into(),
-            };
-            let _ = writeln!(
-                s,
-                "| {} | {n} | {} | {} | {} | {ratio} |",
-                human(size),
-                show(b),
-                show(l),
-                show(p)
-            );
-        }
-    }
+    table(&mut s, r, Metric::RoundTrip, "ratio p50", f64::min, |v| {
+        let (p50, p99) = (stats(v, "rt_p50_ns")?.0, stats(v, "rt_p99_ns")?.0);
+        Some((p50, format!("{} / {}", us(p50), us(p99))))
+    });
     if !failed.is_empty() {
         let _ = writeln!(s, "\nFailed runs:\n");
         for f in failed {
@@ -235,4 +165,42 @@ fn render(
         }
     }
     s
+}
+
+/// One table: a row per size and subscriber count, a column per transport
+/// (`cell`: its headline value and its text, from the cell's runs), and
+/// shmq ÷ the better iceoryx2 mode (`pick` chooses the better value).
+fn table(
+    s: &mut String,
+    r: &std::collections::BTreeMap<Key, Vec<CellOut>>,
+    metric: Metric,
+    ratio_name: &str,
+    pick: fn(f64, f64) -> f64,
+    cell: impl Fn(Option<&Vec<CellOut>>) -> Option<(f64, String)>,
+) {
+    let _ = writeln!(
+        s,
+        "| size | N | shmq-bcast-zero | iox-listen-zero | iox-poll-zero | {ratio_name} |\n|---|---|---|---|---|---|"
+    );
+    for &size in &SIZES {
+        for &n in &SUBSCRIBERS {
+            let [b, l, p] = TRANSPORTS.map(|t| cell(r.get(&(size, n, t, metric))));
+            let best = [&l, &p].into_iter().flatten().map(|x| x.0).reduce(pick);
+            let ratio = match (&b, best) {
+                (Some(b), Some(i)) => format!("{:.2}×", b.0 / i),
+                _ => "—".into(),
+            };
+            let show = |x: &Option<(f64, String)>| {
+                x.as_ref().map_or("failed", |x| x.1.as_str()).to_string()
+            };
+            let _ = writeln!(
+                s,
+                "| {} | {n} | {} | {} | {} | {ratio} |",
+                human(size),
+                show(&b),
+                show(&l),
+                show(&p)
+            );
+        }
+    }
 }
