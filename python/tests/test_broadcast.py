@@ -15,6 +15,17 @@ import pytest
 import shmq
 
 
+def _fill(b, make=lambda n: n) -> int:
+    """Puts ``make(n)`` for n = 0, 1, ... until ``queue.Full``; returns how
+    many went in."""
+    n = 0
+    with pytest.raises(queue.Full):
+        while True:
+            b.put_nowait(make(n))
+            n += 1
+    return n
+
+
 def test_every_subscription_gets_every_object_in_order():
     b = shmq.Broadcast(capacity_bytes=1 << 20)
     s1, s2 = b.subscribe(), b.subscribe()
@@ -43,11 +54,7 @@ def test_a_subscription_gets_only_what_was_put_after_it():
 def test_lossless_put_waits_for_the_slowest_subscription_and_close_releases_it():
     b = shmq.Broadcast(capacity_bytes=1 << 16)
     slow = b.subscribe()
-    n = 0
-    with pytest.raises(queue.Full):
-        while True:
-            b.put_nowait(n)
-            n += 1
+    n = _fill(b)
     assert n > 10
     with pytest.raises(queue.Full):
         b.put(n, timeout=0.05)
@@ -145,9 +152,7 @@ def test_a_killed_subscriber_process_stops_holding_a_lossless_put_back():
     p = ctx.Process(target=_idle_subscriber, args=(b, ready))
     p.start()
     assert ready.wait(30)
-    with pytest.raises(queue.Full):
-        while True:
-            b.put_nowait(0)
+    _fill(b, lambda n: 0)
     os.kill(p.pid, signal.SIGKILL)
     p.join(30)
     start = time.monotonic()
@@ -172,11 +177,7 @@ def test_get_copy_false_lends_arrays_in_place_and_holds_their_room_until_collect
     raw = s.get(copy=False)
     assert isinstance(raw, memoryview) and raw.tobytes() == b"raw"
     # the kept array holds publishers back in both modes: fill what is left
-    n = 0
-    with pytest.raises(queue.Full):
-        while True:
-            b.put_nowait(a)
-            n += 1
+    n = _fill(b, lambda n: a)
     np.testing.assert_array_equal(w, a)  # still intact
     del got, w, raw
     b.put_nowait("room again")  # the views are gone: so is the hold
@@ -188,11 +189,7 @@ def test_get_copy_false_lends_arrays_in_place_and_holds_their_room_until_collect
 def test_get_copy_false_raises_instead_of_hanging_when_its_own_views_fill_the_channel():
     b = shmq.Broadcast(capacity_bytes=1 << 16)
     s = b.subscribe()
-    n = 0
-    with pytest.raises(queue.Full):
-        while True:
-            b.put_nowait(np.full(100, n))
-            n += 1
+    n = _fill(b, lambda n: np.full(100, n))
     kept = [s.get(copy=False) for _ in range(n)]
     # a publisher in another process waits for the room these views hold
     p = mp.get_context("fork").Process(target=_publisher, args=(b, 1))

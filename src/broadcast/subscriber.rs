@@ -225,8 +225,10 @@ impl Subscriber {
 
     /// Ticket `t`, just received, kept as an [`OwnedMessage`].
     fn keep(&mut self, claim: Claim, t: u64) -> OwnedMessage {
-        self.finish(t, true);
         let owner = self.h.member.owner().ok().map(|(o, _)| o);
+        if let Some(o) = owner {
+            self.cursor.done(self.h.ring(), o, t, true);
+        }
         let entry = owner.map_or(u32::MAX, |o| o.index);
         let held = Held::new(self.h.shared(), entry, t);
         handle::prune(self.h.shared());

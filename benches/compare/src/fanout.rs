@@ -25,6 +25,7 @@ use std::time::Instant;
 
 use crate::cells::{Cell, CellOut, Metric, Transport};
 use crate::common::{Res, human};
+use crate::report::{Agg, rate};
 
 /// Message sizes of the fan-out table.
 pub const SIZES: [usize; 4] = [8, 1 << 10, 64 << 10, 1 << 20];
@@ -103,30 +104,6 @@ pub fn run(
     Ok(())
 }
 
-fn value(o: &CellOut, k: &str) -> Option<f64> {
-    o.values.iter().find(|v| v.0 == k).map(|v| v.1)
-}
-
-/// Median, min and max of one value over a cell's runs.
-fn stats(v: Option<&Vec<CellOut>>, k: &str) -> Option<(f64, f64, f64)> {
-    let mut xs: Vec<f64> = v?.iter().filter_map(|o| value(o, k)).collect();
-    if xs.is_empty() {
-        return None;
-    }
-    xs.sort_by(f64::total_cmp);
-    Some((xs[xs.len() / 2], xs[0], xs[xs.len() - 1]))
-}
-
-fn rate(x: f64) -> String {
-    if x >= 1e6 {
-        format!("{:.2} M", x / 1e6)
-    } else if x >= 1e3 {
-        format!("{:.1} k", x / 1e3)
-    } else {
-        format!("{x:.0}")
-    }
-}
-
 fn us(x: f64) -> String {
     format!("{:.2}", x / 1e3)
 }
@@ -147,15 +124,19 @@ fn render(
     );
     let _ = writeln!(s, "One way, messages per second per subscriber:\n");
     table(&mut s, r, Metric::OneWay, "ratio", f64::max, |v| {
-        let (m, lo, hi) = stats(v, "msgs_per_s")?;
-        Some((m, format!("{} ({}-{})", rate(m), rate(lo), rate(hi))))
+        let a = Agg::of(v?, "msgs_per_s")?;
+        Some((
+            a.med,
+            format!("{} ({}-{})", rate(a.med), rate(a.min), rate(a.max)),
+        ))
     });
     let _ = writeln!(
         s,
         "\nRound trip (to every subscriber and back), p50 / p99 in µs:\n"
     );
     table(&mut s, r, Metric::RoundTrip, "ratio p50", f64::min, |v| {
-        let (p50, p99) = (stats(v, "rt_p50_ns")?.0, stats(v, "rt_p99_ns")?.0);
+        let v = v?;
+        let (p50, p99) = (Agg::of(v, "rt_p50_ns")?.med, Agg::of(v, "rt_p99_ns")?.med);
         Some((p50, format!("{} / {}", us(p50), us(p99))))
     });
     if !failed.is_empty() {

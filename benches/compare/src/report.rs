@@ -65,20 +65,10 @@ pub struct Agg {
     pub max: f64,
 }
 
-impl Results {
-    fn failed(&self, k: &Key) -> bool {
-        self.failed.iter().any(|(f, _, _)| f == k)
-    }
-
-    /// The aggregate of one value of one cell; none if it failed or was
-    /// not run.
-    pub fn agg(&self, k: Key, value: &str) -> Option<Agg> {
-        if self.failed(&k) {
-            return None;
-        }
-        let mut v: Vec<f64> = self
-            .ok
-            .get(&k)?
+impl Agg {
+    /// The aggregate of one value over a cell's runs; none if no run has it.
+    pub fn of(runs: &[CellOut], value: &str) -> Option<Agg> {
+        let mut v: Vec<f64> = runs
             .iter()
             .filter_map(|o| o.values.iter().find(|(n, _)| n == value).map(|p| p.1))
             .collect();
@@ -91,6 +81,21 @@ impl Results {
             min: v[0],
             max: v[v.len() - 1],
         })
+    }
+}
+
+impl Results {
+    fn failed(&self, k: &Key) -> bool {
+        self.failed.iter().any(|(f, _, _)| f == k)
+    }
+
+    /// The aggregate of one value of one cell; none if it failed or was
+    /// not run.
+    pub fn agg(&self, k: Key, value: &str) -> Option<Agg> {
+        if self.failed(&k) {
+            return None;
+        }
+        Agg::of(self.ok.get(&k)?, value)
     }
 
     fn count(&self, k: &Key) -> u64 {
@@ -176,7 +181,8 @@ fn sig(x: f64) -> String {
     }
 }
 
-fn rate(x: f64) -> String {
+/// A message rate, 3 significant figures with k/M.
+pub fn rate(x: f64) -> String {
     if x >= 1e6 {
         format!("{:.2} M", x / 1e6)
     } else if x >= 1e3 {
