@@ -33,7 +33,9 @@ pub struct Cursor {
     /// cursor (decremented with `Release` after the store, under the lock).
     kept_count: AtomicUsize,
     /// The oldest ticket kept, or `NONE`: what a waiting receive compares
-    /// with `floor` (design.md: "Waiting while keeping").
+    /// with `floor` (design.md: "Waiting while keeping"). Relaxed: it
+    /// carries only its own value, and a stale one is the same race as a
+    /// drop just after the look (K9 in verification.md).
     kept_front: AtomicU64,
     /// Kept tickets in read order, with whether each was released; released
     /// ones leave once they reach the front.
@@ -71,7 +73,7 @@ impl Cursor {
 
     /// The oldest ticket kept, if any.
     pub fn kept_front(&self) -> Option<u64> {
-        let f = self.kept_front.load(Ordering::Acquire);
+        let f = self.kept_front.load(Ordering::Relaxed);
         (f != NONE).then_some(f)
     }
 
@@ -165,7 +167,7 @@ impl Cursor {
         }
         let front = kept.front().map(|k| k.ticket);
         self.kept_front
-            .store(front.unwrap_or(NONE), Ordering::Release);
+            .store(front.unwrap_or(NONE), Ordering::Relaxed);
         let word = match front {
             Some(f) if self.latest_wins => f | HOLD,
             Some(f) => f,
