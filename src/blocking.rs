@@ -537,4 +537,64 @@ pub trait Endpoint {
             })?;
         }
     }
+
+    // ------------------------------------------------------- latest value
+
+    /// A writer's buffer for the next version (design.md §3.14): found at
+    /// once unless more readers pin buffers than the count allows for (a
+    /// reader inherited across a fork registers anew); then the writer
+    /// waits on `space` for an unpin, and each liveness slice reaps dead
+    /// readers, whose pins then no longer count.
+    fn latest_buffer(&self) -> Result<u32, Fail> {
+        let ring = self.ring();
+        let spin = Spin::new();
+        loop {
+            if let Some(b) = ring.latest_choose() {
+                return Ok(b);
+            }
+            match self.wait_once(&spin, None, ring.space_word(), || ring.latest_some_free()) {
+                // no reader left: the next choice finds a buffer
+                Ok(()) | Err(Fail::Disconnected) => {}
+                Err(e) => return Err(e),
+            }
+            self.reap(false);
+        }
+    }
+
+    /// Publishes `value` as version `v` (design.md §3.14): a buffer, the
+    /// copy, then the commit. The caller holds the writer lease and has
+    /// checked the length.
+    fn latest_publish(&self, value: &[u8], v: u64) -> Result<(), Fail> {
+        let b = self.latest_buffer()?;
+        let ring = self.ring();
+        ring.latest_write(b, value);
+        ring.latest_commit(b, v, value.len());
+        Ok(())
+    }
+
+    /// Waits until a version newer than `than` is published (design.md
+    /// §3.14): `Timeout` at the deadline, `Disconnected` (per the
+    /// waiter's rule) once no writer is attached and one was.
+    fn latest_wait_newer(&self, than: u64, deadline: Option<Duration>) -> Result<(), Fail> {
+        let ring = self.ring();
+        let spin = Spin::new();
+        let mut looked_again = false;
+        loop {
+            if ring.latest_version() > than {
+                return Ok(());
+            }
+            if self.gone_before_waiting(deadline) {
+                // SYNC: the writer's `current` store happens-before its
+                // Release role decrement that we observed: one more look.
+                if !looked_again {
+                    looked_again = true;
+                    continue;
+                }
+                return Err(Fail::Disconnected);
+            }
+            self.wait_once(&spin, deadline, ring.data_word(), || {
+                ring.latest_version() > than || self.gone_before_waiting(deadline)
+            })?;
+        }
+    }
 }

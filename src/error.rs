@@ -190,6 +190,18 @@ pub enum OpenError {
         /// The size of the participant table.
         max: u32,
     },
+    /// A latest-value channel has a live writer already: one writer at a
+    /// time ([`Latest::writer`](crate::latest::Latest::writer)).
+    WriterExists {
+        /// The channel's name.
+        name: String,
+    },
+    /// A latest-value channel has as many readers attached as it has
+    /// buffers for ([`LatestConfig::max_readers`](crate::latest::LatestConfig::max_readers)).
+    TooManyReaders {
+        /// The channel's reader limit.
+        max: u32,
+    },
     /// An unexpected operating-system error.
     Io(io::Error),
 }
@@ -287,6 +299,17 @@ impl fmt::Display for OpenError {
                 "all {max} participant entries of the queue are held by live senders and \
                  receivers; drop unused handles or create the queue with a larger \
                  Config::participants"
+            ),
+            Self::WriterExists { name } => write!(
+                f,
+                "the latest-value channel {name:?} has a live writer already (one writer at a \
+                 time); drop it first, or publish through it"
+            ),
+            Self::TooManyReaders { max } => write!(
+                f,
+                "the latest-value channel has {max} readers attached, its limit (each may \
+                 hold a version, and the channel has a buffer for each); drop a reader or \
+                 create the channel with a larger LatestConfig::max_readers"
             ),
             Self::Io(e) => write!(f, "operating-system error on the queue's region: {e}"),
         }

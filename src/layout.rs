@@ -122,6 +122,9 @@ pub(crate) const MAX_LANE_SIZE: u64 = 1 << 38;
 pub(crate) const MIN_SLOTS: u32 = 2;
 pub(crate) const MAX_SLOTS: u32 = 1 << 26;
 pub(crate) const MAX_PARTICIPANTS: u32 = 1 << 16;
+/// A latest-value region has at least three buffers: the current one, one
+/// being written, one held by a reader.
+pub(crate) const MIN_BUFFERS: u32 = 3;
 
 /// Line 0: the configuration, written once by the creator before
 /// `init_state` becomes ready, then only read (once, into a [`Layout`]).
@@ -538,6 +541,63 @@ impl Layout {
         })
     }
 
+    /// The geometry of a latest-value region (design.md §3.14): `buffers`
+    /// lanes of `buffer_size` bytes each, one value per lane (its header
+    /// unit, then the payload). Unlike a ring's, the lane size is any
+    /// multiple of the page (of the unit under loom), and the count any
+    /// number up to [`MAX_LANES`]: a 1 GiB value must not cost 2 GiB. The
+    /// index is unused (the minimum).
+    pub fn new_buffers(
+        buffers: u32,
+        buffer_size: u64,
+        participant_count: u32,
+    ) -> Result<Self, String> {
+        if !(MIN_BUFFERS..=MAX_LANES).contains(&buffers) {
+            return Err(format!(
+                "buffer count {buffers} must be in {MIN_BUFFERS}..={MAX_LANES}"
+            ));
+        }
+        #[cfg(not(loom))]
+        let grain = PAGE;
+        #[cfg(loom)]
+        let grain = UNIT;
+        if !buffer_size.is_multiple_of(grain)
+            || !(MIN_LANE_SIZE..=MAX_LANE_SIZE).contains(&buffer_size)
+        {
+            return Err(format!(
+                "buffer size {buffer_size} must be a multiple of {grain} in \
+                 {MIN_LANE_SIZE}..={MAX_LANE_SIZE}"
+            ));
+        }
+        // the ring's geometry for the smallest lane, then this one's sizes
+        let base = Self::new(1, MIN_LANE_SIZE, MIN_SLOTS, participant_count)?;
+        let lanes_end = base.lanes_offset + u64::from(buffers) * size_of::<Lane>() as u64;
+        let slots_offset = align_up(lanes_end, LINE);
+        let arena_offset = align_up(
+            slots_offset + u64::from(MIN_SLOTS) * size_of::<Slot>() as u64,
+            PAGE,
+        );
+        let arena = u64::from(buffers)
+            .checked_mul(buffer_size)
+            .ok_or("arena size overflows")?;
+        let total_size = arena_offset
+            .checked_add(arena)
+            .ok_or("region size overflows")?;
+        if total_size > isize::MAX as u64 {
+            return Err("region does not fit the address space".into());
+        }
+        Ok(Self {
+            lane_count: buffers,
+            lane_size: buffer_size,
+            // the header unit comes first
+            max_message: buffer_size - UNIT,
+            slots_offset,
+            arena_offset,
+            total_size,
+            ..base
+        })
+    }
+
     /// The same geometry with at most `m` messages waiting at once
     /// (`1..=slot_count`; the index stays a power of two).
     pub fn with_max_waiting(self, m: u32) -> Result<Self, String> {
@@ -625,15 +685,26 @@ impl Layout {
         if expected.is_some_and(|e| e != kind) {
             return Err(ValidateError::WrongKind(kind));
         }
-        let computed = Self::new(
-            cfg.lane_count.load(r),
-            cfg.lane_size.load(r),
-            cfg.slot_count.load(r),
-            cfg.participant_count.load(r),
-        )
-        .and_then(|l| l.with_max_waiting(cfg.max_waiting.load(r)))
-        .map(|l| l.with_max_attempts(cfg.max_attempts.load(r)))
-        .map_err(|e| ValidateError::Corrupted(format!("header: {e}")))?;
+        let (lanes, lane_size) = (cfg.lane_count.load(r), cfg.lane_size.load(r));
+        let (slots, participants) = (cfg.slot_count.load(r), cfg.participant_count.load(r));
+        let geometry = if kind == ChannelKind::Latest {
+            Self::new_buffers(lanes, lane_size, participants).and_then(|l| {
+                if slots == l.slot_count {
+                    Ok(l)
+                } else {
+                    Err(format!(
+                        "a latest-value region has {} slots, not {slots}",
+                        l.slot_count
+                    ))
+                }
+            })
+        } else {
+            Self::new(lanes, lane_size, slots, participants)
+        };
+        let computed = geometry
+            .and_then(|l| l.with_max_waiting(cfg.max_waiting.load(r)))
+            .map(|l| l.with_max_attempts(cfg.max_attempts.load(r)))
+            .map_err(|e| ValidateError::Corrupted(format!("header: {e}")))?;
         let stored = Self {
             max_message: cfg.max_message.load(r),
             participants_offset: cfg.participants_offset.load(r),

@@ -53,6 +53,8 @@ mod cursor;
 mod error;
 #[cfg(not(loom))]
 mod inspect;
+#[cfg(not(loom))]
+pub mod latest;
 mod layout;
 #[cfg(not(loom))]
 pub mod queue;

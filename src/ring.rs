@@ -73,12 +73,14 @@ mod broadcast;
 mod deliver;
 mod index;
 mod lane;
+mod latest;
 mod participants;
 mod peek;
 mod stream;
 pub use broadcast::{HOLD, Room, Seen};
 #[cfg(loom)]
 pub use deliver::GaveBack;
+pub use latest::Pinned;
 pub use stream::{Fragment, Next, StreamRead, StreamStatus};
 
 const LEASE_BUSY: u64 = 1 << 31;

@@ -542,3 +542,42 @@ pub fn reap_broadcast(r: &Ring, index: u32, role: u32) {
     );
     r.wake_all(r.space_word());
 }
+
+/// A latest-value ring (design.md §3.14) of `buffers` buffers of 4 units
+/// (a 192-byte value at most): participant 0 attached as the writer, the
+/// next `readers` as readers, the rest of the 4 free.
+pub fn latest_ring(buffers: u32, readers: u32) -> Arc<Ring> {
+    let layout = Layout::new_buffers(buffers, 256, 4).expect("valid model layout");
+    let r = Ring::new_heap(layout);
+    for i in 0..=readers {
+        let role = if i == 0 {
+            shmq::__loom::ROLE_SENDER
+        } else {
+            shmq::__loom::ROLE_RECEIVER
+        };
+        assert_eq!(r.try_claim_participant(i, role, 1), Some(owner(i)));
+    }
+    Arc::new(r)
+}
+
+/// A writer's publish of version `v` (the shipped composition,
+/// `Endpoint::latest_publish`, as `Writer::publish` runs it).
+pub fn latest_publish(ring: &Ring, me: Owner, value: &[u8], v: u64) {
+    Peer::new(ring, me, WaitStrategy::Park)
+        .latest_publish(value, v)
+        .expect("a publish succeeds");
+}
+
+/// A reader's wait for a version newer than `than` (the shipped loop), then
+/// a copy of the newest: its version and bytes.
+pub fn latest_wait_and_copy(ring: &Ring, me: Owner, than: u64) -> (u64, Vec<u8>) {
+    Peer::subscriber(ring, me)
+        .latest_wait_newer(than, None)
+        .expect("a version comes");
+    let mut v = Vec::new();
+    let version = ring
+        .latest_copy(me, &mut v)
+        .expect("no corruption")
+        .expect("published");
+    (version, v)
+}
