@@ -40,6 +40,27 @@ pub const TRANSPORTS: [Transport; 3] = [
 
 type Key = (usize, usize, Transport, Metric);
 
+/// A cell's results, each with the number of the run it came from (a
+/// failed run leaves a gap), so that a ratio pairs the transports' results
+/// of one run: cells of one run are seconds apart.
+#[derive(Default)]
+struct Runs {
+    outs: Vec<CellOut>,
+    run: Vec<usize>,
+}
+
+impl Runs {
+    /// The result of run `r`, if it succeeded.
+    fn of_run(&self, r: usize) -> Option<&CellOut> {
+        self.run.iter().position(|&x| x == r).map(|i| &self.outs[i])
+    }
+}
+
+/// The value of `name` in one result.
+fn value(o: &CellOut, name: &str) -> Option<f64> {
+    o.values.iter().find(|(n, _)| n == name).map(|p| p.1)
+}
+
 /// Runs every fan-out cell `runs` times (interleaved), with `run_cell`
 /// (the orchestrator's watchdog runner); writes the table into `out`.
 pub fn run(
@@ -50,7 +71,7 @@ pub fn run(
     run_cell: impl Fn(&Cell) -> Res<CellOut>,
 ) -> Res<()> {
     let (oneway_secs, rt_secs) = if quick { (0.05, 0.03) } else { (0.5, 0.4) };
-    let mut results: std::collections::BTreeMap<Key, Vec<CellOut>> = Default::default();
+    let mut results: std::collections::BTreeMap<Key, Runs> = Default::default();
     let mut failed = Vec::new();
     let start = Instant::now();
     for run in 0..runs {
@@ -85,7 +106,9 @@ pub fn run(
                         match run_cell(&cell) {
                             Ok(o) => {
                                 eprintln!("{what}: {}", o.line());
-                                results.entry((size, subs, t, metric)).or_default().push(o);
+                                let cell = results.entry((size, subs, t, metric)).or_default();
+                                cell.outs.push(o);
+                                cell.run.push(run);
                             }
                             Err(e) => {
                                 eprintln!("{what}: FAILED: {e}");
@@ -108,37 +131,54 @@ fn us(x: f64) -> String {
     format!("{:.2}", x / 1e3)
 }
 
-fn render(
-    r: &std::collections::BTreeMap<Key, Vec<CellOut>>,
-    runs: usize,
-    failed: &[String],
-) -> String {
+fn render(r: &std::collections::BTreeMap<Key, Runs>, runs: usize, failed: &[String]) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
         "Fan-out: one publisher to N subscriber processes, median (min-max) of {runs} runs; \
          shmq-bcast-zero = shmq's broadcast channel, lossless, read in place, spin-then-park; \
          iox-listen-zero = iceoryx2 publish-subscribe woken by its event service; \
-         iox-poll-zero = iceoryx2 busy-polling. Ratios are shmq ÷ the better iceoryx2 mode \
+         iox-poll-zero = iceoryx2 busy-polling. A ratio is shmq ÷ the better iceoryx2 mode \
+         of the same run (cells of one run are seconds apart, so a slow phase of the machine \
+         hits both sides of a pair), median (min-max) over the runs \
          (one way: > 1 is shmq faster; round trip: < 1 is shmq faster).\n"
     );
     let _ = writeln!(s, "One way, messages per second per subscriber:\n");
-    table(&mut s, r, Metric::OneWay, "ratio", f64::max, |v| {
-        let a = Agg::of(v?, "msgs_per_s")?;
-        Some((
-            a.med,
-            format!("{} ({}-{})", rate(a.med), rate(a.min), rate(a.max)),
-        ))
-    });
+    let per_s = |o: &CellOut| value(o, "msgs_per_s");
+    table(
+        &mut s,
+        r,
+        runs,
+        Metric::OneWay,
+        "ratio",
+        f64::max,
+        per_s,
+        |v| {
+            let a = Agg::of(&v.outs, "msgs_per_s")?;
+            Some(format!("{} ({}-{})", rate(a.med), rate(a.min), rate(a.max)))
+        },
+    );
     let _ = writeln!(
         s,
         "\nRound trip (to every subscriber and back), p50 / p99 in µs:\n"
     );
-    table(&mut s, r, Metric::RoundTrip, "ratio p50", f64::min, |v| {
-        let v = v?;
-        let (p50, p99) = (Agg::of(v, "rt_p50_ns")?.med, Agg::of(v, "rt_p99_ns")?.med);
-        Some((p50, format!("{} / {}", us(p50), us(p99))))
-    });
+    let p50 = |o: &CellOut| value(o, "rt_p50_ns");
+    table(
+        &mut s,
+        r,
+        runs,
+        Metric::RoundTrip,
+        "ratio p50",
+        f64::min,
+        p50,
+        |v| {
+            let (p50, p99) = (
+                Agg::of(&v.outs, "rt_p50_ns")?.med,
+                Agg::of(&v.outs, "rt_p99_ns")?.med,
+            );
+            Some(format!("{} / {}", us(p50), us(p99)))
+        },
+    );
     if !failed.is_empty() {
         let _ = writeln!(s, "\nFailed runs:\n");
         for f in failed {
@@ -149,15 +189,20 @@ fn render(
 }
 
 /// One table: a row per size and subscriber count, a column per transport
-/// (`cell`: its headline value and its text, from the cell's runs), and
-/// shmq ÷ the better iceoryx2 mode (`pick` chooses the better value).
+/// (`show`: its text, from the cell's runs), and the ratio of shmq's
+/// `headline` value to the better (`pick`) iceoryx2 mode's, paired run by
+/// run: median (min-max) over the runs where shmq and an iceoryx2 mode
+/// both have a result.
+#[allow(clippy::too_many_arguments)]
 fn table(
     s: &mut String,
-    r: &std::collections::BTreeMap<Key, Vec<CellOut>>,
+    r: &std::collections::BTreeMap<Key, Runs>,
+    runs: usize,
     metric: Metric,
     ratio_name: &str,
     pick: fn(f64, f64) -> f64,
-    cell: impl Fn(Option<&Vec<CellOut>>) -> Option<(f64, String)>,
+    headline: impl Fn(&CellOut) -> Option<f64>,
+    show: impl Fn(&Runs) -> Option<String>,
 ) {
     let _ = writeln!(
         s,
@@ -165,22 +210,32 @@ fn table(
     );
     for &size in &SIZES {
         for &n in &SUBSCRIBERS {
-            let [b, l, p] = TRANSPORTS.map(|t| cell(r.get(&(size, n, t, metric))));
-            let best = [&l, &p].into_iter().flatten().map(|x| x.0).reduce(pick);
-            let ratio = match (&b, best) {
-                (Some(b), Some(i)) => format!("{:.2}×", b.0 / i),
-                _ => "—".into(),
+            let [b, l, p] = TRANSPORTS.map(|t| r.get(&(size, n, t, metric)));
+            let mut ratios: Vec<f64> = (0..runs)
+                .filter_map(|run| {
+                    let ours = headline(b?.of_run(run)?)?;
+                    let theirs = [l, p]
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|x| headline(x.of_run(run)?))
+                        .reduce(pick)?;
+                    Some(ours / theirs)
+                })
+                .collect();
+            ratios.sort_by(f64::total_cmp);
+            let ratio = match ratios.as_slice() {
+                [] => "—".into(),
+                [one] => format!("{one:.2}×"),
+                v => format!("{:.2}× ({:.2}-{:.2})", v[v.len() / 2], v[0], v[v.len() - 1]),
             };
-            let show = |x: &Option<(f64, String)>| {
-                x.as_ref().map_or("failed", |x| x.1.as_str()).to_string()
-            };
+            let text = |x: Option<&Runs>| x.and_then(&show).unwrap_or_else(|| "failed".into());
             let _ = writeln!(
                 s,
                 "| {} | {n} | {} | {} | {} | {ratio} |",
                 human(size),
-                show(&b),
-                show(&l),
-                show(&p)
+                text(b),
+                text(l),
+                text(p)
             );
         }
     }
