@@ -45,7 +45,7 @@ mod writer;
 
 pub use error::{PublishError, ReadError, WaitError};
 use handle::Handle;
-pub use reader::{Reader, Snapshot};
+pub use reader::{OwnedSnapshot, Reader, Snapshot};
 pub use writer::{WriteGrant, Writer};
 
 /// The shape of a latest-value channel to create. Builder-style:
@@ -338,7 +338,7 @@ impl Latest {
                 return Err(OpenError::TooManyReaders { max });
             }
         }
-        Ok(Reader { h })
+        Ok(Reader { h: Box::new(h) })
     }
 }
 
@@ -354,3 +354,4 @@ static_assertions::assert_impl_all!(Latest: Send, Sync, Clone);
 static_assertions::assert_impl_all!(Writer: Send, Sync);
 static_assertions::assert_impl_all!(Reader: Send, Sync);
 static_assertions::assert_impl_all!(Snapshot<'static>: Send, Sync);
+static_assertions::assert_impl_all!(OwnedSnapshot: Send, Sync);

@@ -333,3 +333,30 @@ fn a_reader_killed_holding_a_version_frees_it_within_the_liveness_period() {
     assert!(delay < Duration::from_secs(2), "freed after {delay:?}");
     assert_eq!(ch.reader_count(), 1);
 }
+
+#[test]
+fn an_owned_snapshot_moves_to_another_thread_and_gives_its_reader_back() {
+    let name = TempName::new("lv-owned");
+    let ch = small(&name);
+    let mut w = ch.writer().unwrap();
+    let r = ch.reader().unwrap();
+    let r = match r.read_owned() {
+        Err((r, None)) => r, // nothing published yet
+        other => panic!("{other:?}"),
+    };
+    let v = w.publish(&value(3)).unwrap();
+    let snap = r.read_owned().unwrap();
+    let snap = std::thread::spawn(move || {
+        assert_eq!((snap.version(), &*snap), (v, &value(3)[..]));
+        snap
+    })
+    .join()
+    .unwrap();
+    w.publish(&value(4)).unwrap();
+    w.publish(&value(5)).unwrap();
+    assert_eq!(&*snap, &value(3)[..], "held while the writer went on");
+    assert_eq!(ch.snapshots_held(), 1);
+    let mut r = snap.into_reader();
+    assert_eq!(ch.snapshots_held(), 0);
+    assert_eq!(&*r.read().unwrap().unwrap(), &value(5)[..]);
+}

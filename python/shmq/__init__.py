@@ -51,6 +51,7 @@ __all__ = [
     "Queue",
     "Broadcast",
     "Subscription",
+    "Latest",
     "Delivery",
     "JoinableQueue",
     "SimpleQueue",
@@ -653,3 +654,6 @@ def create_shared_memory_pair(capacity: int = 0, *, capacity_bytes: Optional[int
 
 # the broadcast channel (its module registers its regions in _RAWS)
 from ._broadcast import Broadcast, Subscription  # noqa: E402
+
+# the latest-value channel (its module registers its regions in _RAWS)
+from ._latest import Latest  # noqa: E402

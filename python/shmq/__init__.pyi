@@ -1,5 +1,5 @@
 import queue
-from typing import Any, Iterable, List, Optional
+from typing import Any, Iterable, List, Optional, Tuple
 
 from ._shmq import DisconnectedError as DisconnectedError
 from ._shmq import NoSpaceError as NoSpaceError
@@ -70,6 +70,31 @@ class Subscription:
     def get_nowait(self) -> Any: ...
     @property
     def lagged(self) -> int: ...
+    def close(self) -> None: ...
+
+class Latest:
+    def __init__(
+        self,
+        name: Optional[str] = None,
+        *,
+        max_bytes: Optional[int] = None,
+        max_readers: Optional[int] = None,
+    ) -> None: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def version(self) -> int: ...
+    @property
+    def max_bytes(self) -> int: ...
+    def publish(self, obj: Any) -> int: ...
+    def get(
+        self,
+        newer_than: Optional[int] = None,
+        block: bool = True,
+        timeout: Optional[float] = None,
+        *,
+        copy: bool = True,
+    ) -> Tuple[int, Any]: ...
     def close(self) -> None: ...
 
 class Delivery:

@@ -17,6 +17,7 @@ mod batch;
 mod broadcast;
 mod delivery;
 mod errors;
+mod latest;
 mod read;
 mod wait;
 
@@ -613,6 +614,7 @@ fn _shmq(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<RawDelivery>()?;
     m.add_class::<broadcast::RawBroadcast>()?;
     m.add_class::<broadcast::RawSubscription>()?;
+    m.add_class::<latest::RawLatest>()?;
     m.add_function(wrap_pyfunction!(remove, m)?)?;
     m.add("ShmqError", py.get_type::<ShmqError>())?;
     m.add("NoSpaceError", py.get_type::<NoSpaceError>())?;

@@ -24,6 +24,8 @@ pub enum Lent {
     Queue(OwnedMessage),
     /// `Subscription.get(copy=False)`.
     Broadcast(shmq::broadcast::OwnedMessage),
+    /// `Latest.get(copy=False)`: a version, with the reader that holds it.
+    Latest(crate::latest::PooledSnapshot),
 }
 
 impl std::ops::Deref for Lent {
@@ -32,6 +34,7 @@ impl std::ops::Deref for Lent {
         match self {
             Self::Queue(m) => m,
             Self::Broadcast(m) => m,
+            Self::Latest(s) => s,
         }
     }
 }

@@ -19,7 +19,7 @@ use crate::wait::deadline_after;
 /// A read never waits for the writer, and the writer never waits for a
 /// reader (design.md §3.14).
 pub struct Reader {
-    pub(super) h: Handle,
+    pub(super) h: Box<Handle>,
 }
 
 impl fmt::Debug for Reader {
@@ -93,6 +93,31 @@ impl Reader {
         }
     }
 
+    /// [`read`](Self::read), keeping the reader inside the snapshot: an
+    /// [`OwnedSnapshot`] borrows nothing, so it can be handed to another
+    /// thread or kept in a structure (a Python buffer, say);
+    /// [`OwnedSnapshot::into_reader`] gives the reader back.
+    ///
+    /// # Errors
+    /// The reader back, with `None` before the first publish, or with the
+    /// error of [`read`](Self::read).
+    pub fn read_owned(self) -> Result<OwnedSnapshot, (Self, Option<ReadError>)> {
+        let owner = match self.h.owner() {
+            Ok(o) => o,
+            Err(f) => return Err((self, Some(f.latest_read()))),
+        };
+        match self.h.ring().latest_pin(owner) {
+            Ok(Some(pinned)) => Ok(OwnedSnapshot {
+                reader: Some(self),
+                owner,
+                pinned,
+                fork_gen: sys::fork_generation(),
+            }),
+            Ok(None) => Err((self, None)),
+            Err(c) => Err((self, Some(ReadError::Corrupted(c)))),
+        }
+    }
+
     /// The newest complete version's number (0 before the first publish),
     /// without reading it.
     pub fn version(&self) -> u64 {
@@ -150,5 +175,68 @@ impl Drop for Snapshot<'_> {
         if self.fork_gen == sys::fork_generation() {
             self.reader.h.ring().latest_unpin(self.owner);
         }
+    }
+}
+
+/// A version read in place by [`Reader::read_owned`], which owns its
+/// reader: as a [`Snapshot`], its bytes stay unchanged until it is dropped
+/// (or [`into_reader`](Self::into_reader) gives the reader back).
+pub struct OwnedSnapshot {
+    /// Always `Some` but in `into_reader`.
+    reader: Option<Reader>,
+    owner: Owner,
+    pinned: Pinned,
+    fork_gen: u64,
+}
+
+impl OwnedSnapshot {
+    /// Its version number.
+    pub fn version(&self) -> u64 {
+        self.pinned.version
+    }
+
+    /// Lets the version go and gives the reader back, for the next read.
+    pub fn into_reader(mut self) -> Reader {
+        self.unpin();
+        self.reader.take().expect("a snapshot holds its reader")
+    }
+
+    fn unpin(&self) {
+        if let Some(r) = &self.reader
+            && self.fork_gen == sys::fork_generation()
+        {
+            r.h.ring().latest_unpin(self.owner);
+        }
+    }
+}
+
+impl fmt::Debug for OwnedSnapshot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OwnedSnapshot")
+            .field("version", &self.pinned.version)
+            .field("len", &self.pinned.len)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Deref for OwnedSnapshot {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        let r = self.reader.as_ref().expect("a snapshot holds its reader");
+        let p = r.h.ring().latest_payload(self.pinned.buffer);
+        // SAFETY: as in `Snapshot::deref`: the pin keeps the bytes.
+        unsafe { std::slice::from_raw_parts(p.as_ptr(), self.pinned.len) }
+    }
+}
+
+impl AsRef<[u8]> for OwnedSnapshot {
+    fn as_ref(&self) -> &[u8] {
+        self
+    }
+}
+
+impl Drop for OwnedSnapshot {
+    fn drop(&mut self) {
+        self.unpin();
     }
 }
