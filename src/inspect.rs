@@ -162,6 +162,14 @@ pub struct Inspection {
     /// ([`Config::dead_letter`](crate::Config::dead_letter)), if any (as
     /// stored: lossily decoded).
     pub dead_letter: Option<String>,
+    /// A latest-value channel: the newest version's number (0 before the
+    /// first publish); 0 for other kinds.
+    pub latest_version: u64,
+    /// A latest-value channel: the newest version's length in bytes.
+    pub latest_bytes: u64,
+    /// A latest-value channel: readers holding a version now (a snapshot,
+    /// or a read in progress).
+    pub snapshots_held: u32,
     /// Every registered entry of the participant table.
     pub participants: Vec<ParticipantInfo>,
     /// Every lane.
@@ -231,6 +239,11 @@ impl Inspection {
             .collect();
         let cfg = &h.config;
         let counts = ring.delivery_counts();
+        let ((latest_version, latest_bytes), snapshots_held) = if kind == ChannelKind::Latest {
+            (ring.latest_current(), ring.latest_pins())
+        } else {
+            ((0, 0), 0)
+        };
         Ok(Self {
             name: name.to_owned(),
             path: format!("{}/{name}", sys::dir_path()),
@@ -245,6 +258,8 @@ impl Inspection {
             participant_entries: layout.participant_count,
             messages: match kind {
                 ChannelKind::Queue => ring.published_exact() as u64,
+                // its one value, once published
+                ChannelKind::Latest => u64::from(latest_version > 0),
                 // what the channel holds for subscribers that lag
                 _ => ring.broadcast_held(),
             },
@@ -263,6 +278,9 @@ impl Inspection {
             dead_letter: ring
                 .dead_letter_name()
                 .map(|b| String::from_utf8_lossy(&b).into_owned()),
+            latest_version,
+            latest_bytes,
+            snapshots_held,
             participants,
             lanes,
         })

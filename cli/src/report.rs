@@ -105,6 +105,9 @@ pub fn inspection_json(i: &Inspection) -> Value {
         "dropped": i.dropped,
         "dead_lettered": i.dead_lettered,
         "dead_letter": i.dead_letter,
+        "latest_version": i.latest_version,
+        "latest_bytes": i.latest_bytes,
+        "snapshots_held": i.snapshots_held,
         "participants": i.participants.iter().map(|p| json!({
             "index": p.index,
             "role": p.role.to_string(),
@@ -145,26 +148,11 @@ pub fn print_inspection(i: &Inspection) {
         }
     );
     println!();
-    println!("messages     {} waiting", i.messages);
-    println!("bytes used   {}", human_bytes(i.bytes_in_use));
-    println!(
-        "sleeping     {} receiver(s) waiting for data, {} sender(s) waiting for room",
-        i.sleeping_receivers, i.sleeping_senders
-    );
-    println!(
-        "deliveries   {} redelivered, {} dropped, {} dead-lettered (max attempts: {}{})",
-        i.redeliveries,
-        i.dropped,
-        i.dead_lettered,
-        match i.max_attempts {
-            0 => "unlimited".to_string(),
-            n => n.to_string(),
-        },
-        i.dead_letter
-            .as_deref()
-            .map(|d| format!(", then to {d}"))
-            .unwrap_or_default()
-    );
+    if i.kind == ChannelKind::Latest {
+        print_latest(i);
+    } else {
+        print_messages(i);
+    }
     println!();
     println!(
         "participants {} live sender(s), {} live receiver(s), {} process(es), {} dead, of {} entries",
@@ -211,6 +199,53 @@ pub fn human_bytes(n: u64) -> String {
         u += 1;
     }
     format!("{v:.1} {}", UNITS[u])
+}
+
+/// A queue's or broadcast channel's messages, room and deliveries.
+fn print_messages(i: &Inspection) {
+    println!("messages     {} waiting", i.messages);
+    println!("bytes used   {}", human_bytes(i.bytes_in_use));
+    println!(
+        "sleeping     {} receiver(s) waiting for data, {} sender(s) waiting for room",
+        i.sleeping_receivers, i.sleeping_senders
+    );
+    println!(
+        "deliveries   {} redelivered, {} dropped, {} dead-lettered (max attempts: {}{})",
+        i.redeliveries,
+        i.dropped,
+        i.dead_lettered,
+        match i.max_attempts {
+            0 => "unlimited".to_string(),
+            n => n.to_string(),
+        },
+        i.dead_letter
+            .as_deref()
+            .map(|d| format!(", then to {d}"))
+            .unwrap_or_default()
+    );
+}
+
+/// A latest-value channel's newest version and the readers holding one.
+fn print_latest(i: &Inspection) {
+    if i.latest_version == 0 {
+        println!("version      none published yet");
+    } else {
+        println!(
+            "version      {} ({})",
+            i.latest_version,
+            human_bytes(i.latest_bytes)
+        );
+    }
+    println!(
+        "buffers      {} of {} (up to {} reader(s) holding a version, the current one, one to write)",
+        human_bytes(i.max_message),
+        i.lanes.len(),
+        i.lanes.len().saturating_sub(2)
+    );
+    println!(
+        "holding      {} reader(s) hold a version; {} reader(s) waiting for a newer one",
+        i.snapshots_held, i.sleeping_receivers
+    );
 }
 
 #[cfg(test)]

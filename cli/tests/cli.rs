@@ -114,6 +114,19 @@ fn holder(role: &str) {
             ch.publisher().unwrap().send(b"news").unwrap();
             return;
         }
+        "latest" => {
+            // a latest-value channel at version 2, a reader holding it
+            let cfg = shmq::latest::LatestConfig::new()
+                .max_value_bytes(1 << 16)
+                .removal(Removal::Never);
+            let ch = shmq::latest::Latest::create(&name, cfg).unwrap();
+            let mut w = ch.writer().unwrap();
+            w.publish(b"w-one").unwrap();
+            w.publish(b"w-two").unwrap();
+            let mut r = ch.reader().unwrap();
+            let _held = r.read().unwrap().unwrap();
+            std::thread::sleep(Duration::from_secs(120));
+        }
         _ => unreachable!("{role}"),
     }
     panic!("the test should have killed this holder");
@@ -155,6 +168,7 @@ fn ls_inspect_rm_and_gc_on_live_idle_stale_and_foreign_files() {
     assert!(idle.wait().unwrap().success());
     let mut bcast = spawn_holder(&dir, "broadcast", "feed-b");
     assert!(bcast.wait().unwrap().success());
+    let _weights = Killed(spawn_holder(&dir, "latest", "weights-l"));
     std::fs::write(format!("{}/not-a-queue", dir.0), vec![1u8; 10_000]).unwrap();
     wait_until("both holders ready", || {
         ["live-q", "stale-q"]
@@ -217,6 +231,30 @@ fn ls_inspect_rm_and_gc_on_live_idle_stale_and_foreign_files() {
         )
     );
     assert_eq!(listed(&dir, "live-q")["kind"], "queue");
+    // a latest-value channel: its version, size and the readers holding one
+    wait_until("the latest holder ready", || {
+        dir.has("weights-l") && listed(&dir, "weights-l")["snapshots_held"] == 1
+    });
+    let l = json(&dir, &["inspect", "weights-l", "--json"]);
+    assert_eq!(
+        (
+            &l["kind"],
+            &l["latest_version"],
+            &l["latest_bytes"],
+            &l["messages"]
+        ),
+        (
+            &Value::from("latest"),
+            &Value::from(2),
+            &Value::from(5),
+            &Value::from(1)
+        )
+    );
+    let text = ok(&dir, &["inspect", "weights-l"]);
+    assert!(
+        text.contains("version      2 (5 B)") && text.contains("1 reader(s) hold a version"),
+        "{text}"
+    );
     let table = ok(&dir, &["ls"]);
     for word in [
         "NAME",
@@ -304,7 +342,17 @@ fn ls_inspect_rm_and_gc_on_live_idle_stale_and_foreign_files() {
     assert!(ok(&dir, &["gc", "--idle"]).contains("removed idle-q (idle, 1 message(s) discarded)"));
 
     // --force removes anything
-    let forced = json(&dir, &["rm", "--force", "--json", "live-q", "not-a-queue"]);
+    let forced = json(
+        &dir,
+        &[
+            "rm",
+            "--force",
+            "--json",
+            "live-q",
+            "not-a-queue",
+            "weights-l",
+        ],
+    );
     assert!(
         forced
             .as_array()
@@ -312,7 +360,7 @@ fn ls_inspect_rm_and_gc_on_live_idle_stale_and_foreign_files() {
             .iter()
             .all(|r| r["removed"] == true)
     );
-    assert!(!dir.has("live-q") && !dir.has("not-a-queue"));
+    assert!(!dir.has("live-q") && !dir.has("not-a-queue") && !dir.has("weights-l"));
     drop(live);
     assert!(ok(&dir, &["ls"]).contains("no queues"));
 }

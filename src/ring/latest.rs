@@ -38,7 +38,7 @@ fn split(word: u64) -> (u64, u32) {
 }
 
 impl Ring {
-    fn latest_current(&self) -> &AtomicU64 {
+    fn latest_current_word(&self) -> &AtomicU64 {
         &self.header().enq.hint
     }
 
@@ -67,7 +67,7 @@ impl Ring {
     pub fn latest_version(&self) -> u64 {
         // SYNC: Acquire pairs with `latest_commit`'s Release store; only a
         // number here (a read pins and validates before touching bytes).
-        split(self.latest_current().load(Ordering::Acquire)).0
+        split(self.latest_current_word().load(Ordering::Acquire)).0
     }
 
     /// The first version a new writer may publish: one past every version
@@ -114,7 +114,7 @@ impl Ring {
     /// if every other buffer is pinned (more readers than the buffers
     /// allow for): the caller waits on `space` and asks again.
     pub fn latest_choose(&self) -> Option<u32> {
-        let (_, now) = split(self.latest_current().load(Ordering::Relaxed));
+        let (_, now) = split(self.latest_current_word().load(Ordering::Relaxed));
         (0..self.layout.lane_count)
             .filter(|&b| b != now)
             .find(|&b| {
@@ -127,10 +127,21 @@ impl Ring {
             })
     }
 
+    /// The newest version's number and length, for inspection (read one
+    /// after the other: not a consistent pair while the writer runs).
+    pub fn latest_current(&self) -> (u64, u64) {
+        let (v, b) = split(self.latest_current_word().load(Ordering::Acquire));
+        if v == 0 || b >= self.layout.lane_count {
+            return (v, 0);
+        }
+        let len = self.buffer_header(b).len.load(Ordering::Relaxed);
+        (v, len.min(self.layout.max_message))
+    }
+
     /// Whether a buffer other than `current`'s is unpinned (read-only: the
     /// condition of a writer waiting for one).
     pub fn latest_some_free(&self) -> bool {
-        let (_, now) = split(self.latest_current().load(Ordering::Acquire));
+        let (_, now) = split(self.latest_current_word().load(Ordering::Acquire));
         (0..self.layout.lane_count).any(|b| b != now && !self.latest_pinned(b))
     }
 
@@ -147,7 +158,7 @@ impl Ring {
         // SYNC: Release pairs with `latest_pin`'s Acquire `current` load:
         // the payload, `len` and the version happen-before a reader that
         // found this version there reads them.
-        self.latest_current()
+        self.latest_current_word()
             .store((v << BUFFER_BITS) | u64::from(b), Ordering::Release);
         sync::crash_point("latest current moved");
         self.wake(&self.header().data.word, u32::MAX);
@@ -160,7 +171,7 @@ impl Ring {
         loop {
             // SYNC: Acquire pairs with `latest_commit`'s Release `current`
             // store: the version's bytes, `len` and version are visible.
-            let c = self.latest_current().load(Ordering::Acquire);
+            let c = self.latest_current_word().load(Ordering::Acquire);
             if c == 0 {
                 return Ok(None);
             }
