@@ -545,12 +545,24 @@ pub trait Endpoint {
     /// reader inherited across a fork registers anew); then the writer
     /// waits on `space` for an unpin, and each liveness slice reaps dead
     /// readers, whose pins then no longer count.
+    ///
+    /// A wait that outlasts two liveness periods (so the dead are reaped)
+    /// is not a reader letting go but more pins than there can be: a
+    /// `Corrupted` error, never a writer that waits for ever.
     fn latest_buffer(&self) -> Result<u32, Fail> {
         let ring = self.ring();
         let spin = Spin::new();
+        let give_up = sync::now() + 2 * LIVENESS_PERIOD;
         loop {
             if let Some(b) = ring.latest_choose() {
                 return Ok(b);
+            }
+            if sync::now() > give_up {
+                return Err(Fail::Corrupted(Corruption(
+                    "every buffer but the current one is pinned: more readers hold versions \
+                     than LatestConfig::max_readers allows (readers inherited across a fork \
+                     register anew), or the region is corrupted",
+                )));
             }
             match self.wait_once(&spin, None, ring.space_word(), || ring.latest_some_free()) {
                 // no reader left: the next choice finds a buffer

@@ -20,6 +20,10 @@ const BUFFER_MASK: u64 = (1 << BUFFER_BITS) - 1;
 /// years of them).
 const MAX_VERSION: u64 = u64::MAX >> BUFFER_BITS;
 
+/// How many times a reader finds `current` unchanged and its buffer not
+/// holding its version before it calls the region corrupted.
+const STALE_LOOKS: u32 = 1 << 12;
+
 /// A version a reader pinned and validated: read `len` bytes of buffer
 /// `buffer` in place, then [`Ring::latest_unpin`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -168,6 +172,10 @@ impl Ring {
     /// first publish. The pin holds until [`latest_unpin`](Self::latest_unpin).
     pub fn latest_pin(&self, me: Owner) -> Result<Option<Pinned>, Corruption> {
         let pin = self.pin_word(me.index);
+        // the writer never retires the current buffer, so a mismatch goes
+        // with a `current` that moved on; one that stays is a corrupted
+        // region (bounded: a stale `current` may be seen a few times)
+        let (mut last, mut same) = (0, 0u32);
         loop {
             // SYNC: Acquire pairs with `latest_commit`'s Release `current`
             // store: the version's bytes, `len` and version are visible.
@@ -189,6 +197,14 @@ impl Ring {
             // later version), or the writer's scan shows our pin
             if h.ticket.load(Ordering::Relaxed) != v {
                 // retired since: the writer published twice meanwhile
+                same = if c == last { same + 1 } else { 0 };
+                last = c;
+                if same >= STALE_LOOKS {
+                    pin.store(0, Ordering::Release);
+                    return Err(Corruption(
+                        "the current latest-value buffer does not hold the current version",
+                    ));
+                }
                 continue;
             }
             let len = h.len.load(Ordering::Relaxed);
