@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Regenerates the cross-process comparison of shmq with other transports
 # (issue 6) in one command: builds benches/compare (an unpublished crate with
-# its own workspace: shmq by path, iceoryx2, crossbeam-channel, plotters) and
+# its own workspace: shmq by path, iceoryx2, ringfire, crossbeam-channel,
+# plotters) and
 # runs every cell -- transport x size x metric, each run a fresh pair of
 # processes pinned to CPUs 0 and 1 -- 3 times, then writes
 # docs/compare.csv, docs/compare.md, docs/compare-throughput.svg and
@@ -14,7 +15,8 @@
 #
 #   bash benches/compare/run.sh --fanout  # one publisher to 1, 2 and 4
 #                                         # subscriber processes, shmq's broadcast
-#                                         # against iceoryx2: docs/compare-fanout.md
+#                                         # against iceoryx2 and ringfire's SPMC
+#                                         # ring: docs/compare-fanout.md
 #
 # Other arguments go to the binary: --runs N, --only ID,ID (e.g. shmq-copy-spin,
 # iox-poll-zero, memcpy), --sizes 8,65536, --out DIR. See the doc comment of

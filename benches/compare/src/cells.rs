@@ -9,7 +9,7 @@
 use shmq::WaitStrategy;
 
 use crate::common::{OneWay, Res, die_with_parent, max_rss_kib, percentiles, pin};
-use crate::{baseline, iox, shmq_bcast, shmq_t, stream, threads};
+use crate::{baseline, iox, ringfire_t, shmq_bcast, shmq_t, stream, threads};
 
 /// What is measured.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -60,6 +60,9 @@ pub enum Transport {
     IoxPollCopy,
     /// iceoryx2 publish-subscribe woken by its event service, read in place.
     IoxListenZero,
+    /// ringfire's SPMC ring (lossless backpressure), records copied out by
+    /// `recv_status`, busy-spinning; fan-out only.
+    RingfireSpmc,
     /// Unix domain stream socket pair, length-prefixed, blocking.
     Uds,
     /// Pipes, length-prefixed, blocking.
@@ -93,6 +96,10 @@ impl Transport {
         Transport::CrossbeamPoll,
     ];
 
+    /// Transports of the fan-out comparison only (`fanout.rs`), not of
+    /// the two-process tables.
+    pub const FANOUT_ONLY: [Transport; 1] = [Transport::RingfireSpmc];
+
     /// Short name on the command line.
     pub fn id(self) -> &'static str {
         match self {
@@ -103,6 +110,7 @@ impl Transport {
             Transport::IoxPollZero => "iox-poll-zero",
             Transport::IoxPollCopy => "iox-poll-copy",
             Transport::IoxListenZero => "iox-listen-zero",
+            Transport::RingfireSpmc => "ringfire-spmc",
             Transport::Uds => "uds",
             Transport::Pipe => "pipe",
             Transport::Crossbeam => "crossbeam",
@@ -121,6 +129,7 @@ impl Transport {
             Transport::IoxPollZero | Transport::IoxPollCopy | Transport::IoxListenZero => {
                 "iceoryx2"
             }
+            Transport::RingfireSpmc => "ringfire",
             Transport::Uds => "unix-socket",
             Transport::Pipe => "pipe",
             Transport::Crossbeam | Transport::CrossbeamPoll => "crossbeam-threads",
@@ -140,6 +149,7 @@ impl Transport {
             Transport::IoxPollZero => "zero-copy/poll",
             Transport::IoxPollCopy => "copy-out/poll",
             Transport::IoxListenZero => "zero-copy/listener",
+            Transport::RingfireSpmc => "copy-out/busy-spin",
             Transport::Uds | Transport::Pipe => "copy-out/blocking",
             Transport::Crossbeam => "copy-out/blocking",
             Transport::CrossbeamPoll => "copy-out/poll",
@@ -158,6 +168,7 @@ impl Transport {
         [Transport::Memcpy, Transport::CacheLine, Transport::Futex]
             .into_iter()
             .chain(Transport::ALL)
+            .chain(Transport::FANOUT_ONLY)
             .find(|t| t.id() == s)
             .ok_or_else(|| format!("unknown transport {s}").into())
     }
@@ -332,6 +343,7 @@ pub fn main_process(args: &[String]) -> Res<()> {
             iox::main_side(&cell, iox::Mode::of(t))?
         }
         Transport::ShmqBcastZero => shmq_bcast::main_side(&cell)?,
+        Transport::RingfireSpmc => ringfire_t::main_side(&cell)?,
         Transport::Uds | Transport::Pipe => stream::main_side(&cell)?,
         Transport::Crossbeam => threads::run(&cell, false)?,
         Transport::CrossbeamPoll => threads::run(&cell, true)?,
@@ -355,6 +367,7 @@ pub fn peer_process(args: &[String]) -> Res<()> {
             iox::peer_side(&cell, iox::Mode::of(t), &extra)
         }
         Transport::ShmqBcastZero => shmq_bcast::peer_side(&cell, &extra),
+        Transport::RingfireSpmc => ringfire_t::peer_side(&cell, &extra),
         Transport::Uds | Transport::Pipe => stream::peer_side(&cell, &extra),
         Transport::CacheLine | Transport::Futex => baseline::peer_side(&cell, &extra),
         Transport::Crossbeam | Transport::CrossbeamPoll | Transport::Memcpy => {

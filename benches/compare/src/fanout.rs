@@ -1,6 +1,7 @@
 //! Fan-out (issue 15, item 5): one publisher to 1, 2 and 4 subscriber
-//! processes, shmq's broadcast channel against iceoryx2 publish-subscribe,
-//! in one invocation (`compare --fanout`).
+//! processes, shmq's broadcast channel against iceoryx2 publish-subscribe
+//! and ringfire's SPMC ring (`ringfire_t.rs`), in one invocation
+//! (`compare --fanout`).
 //!
 //! A cell is as in the two-process comparison (`cells.rs`), with
 //! `subscribers` = N: the main process is subscriber 0 (it times one way)
@@ -26,16 +27,18 @@ use std::time::Instant;
 use crate::cells::{Cell, CellOut, Metric, Transport};
 use crate::common::{Res, human};
 use crate::report::{Agg, rate};
+use crate::ringfire_t;
 
 /// Message sizes of the fan-out table.
 pub const SIZES: [usize; 4] = [8, 1 << 10, 64 << 10, 1 << 20];
 /// Subscriber counts.
 pub const SUBSCRIBERS: [usize; 3] = [1, 2, 4];
-/// The transports compared.
-pub const TRANSPORTS: [Transport; 3] = [
+/// The transports compared, in the order of the table's columns.
+pub const TRANSPORTS: [Transport; 4] = [
     Transport::ShmqBcastZero,
     Transport::IoxListenZero,
     Transport::IoxPollZero,
+    Transport::RingfireSpmc,
 ];
 
 type Key = (usize, usize, Transport, Metric);
@@ -138,10 +141,17 @@ fn render(r: &std::collections::BTreeMap<Key, Runs>, runs: usize, failed: &[Stri
         "Fan-out: one publisher to N subscriber processes, median (min-max) of {runs} runs; \
          shmq-bcast-zero = shmq's broadcast channel, lossless, read in place, spin-then-park; \
          iox-listen-zero = iceoryx2 publish-subscribe woken by its event service; \
-         iox-poll-zero = iceoryx2 busy-polling. A ratio is shmq ÷ the better iceoryx2 mode \
-         of the same run (cells of one run are seconds apart, so a slow phase of the machine \
-         hits both sides of a pair), median (min-max) over the runs \
-         (one way: > 1 is shmq faster; round trip: < 1 is shmq faster).\n"
+         iox-poll-zero = iceoryx2 busy-polling; \
+         ringfire-spmc = ringfire {} SPMC ring, lossless backpressure, one fixed-size record \
+         per message ([u8; size], 64-byte aligned above 8 B; all four sizes, 1 MiB included, \
+         on a 32 MiB thread stack as records come back by value), pushed from the sender's \
+         filled copy and copied out by the subscriber (then checked in full), busy-spinning \
+         (recv_status + spin_loop, as BusySpin). \
+         A ratio is shmq ÷ the other side of the same run: `ratio` the better iceoryx2 mode, \
+         `ratio rf` ringfire (cells of one run are seconds apart, so a slow phase of the \
+         machine hits both sides of a pair), median (min-max) over the runs \
+         (one way: > 1 is shmq faster; round trip: < 1 is shmq faster).\n",
+        ringfire_t::VERSION
     );
     let _ = writeln!(s, "One way, messages per second per subscriber:\n");
     let per_s = |o: &CellOut| value(o, "msgs_per_s");
@@ -150,7 +160,7 @@ fn render(r: &std::collections::BTreeMap<Key, Runs>, runs: usize, failed: &[Stri
         r,
         runs,
         Metric::OneWay,
-        "ratio",
+        ["ratio", "ratio rf"],
         f64::max,
         per_s,
         |v| {
@@ -168,7 +178,7 @@ fn render(r: &std::collections::BTreeMap<Key, Runs>, runs: usize, failed: &[Stri
         r,
         runs,
         Metric::RoundTrip,
-        "ratio p50",
+        ["ratio p50", "ratio rf p50"],
         f64::min,
         p50,
         |v| {
@@ -188,54 +198,69 @@ fn render(r: &std::collections::BTreeMap<Key, Runs>, runs: usize, failed: &[Stri
     s
 }
 
+/// shmq's `headline` value ÷ the better (`pick`) of `theirs`' of the same
+/// run, paired run by run: median (min-max) over the runs where shmq and
+/// one of `theirs` both have a result; "—" if there is none.
+fn paired_ratio(
+    ours: Option<&Runs>,
+    theirs: &[Option<&Runs>],
+    runs: usize,
+    pick: fn(f64, f64) -> f64,
+    headline: &impl Fn(&CellOut) -> Option<f64>,
+) -> String {
+    let mut ratios: Vec<f64> = (0..runs)
+        .filter_map(|run| {
+            let ours = headline(ours?.of_run(run)?)?;
+            let theirs = theirs
+                .iter()
+                .flatten()
+                .filter_map(|x| headline(x.of_run(run)?))
+                .reduce(pick)?;
+            Some(ours / theirs)
+        })
+        .collect();
+    ratios.sort_by(f64::total_cmp);
+    match ratios.as_slice() {
+        [] => "—".into(),
+        [one] => format!("{one:.2}×"),
+        v => format!("{:.2}× ({:.2}-{:.2})", v[v.len() / 2], v[0], v[v.len() - 1]),
+    }
+}
+
 /// One table: a row per size and subscriber count, a column per transport
-/// (`show`: its text, from the cell's runs), and the ratio of shmq's
-/// `headline` value to the better (`pick`) iceoryx2 mode's, paired run by
-/// run: median (min-max) over the runs where shmq and an iceoryx2 mode
-/// both have a result.
+/// (`show`: its text, from the cell's runs), and two ratios of shmq's
+/// `headline` value ([`paired_ratio`]), headed `ratio_names`: to the
+/// better (`pick`) iceoryx2 mode's, and to ringfire's.
 #[allow(clippy::too_many_arguments)]
 fn table(
     s: &mut String,
     r: &std::collections::BTreeMap<Key, Runs>,
     runs: usize,
     metric: Metric,
-    ratio_name: &str,
+    [ratio_iox, ratio_rf]: [&str; 2],
     pick: fn(f64, f64) -> f64,
     headline: impl Fn(&CellOut) -> Option<f64>,
     show: impl Fn(&Runs) -> Option<String>,
 ) {
     let _ = writeln!(
         s,
-        "| size | N | shmq-bcast-zero | iox-listen-zero | iox-poll-zero | {ratio_name} |\n|---|---|---|---|---|---|"
+        "| size | N | shmq-bcast-zero | iox-listen-zero | iox-poll-zero | ringfire-spmc | {ratio_iox} | {ratio_rf} |\n\
+         |---|---|---|---|---|---|---|---|"
     );
     for &size in &SIZES {
         for &n in &SUBSCRIBERS {
-            let [b, l, p] = TRANSPORTS.map(|t| r.get(&(size, n, t, metric)));
-            let mut ratios: Vec<f64> = (0..runs)
-                .filter_map(|run| {
-                    let ours = headline(b?.of_run(run)?)?;
-                    let theirs = [l, p]
-                        .into_iter()
-                        .flatten()
-                        .filter_map(|x| headline(x.of_run(run)?))
-                        .reduce(pick)?;
-                    Some(ours / theirs)
-                })
-                .collect();
-            ratios.sort_by(f64::total_cmp);
-            let ratio = match ratios.as_slice() {
-                [] => "—".into(),
-                [one] => format!("{one:.2}×"),
-                v => format!("{:.2}× ({:.2}-{:.2})", v[v.len() / 2], v[0], v[v.len() - 1]),
-            };
+            let [b, l, p, f] = TRANSPORTS.map(|t| r.get(&(size, n, t, metric)));
+            let iox = paired_ratio(b, &[l, p], runs, pick, &headline);
+            let rf = paired_ratio(b, &[f], runs, pick, &headline);
             let text = |x: Option<&Runs>| x.and_then(&show).unwrap_or_else(|| "failed".into());
             let _ = writeln!(
                 s,
-                "| {} | {n} | {} | {} | {} | {ratio} |",
+                "| {} | {n} | {} | {} | {} | {} | {iox} | {rf} |",
                 human(size),
                 text(b),
                 text(l),
-                text(p)
+                text(p),
+                text(f)
             );
         }
     }

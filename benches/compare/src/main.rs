@@ -9,7 +9,8 @@
 //!                                        [--sizes 8,64,..] [--out DIR]
 //! benches/compare/target/release/compare --fanout [--runs N] [--out DIR]
 //!                                        # one publisher to 1, 2, 4 subscriber
-//!                                        # processes (src/fanout.rs)
+//!                                        # processes: shmq's broadcast,
+//!                                        # iceoryx2, ringfire (src/fanout.rs)
 //! ```
 //!
 //! The measurement protocol is the project's `shared/BENCHMARKS.md`. A
@@ -43,6 +44,9 @@
 //!   lossless, busy-polling receive, read in place / copied out;
 //! * `iox-listen-zero`: iceoryx2 woken through its event service
 //!   (`Notifier` / `Listener::blocking_wait`), read in place;
+//! * `ringfire-spmc` (fan-out only, `--fanout`): ringfire's SPMC ring,
+//!   lossless backpressure, records copied out, busy-spinning
+//!   (src/ringfire_t.rs);
 //! * `uds`, `pipe`: a Unix stream socket pair / pipes, blocking,
 //!   length-prefixed, copy-out;
 //! * `crossbeam` / `crossbeam-poll`: crossbeam-channel `bounded(64)`
@@ -67,6 +71,7 @@ mod common;
 mod fanout;
 mod iox;
 mod report;
+mod ringfire_t;
 mod shmq_bcast;
 mod shmq_t;
 mod stream;
@@ -316,7 +321,8 @@ fn summary(cell: &Cell, o: &CellOut) -> String {
     }
 }
 
-/// Removes what a failed cell may have left: its shmq queue names.
+/// Removes what a failed cell may have left: its shmq queue names, its
+/// ringfire ring files.
 fn cleanup_cell(cell: &Cell) {
     if matches!(
         cell.transport,
@@ -329,6 +335,11 @@ fn cleanup_cell(cell: &Cell) {
     if cell.transport == Transport::ShmqBcastZero {
         for name in shmq_bcast::channel_names(cell) {
             let _ = shmq::broadcast::Broadcast::unlink(&name);
+        }
+    }
+    if cell.transport == Transport::RingfireSpmc {
+        for path in ringfire_t::file_paths(cell) {
+            let _ = std::fs::remove_file(path);
         }
     }
 }
