@@ -9,8 +9,8 @@
 //! Readers: a copy uses a reader kept for the purpose (one per process,
 //! made on first use); a view read in place takes a reader of its own,
 //! which goes back to the pool once the view and every array made from it
-//! are gone. So a process holds as many of the channel's `max_readers` as
-//! it keeps views at once (plus one).
+//! are gone (the pool keeps one idle reader). So a process holds as many of
+//! the channel's `max_readers` as it keeps views at once, plus one.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -40,6 +40,20 @@ pub struct RawLatest {
     name: String,
     writer: Mutex<Option<Writer>>,
     pool: Pool,
+    /// The process the writer and pooled readers belong to: a forked child
+    /// lets the inherited ones go (they are the parent's) and makes its
+    /// own, through the checks of `Latest::reader`/`writer`.
+    pid: std::sync::atomic::AtomicU32,
+}
+
+/// Keeps `r` for the next read if the pool is empty; otherwise lets it go
+/// (it leaves the channel), so that an idle process holds one of the
+/// channel's `max_readers`, not one per view it once had.
+fn keep_one(pool: &Pool, r: Reader) {
+    let mut idle = pool.lock().unwrap_or_else(|p| p.into_inner());
+    if idle.is_empty() {
+        idle.push(r);
+    }
 }
 
 /// A version read in place, holding its reader; the reader goes back to
@@ -59,11 +73,7 @@ impl std::ops::Deref for PooledSnapshot {
 impl Drop for PooledSnapshot {
     fn drop(&mut self) {
         if let Some(s) = self.snap.take() {
-            let reader = s.into_reader();
-            self.pool
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push(reader);
+            keep_one(&self.pool, s.into_reader());
         }
     }
 }
@@ -75,6 +85,20 @@ impl RawLatest {
             ch: Mutex::new(Some(ch)),
             writer: Mutex::new(None),
             pool: Arc::new(Mutex::new(Vec::new())),
+            pid: std::sync::atomic::AtomicU32::new(std::process::id()),
+        }
+    }
+
+    /// In a forked child, the first call lets go of the parent's writer
+    /// and pooled readers (dropping them there touches nothing shared: they
+    /// are the parent's), so that the child's own count against
+    /// `max_readers` and its claim to the writer are checked.
+    fn after_fork(&self) {
+        use std::sync::atomic::Ordering;
+        let me = std::process::id();
+        if self.pid.swap(me, Ordering::Relaxed) != me {
+            self.writer.lock().unwrap_or_else(|p| p.into_inner()).take();
+            self.pool.lock().unwrap_or_else(|p| p.into_inner()).clear();
         }
     }
 
@@ -88,6 +112,7 @@ impl RawLatest {
 
     /// A reader from the pool, or a new one.
     fn reader(&self) -> PyResult<Reader> {
+        self.after_fork();
         let idle = self.pool.lock().unwrap_or_else(|p| p.into_inner()).pop();
         match idle {
             Some(r) => Ok(r),
@@ -96,7 +121,7 @@ impl RawLatest {
     }
 
     fn give_back(&self, r: Reader) {
-        self.pool.lock().unwrap_or_else(|p| p.into_inner()).push(r);
+        keep_one(&self.pool, r);
     }
 
     /// Waits (in slices, without the GIL) until `r` sees a version newer
@@ -183,6 +208,7 @@ impl RawLatest {
     /// `ValueError` above `max_value_bytes`, `ShmqError` if another process
     /// is the writer.
     fn publish_parts(&self, py: Python<'_>, parts: Vec<PyBuffer<u8>>) -> PyResult<u64> {
+        self.after_fork();
         let mut guard = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         if guard.is_none() {
             *guard = Some(self.channel()?.writer().map_err(open_error)?);

@@ -129,3 +129,39 @@ def test_one_publishing_process_at_a_time_and_get_hears_it_leave():
     q.join(timeout=30)
     assert q.exitcode != 0, "a second publishing process must be refused"
     assert lv.get()[1] == b"mine"
+
+
+def _read_and_report(lv, out):
+    try:
+        out.put(lv.get(timeout=10))
+    except Exception as e:  # the parent checks what it was
+        out.put(repr(e))
+
+
+def test_forked_readers_count_against_max_readers_and_the_writer_stays_the_parents():
+    lv = shmq.Latest(max_bytes=1 << 16, max_readers=2)
+    v = lv.publish(b"weights")
+    a = lv.get(copy=False)[1]  # a reader of its own...
+    b = lv.get(copy=False)[1]  # ...and a second: max_readers=2 in use
+    del a  # the first goes back to this process's pool, still attached
+    ctx = mp.get_context("fork")
+    out = ctx.Queue()
+    # a child must not reuse the parent's pooled reader (it would register
+    # a third one unchecked): it asks for its own and is refused, by name
+    k = ctx.Process(target=_read_and_report, args=(lv, out))
+    k.start()
+    got = out.get(timeout=30)
+    k.join(timeout=30)
+    assert "max_readers" in str(got), got
+    del b
+    # once the parent's view is gone, a child gets a reader
+    k = ctx.Process(target=_read_and_report, args=(lv, out))
+    k.start()
+    assert out.get(timeout=30) == (v, b"weights")
+    k.join(timeout=30)
+    # a forked child that publishes is refused while the parent writes
+    q = ctx.Process(target=_publish_once, args=(lv,))
+    q.start()
+    q.join(timeout=30)
+    assert q.exitcode != 0
+    assert lv.get() == (v, b"weights")
