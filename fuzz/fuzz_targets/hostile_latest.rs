@@ -10,22 +10,20 @@
 
 #![no_main]
 
-use std::os::unix::fs::FileExt;
 use std::time::Duration;
 
 use libfuzzer_sys::fuzz_target;
+use peer::{Peer, Write};
+
+mod peer;
 use shmq::latest::{Latest, LatestConfig, OwnedSnapshot, Reader};
 
 /// Offsets of every 8-byte word a peer could corrupt, from the region's
 /// own config line (docs/design.md §2 and §3.14): the config line, the
 /// header's hint and wait words, the participant table, the lanes, and
 /// each buffer's header unit.
-fn fields(file: &std::fs::File) -> Vec<u64> {
-    let read = |off: u64| {
-        let mut v = [0u8; 8];
-        file.read_exact_at(&mut v, off).unwrap();
-        u64::from_le_bytes(v)
-    };
+fn fields(peer: &Peer) -> Vec<u64> {
+    let read = |off: u64| peer.read(off);
     let lanes = read(24) & 0xffff_ffff;
     let lane_size = read(32);
     let participants = read(48) & 0xffff_ffff;
@@ -48,21 +46,10 @@ fuzz_target!(|data: &[u8]| {
         .participants(6);
     let ch = Latest::create(&name, cfg).expect("create");
     let path = format!("/dev/shm/{name}");
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&path)
-        .unwrap();
-    let size = std::fs::metadata(&path).unwrap().len();
+    let peer = Peer::open(&path);
     Latest::unlink(&name).unwrap();
-    let fields = fields(&file);
-    let field = |b: u8| fields[usize::from(b) % fields.len()];
-    let read = |off: u64| {
-        let mut v = [0u8; 8];
-        file.read_exact_at(&mut v, off).unwrap();
-        u64::from_le_bytes(v)
-    };
-    let write = |off: u64, v: u64| file.write_all_at(&v.to_le_bytes(), off).unwrap();
+    let fields = fields(&peer);
+    let peer = peer.with_fields(fields);
 
     let mut writer = ch.writer().ok();
     let mut copier: Option<Reader> = ch.reader().ok();
@@ -102,34 +89,10 @@ fuzz_target!(|data: &[u8]| {
                     let _ = s.iter().map(|&x| u64::from(x)).sum::<u64>();
                 }
             }
-            4 => {
-                // raw value into a field
-                let Some(f) = it.next() else { break };
-                let mut v = [0u8; 8];
-                for b in &mut v {
-                    *b = it.next().unwrap_or(0);
-                }
-                write(field(f), u64::from_le_bytes(v));
-            }
-            5 => {
-                // copy a field into another, plus a small delta
-                let (Some(src), Some(dst), Some(d)) = (it.next(), it.next(), it.next()) else {
-                    break;
-                };
-                let v = read(field(src)).wrapping_add_signed(i64::from(d as i8));
-                write(field(dst), v);
-            }
-            6 => {
-                // add a delta to a field
-                let (Some(f), Some(d)) = (it.next(), it.next()) else {
-                    break;
-                };
-                let off = field(f);
-                write(
-                    off,
-                    read(off).wrapping_add_signed(i64::from(d as i8) << (op >> 5)),
-                );
-            }
+            4 if !peer.write(Write::Raw, op, &mut it) => break,
+            5 if !peer.write(Write::Copy, op, &mut it) => break,
+            6 if !peer.write(Write::Delta, op, &mut it) => break,
+            4..=6 => {}
             7 => {
                 // a value written in place, committed or dropped
                 let len = usize::from(it.next().unwrap_or(0)) * 16;
@@ -156,12 +119,9 @@ fuzz_target!(|data: &[u8]| {
                 }
             }
             _ => {
-                // a stray byte anywhere
-                let (Some(a), Some(b), Some(v)) = (it.next(), it.next(), it.next()) else {
+                if !peer.write(Write::Stray, op, &mut it) {
                     break;
-                };
-                let off = u64::from(u16::from_le_bytes([a, b])) % size;
-                file.write_all_at(&[v], off).unwrap();
+                }
             }
         }
     }

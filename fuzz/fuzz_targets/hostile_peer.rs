@@ -16,9 +16,10 @@
 // only an assignment that is overwritten.
 #![allow(unused_assignments)]
 
-use std::os::unix::fs::FileExt;
-
 use libfuzzer_sys::fuzz_target;
+use peer::{Peer, Write};
+
+mod peer;
 use shmq::{Config, Queue};
 
 /// The configuration of the fuzzed queue: 2 lanes of 4 KiB, 4 slots, 4
@@ -57,21 +58,8 @@ fuzz_target!(|data: &[u8]| {
     let _ = Queue::unlink(&name);
     let q = Queue::create(&name, config()).expect("create");
     let path = format!("/dev/shm/{name}");
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&path)
-        .unwrap();
-    let size = std::fs::metadata(&path).unwrap().len();
+    let peer = Peer::open(&path).with_fields(fields());
     Queue::unlink(&name).unwrap();
-    let fields = fields();
-    let field = |b: u8| fields[usize::from(b) % fields.len()];
-    let read = |off: u64| {
-        let mut v = [0u8; 8];
-        file.read_exact_at(&mut v, off).unwrap();
-        u64::from_le_bytes(v)
-    };
-    let write = |off: u64, v: u64| file.write_all_at(&v.to_le_bytes(), off).unwrap();
 
     let tx = q.sender().unwrap();
     let mut rx = q.receiver().unwrap();
@@ -115,47 +103,23 @@ fuzz_target!(|data: &[u8]| {
                 held = rx.try_recv().ok();
             }
             3 => held = None,
-            4 => {
-                // raw value into a field
-                let Some(f) = it.next() else { break };
-                let mut v = [0u8; 8];
-                for b in &mut v {
-                    *b = it.next().unwrap_or(0);
-                }
-                write(field(f), u64::from_le_bytes(v));
-            }
-            5 => {
-                // copy a field into another, plus a small delta
-                let (Some(src), Some(dst), Some(d)) = (it.next(), it.next(), it.next()) else {
-                    break;
-                };
-                let v = read(field(src)).wrapping_add_signed(i64::from(d as i8));
-                write(field(dst), v);
-            }
-            6 => {
-                // add a delta to a field
-                let (Some(f), Some(d)) = (it.next(), it.next()) else {
-                    break;
-                };
-                let off = field(f);
-                write(
-                    off,
-                    read(off).wrapping_add_signed(i64::from(d as i8) << (op >> 5)),
-                );
-            }
+            4 if !peer.write(Write::Raw, op, &mut it) => break,
+            5 if !peer.write(Write::Copy, op, &mut it) => break,
+            6 if !peer.write(Write::Delta, op, &mut it) => break,
+            4..=6 => {}
             _ => {
-                // a stray byte anywhere
-                let (Some(a), Some(b), Some(v)) = (it.next(), it.next(), it.next()) else {
+                if !peer.write(Write::Stray, op, &mut it) {
                     break;
-                };
-                let off = u64::from(u16::from_le_bytes([a, b])) % size;
-                file.write_all_at(&[v], off).unwrap();
+                }
             }
         }
     }
     let _ = held.as_deref().map(<[u8]>::len);
     drop(held);
-    let _ = deliveries.iter().map(|d| d.len() + d.attempt() as usize).sum::<usize>();
+    let _ = deliveries
+        .iter()
+        .map(|d| d.len() + d.attempt() as usize)
+        .sum::<usize>();
     drop(deliveries);
     let _ = (q.len(), tx.is_disconnected(), copier.is_disconnected());
 });
