@@ -143,15 +143,26 @@ fn a_writer_killed_after_any_step_leaves_the_last_version_and_a_successor_goes_o
 static READER_STEPS: std::sync::Mutex<Vec<&'static str>> = std::sync::Mutex::new(Vec::new());
 
 /// Reader 1 killed after step `k` of a read that holds its version (it
-/// never unpins), then reaped while the writer publishes: the writer never
+/// never unpins), or of a copy (`copying`: after pinning or after
+/// unpinning), then reaped while the writer publishes: the writer never
 /// waits (3 buffers: one reader + 2), and reader 2 reads whole values.
-fn reader_killed(k: u32) {
+fn reader_killed(k: u32, copying: bool) {
     let r = latest_ring(3, 1);
     latest_publish(&r, owner(0), &value(1), 1);
     let died = dying(k, || {
-        let p = r.latest_pin(owner(1)).expect("no corruption");
-        assert!(p.is_some());
-        // killed holding it: it never unpins
+        if copying {
+            // a copy: killed after pinning, or after unpinning
+            let mut v = Vec::new();
+            assert!(
+                r.latest_copy(owner(1), &mut v)
+                    .expect("no corruption")
+                    .is_some()
+            );
+        } else {
+            let p = r.latest_pin(owner(1)).expect("no corruption");
+            assert!(p.is_some());
+        }
+        // killed holding it (or done with it): it never unpins again
         std::panic::panic_any(shmq::__loom::crash::Crashed("latest reader holding"));
     });
     let step = died.expect_err("the reader dies holding its version");
@@ -182,10 +193,19 @@ fn reader_killed(k: u32) {
 fn a_reader_killed_holding_a_version_never_holds_the_writer_back() {
     quiet_crashes();
     for k in 0..2 {
-        check("latest_reader_killed", move || reader_killed(k));
+        check("latest_reader_killed", move || reader_killed(k, false));
+    }
+    for k in 0..3 {
+        check("latest_copying_reader_killed", move || {
+            reader_killed(k, true)
+        });
     }
     let steps = READER_STEPS.lock().unwrap();
-    for step in ["latest reader pinned", "latest reader holding"] {
+    for step in [
+        "latest reader pinned",
+        "latest reader unpinned",
+        "latest reader holding",
+    ] {
         assert!(steps.contains(&step), "no model crashed after {step:?}");
     }
 }
