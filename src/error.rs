@@ -52,6 +52,12 @@ pub enum AttachError {
     /// A write grant made before the fork: it belongs to the parent, which
     /// publishes or drops it; the child's copy publishes nothing.
     Inherited,
+    /// A latest-value channel already has as many readers as it has
+    /// buffers for: the child's reader would be one too many.
+    TooManyReaders {
+        /// The channel's reader limit.
+        max: u32,
+    },
 }
 
 impl AttachError {
@@ -59,8 +65,10 @@ impl AttachError {
     pub(crate) fn from_open(e: &OpenError) -> Self {
         match e {
             OpenError::TooManyParticipants { max } => Self::TooManyParticipants { max: *max },
+            OpenError::TooManyReaders { max } => Self::TooManyReaders { max: *max },
             OpenError::Io(io) => Self::Os(io.raw_os_error().unwrap_or(0)),
-            // registering fails in no other way (region.rs, `register`)
+            // registering (region.rs, `register`) and admission
+            // (`Member::admit`) fail in no other way
             _ => Self::Os(0),
         }
     }
@@ -85,6 +93,12 @@ impl fmt::Display for AttachError {
                  create the queue with a larger Config::participants"
             ),
             Self::Os(errno) => write!(f, "{}", io::Error::from_raw_os_error(*errno)),
+            Self::TooManyReaders { max } => write!(
+                f,
+                "the latest-value channel has {max} readers attached, its limit; drop a \
+                 reader (the parent's copy of this one counts too) or create the channel \
+                 with a larger LatestConfig::max_readers"
+            ),
             Self::Inherited => Ok(()),
         }
     }

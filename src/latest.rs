@@ -35,6 +35,7 @@ use crate::layout::{
     ChannelKind, Layout, MAX_LANES, MIN_BUFFERS, PAGE, ROLE_RECEIVER, ROLE_SENDER, UNIT,
 };
 use crate::region::{self, Removal, Shared};
+use crate::ring::Owner;
 use crate::sys;
 use crate::wait::{Disconnect, WaitStrategy};
 
@@ -288,7 +289,7 @@ impl Latest {
     /// [`OpenError::TooManyParticipants`], [`OpenError::Corrupted`], or an
     /// operating-system error.
     pub fn writer(&self) -> Result<Writer, OpenError> {
-        let h = Handle::new(&self.shared, ROLE_SENDER, self.wait, self.disconnect)?;
+        let h = Handle::new(&self.shared, ROLE_SENDER, self.wait, self.disconnect, None)?;
         let owner = h.owner().map_err(|_| lost_entry())?;
         let ring = &self.shared.ring;
         let mut lease = ring.try_lease(0, owner).map_err(corrupted)?;
@@ -325,21 +326,34 @@ impl Latest {
     /// made at the same instant at the limit may both be refused);
     /// [`OpenError::TooManyParticipants`], or an operating-system error.
     pub fn reader(&self) -> Result<Reader, OpenError> {
-        let h = Handle::new(&self.shared, ROLE_RECEIVER, self.wait, self.disconnect)?;
-        let owner = h.owner().map_err(|_| lost_entry())?;
-        let ring = &self.shared.ring;
-        // whatever an earlier reader of this entry left is not ours
-        ring.latest_unpin(owner);
-        let max = self.max_readers() as u32;
-        if ring.role_counts().1 > max {
-            // the count is never below the truth: look exactly
-            self.shared.reap(true);
-            if ring.alive_count(ROLE_RECEIVER) > max {
-                return Err(OpenError::TooManyReaders { max });
-            }
-        }
+        let h = Handle::new(
+            &self.shared,
+            ROLE_RECEIVER,
+            self.wait,
+            self.disconnect,
+            Some(admit_reader),
+        )?;
         Ok(Reader { h: Box::new(h) })
     }
+}
+
+/// The admission of every new reader registration: the one `reader()`
+/// makes and the one a forked child makes when it first uses an inherited
+/// reader. At most `max_readers` readers, so that their pins never hold
+/// every buffer the writer could write (design.md §3.14).
+fn admit_reader(shared: &Shared, owner: Owner) -> Result<(), OpenError> {
+    let ring = &shared.ring;
+    // whatever an earlier reader of this entry left is not ours
+    ring.latest_unpin(owner);
+    let max = ring.layout().lane_count - 2;
+    if ring.role_counts().1 > max {
+        // the count is never below the truth: look exactly
+        shared.reap(true);
+        if ring.alive_count(ROLE_RECEIVER) > max {
+            return Err(OpenError::TooManyReaders { max });
+        }
+    }
+    Ok(())
 }
 
 fn lost_entry() -> OpenError {

@@ -715,6 +715,11 @@ impl Drop for Registration {
     }
 }
 
+/// A check every new registration of a member must pass before it is
+/// used (a latest-value channel's reader limit), given the region and the
+/// new entry. A refused registration is retired at once.
+pub(crate) type Admission = fn(&Shared, Owner) -> Result<(), OpenError>;
+
 /// A sender or receiver (or publisher, or subscriber) of any kind of
 /// channel: its registration, and the fork-safe way to its participant
 /// identity. Shared by the clones of one handle.
@@ -722,6 +727,7 @@ impl Drop for Registration {
 pub(crate) struct Member {
     pub(crate) shared: Arc<Shared>,
     pub(crate) role: u32,
+    admit: Option<Admission>,
     reg: Mutex<Registration>,
     /// `owner` of `reg`, readable without the lock.
     owner_index: AtomicU32,
@@ -731,10 +737,24 @@ pub(crate) struct Member {
 
 impl Member {
     pub(crate) fn new(shared: &Arc<Shared>, role: u32) -> Result<Self, OpenError> {
+        Self::admitted(shared, role, None)
+    }
+
+    /// A member whose registrations (the first, and one per forked child
+    /// that uses it) must each pass `admit`.
+    pub(crate) fn admitted(
+        shared: &Arc<Shared>,
+        role: u32,
+        admit: Option<Admission>,
+    ) -> Result<Self, OpenError> {
         let reg = Registration::new(shared, role)?;
+        if let Some(admit) = admit {
+            admit(shared, reg.owner)?; // refused: `reg` drops, retiring the entry
+        }
         Ok(Self {
             shared: Arc::clone(shared),
             role,
+            admit,
             owner_index: AtomicU32::new(reg.owner.index),
             owner_gen: AtomicU32::new(reg.owner.generation),
             fork_gen: AtomicU64::new(reg.fork_gen),
@@ -744,7 +764,9 @@ impl Member {
 
     /// This member's participant identity, and whether it is new: in a
     /// forked child the inherited registration is the parent's, so the
-    /// first use registers anew (a subscriber then subscribes again).
+    /// first use registers anew (a subscriber then subscribes again), and
+    /// the new registration passes the member's admission. A refused one
+    /// is retired, and the next use tries again.
     pub(crate) fn owner(&self) -> Result<(Owner, bool), OpenError> {
         let g = sys::fork_generation();
         if g == self.fork_gen.load(Ordering::Acquire) {
@@ -759,6 +781,9 @@ impl Member {
             return Ok((reg.owner, false)); // another thread of this child did it
         }
         let new = Registration::new(&self.shared, self.role)?;
+        if let Some(admit) = self.admit {
+            admit(&self.shared, new.owner)?; // refused: `new` drops, retiring the entry
+        }
         let old = std::mem::replace(&mut *reg, new);
         drop(old); // does not touch the parent's entry (fork generation)
         self.owner_index.store(reg.owner.index, Ordering::Relaxed);

@@ -155,6 +155,63 @@ fn readers_beyond_the_limit_are_refused_until_one_leaves() {
     assert_eq!(ch.max_readers(), 2);
 }
 
+/// Forks, runs `child` in the child (its result is the exit status: 0 when
+/// it holds) and returns whether it held.
+fn in_forked_child(child: impl FnOnce() -> bool) -> bool {
+    // SAFETY: the child only calls shmq through handles it inherited and
+    // `_exit`s; glibc keeps malloc usable after fork.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork failed");
+    if pid == 0 {
+        let code = if child() { 0 } else { 1 };
+        // SAFETY: ends the forked child without running the test harness.
+        unsafe { libc::_exit(code) };
+    }
+    let mut status = 0;
+    // SAFETY: plain waitpid on our own child.
+    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+    libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0
+}
+
+#[test]
+fn a_forked_child_s_inherited_reader_is_admitted_only_below_the_limit() {
+    use shmq::AttachError;
+    use shmq::latest::ReadError;
+    let name = TempName::new("lv-fork");
+    let ch = small(&name);
+    let mut w = ch.writer().unwrap();
+    let mut a = ch.reader().unwrap();
+    let b = ch.reader().unwrap(); // the limit: 2
+    let v = w.publish(b"before the fork").unwrap();
+    let refused = |r: Result<_, ReadError>| {
+        matches!(
+            r,
+            Err(ReadError::Attach(AttachError::TooManyReaders { max: 2 }))
+        )
+    };
+    // The child's use of `a` registers a third reader: refused, every
+    // time (the refused entry is retired, and the next use asks again).
+    assert!(in_forked_child(|| {
+        let first = refused(a.read().map(|s| s.map(|s| s.version())));
+        let again = refused(a.read_into(&mut Vec::new()));
+        let said = a
+            .read()
+            .err()
+            .is_some_and(|e| e.to_string().contains("max_readers"));
+        first && again && said
+    }));
+    assert_eq!(ch.reader_count(), 2, "a refused entry was left behind");
+    // Below the limit the child becomes a reader of its own.
+    drop(b);
+    assert!(in_forked_child(|| {
+        let got = a.read().ok().flatten().map(|s| (s.version(), s.to_vec()));
+        got == Some((v, b"before the fork".to_vec()))
+    }));
+    // The parent's reader and writer never noticed.
+    let v2 = w.publish(b"after").unwrap();
+    assert_eq!(a.read().unwrap().unwrap().version(), v2);
+}
+
 #[test]
 fn a_too_large_value_is_refused_with_the_limit() {
     let name = TempName::new("lv-large");

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use crate::blocking::Endpoint;
 use crate::error::OpenError;
-use crate::region::{Member, Shared, endpoint_via_member};
+use crate::region::{Admission, Member, Shared, endpoint_via_member};
 use crate::sync::AtomicU32;
 use crate::wait::{Disconnect, WaitStrategy, Waiter};
 
@@ -23,14 +23,17 @@ pub(super) struct Handle {
 }
 
 impl Handle {
+    /// A handle whose registrations (the first, and a forked child's)
+    /// must pass `admit`.
     pub(super) fn new(
         shared: &Arc<Shared>,
         role: u32,
         wait: WaitStrategy,
         disconnect: Disconnect,
+        admit: Option<Admission>,
     ) -> Result<Self, OpenError> {
         Ok(Self {
-            member: Member::new(shared, role)?,
+            member: Member::admitted(shared, role, admit)?,
             wait,
             disconnect,
             preferred_lane: AtomicU32::new(0),
