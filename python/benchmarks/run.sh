@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Run shmq's Python benchmarks: bash python/benchmarks/run.sh [bench.py arguments]
 #                 batch calls: bash python/benchmarks/run.sh --batch [bench_batch.py arguments]
+#          weights (Latest): bash python/benchmarks/run.sh --latest [bench_latest.py arguments]
 #
 # Uses the virtual environment in $SHMQ_VENV (default .venv, relative to the repository
 # root; made with $PYTHON, default python3, if it does not exist), installs shmq from
@@ -36,5 +37,10 @@ fi
 if [ "${1:-}" = "--batch" ]; then
     shift
     exec "$PY" python/benchmarks/bench_batch.py "$@"
+fi
+if [ "${1:-}" = "--latest" ]; then
+    shift
+    "$PY" -m pip install -q gymnasium  # the RL example's environment (--rl)
+    exec "$PY" python/benchmarks/bench_latest.py "$@"
 fi
 exec "$PY" python/benchmarks/bench.py "$@"
