@@ -35,10 +35,18 @@ import weakref
 from typing import Any, Iterable, List, Optional
 
 import queue as _queue
+import sys
 
-from . import _codec
-from ._feeder import Feeder
-from ._shmq import (
+if not sys.platform.startswith("linux"):
+    # before the native module, whose load would fail with a missing symbol
+    raise ImportError(
+        "shmq runs on Linux only (it shares memory through /dev/shm and waits on "
+        "Linux futexes); this Python runs on %r" % sys.platform
+    )
+
+from . import _codec  # noqa: E402
+from ._feeder import Feeder  # noqa: E402
+from ._shmq import (  # noqa: E402
     DisconnectedError,
     NoSpaceError,
     RawQueue,
