@@ -127,8 +127,9 @@ def prewarm_memory(fraction: float = 0.7) -> float:
 # --- the transports ----------------------------------------------------------------
 #
 # A transport is made in the writer, pickled to each reader (spawn), and has
-# `publish(obj)` (writer) and, in a reader, `next(last) -> (token, obj)` (the
-# first version after `last`, waiting) and `newest() -> obj` (what is there).
+# `publish(obj)` (writer) and, in a reader, `next(last, timeout) -> (token,
+# obj)` (the first version after `last`, waiting at most `timeout` seconds:
+# queue.Empty or TimeoutError) and `newest() -> obj` (what is there).
 
 
 class ShmqLatest:
@@ -139,8 +140,8 @@ class ShmqLatest:
     def publish(self, obj) -> None:
         self.chan.publish(obj)
 
-    def next(self, last: int):
-        return self.chan.get(last, timeout=600, copy=self.copy)
+    def next(self, last: int, timeout: float = 600):
+        return self.chan.get(last, timeout=timeout, copy=self.copy)
 
     def newest(self):
         return self.chan.get(copy=self.copy)[1]
@@ -161,8 +162,8 @@ class MpQueues:
         for q in self.queues:
             q.put(obj)
 
-    def next(self, last: int):
-        return last + 1, self.mine.get(timeout=600)
+    def next(self, last: int, timeout: float = 600):
+        return last + 1, self.mine.get(timeout=timeout)
 
     def close(self) -> None:
         for q in self.queues:
@@ -183,8 +184,8 @@ class PySharedMemory:
         for sender, _ in self.pairs:
             sender.put(obj, timeout=600)
 
-    def next(self, last: int):
-        return last + 1, self.mine.get(timeout=600)
+    def next(self, last: int, timeout: float = 600):
+        return last + 1, self.mine.get(timeout=timeout)
 
     def close(self) -> None:
         for sender, receiver in self.pairs:
@@ -230,9 +231,9 @@ class LockedArrays:
         out = {"layer%d" % i: a.copy() for i, a in enumerate(self.arrays)}
         return {"version": int(self.header[0]), **out}
 
-    def next(self, last: int):
+    def next(self, last: int, timeout: float = 600):
         with self.cond:
-            if not self.cond.wait_for(lambda: self.header[0] > last, timeout=600):
+            if not self.cond.wait_for(lambda: self.header[0] > last, timeout=timeout):
                 raise TimeoutError
             obj = self._copy_out()
         return obj["version"], obj
@@ -296,7 +297,7 @@ def rate_reader(t, rid: int, stop, out) -> None:
     token, reads = 0, 0
     while not stop.is_set():
         try:
-            token, obj = t.next_for_rate(token)
+            token, obj = t.next(token, timeout=0.2)
         except (queue.Empty, TimeoutError):
             continue
         check(obj, obj["version"])
@@ -356,25 +357,8 @@ def delivery_cell(ctx, kind: str, size: int, readers: int) -> dict:
     return {"delivery": statistics.median(times), "latency": lat}
 
 
-class RateShmq(ShmqLatest):
-    def next_for_rate(self, last: int):
-        return self.chan.get(last, timeout=0.2, copy=self.copy)
-
-
-class RateLocked(LockedArrays):
-    def next_for_rate(self, last: int):
-        with self.cond:
-            if not self.cond.wait_for(lambda: self.header[0] > last, timeout=0.2):
-                raise TimeoutError
-            obj = self._copy_out()
-        return obj["version"], obj
-
-
 def rate_cell(ctx, kind: str, size: int, readers: int, seconds: float) -> dict:
-    if kind.startswith("shmq"):
-        t = RateShmq(size, readers, copy=(kind == "shmq copy"))
-    else:
-        t = RateLocked(size, readers, ctx)
+    t = make_transport(kind, size, readers, ctx)
     stop, out = ctx.Event(), ctx.Queue()
     procs = [ctx.Process(target=rate_reader, args=(t, r, stop, out)) for r in range(readers)]
     for p in procs:
