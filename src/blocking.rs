@@ -541,8 +541,9 @@ pub trait Endpoint {
     // ------------------------------------------------------- latest value
 
     /// A writer's buffer for the next version (design.md §3.14): found at
-    /// once unless more readers pin buffers than the count allows for (a
-    /// reader inherited across a fork registers anew); then the writer
+    /// once unless more readers pin buffers than the count allows for
+    /// (every reader registration, a forked child's too, is admitted only
+    /// below `max_readers`: only a foreign write makes more); then the writer
     /// waits on `space` for an unpin, and each liveness slice reaps dead
     /// readers, whose pins then no longer count.
     ///
@@ -559,9 +560,9 @@ pub trait Endpoint {
             }
             if sync::now() > give_up {
                 return Err(Fail::Corrupted(Corruption(
-                    "every buffer but the current one is pinned: more readers hold versions \
-                     than LatestConfig::max_readers allows (readers inherited across a fork \
-                     register anew), or the region is corrupted",
+                    "every buffer but the current one is pinned for two liveness periods: \
+                     more pins than LatestConfig::max_readers allows, which only a corrupted \
+                     region or a foreign process writing into it makes",
                 )));
             }
             match self.wait_once(&spin, None, ring.space_word(), || ring.latest_some_free()) {

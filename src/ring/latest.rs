@@ -200,7 +200,8 @@ impl Ring {
                 same = if c == last { same + 1 } else { 0 };
                 last = c;
                 if same >= STALE_LOOKS {
-                    pin.store(0, Ordering::Release);
+                    // let go as any reader does (a waiting writer hears it)
+                    self.latest_unpin(me);
                     return Err(Corruption(
                         "the current latest-value buffer does not hold the current version",
                     ));
