@@ -9,7 +9,7 @@ use std::io::{Read, Write};
 use std::process::Child;
 use std::time::{Duration, Instant};
 
-use common::{Rng, TempName, child_role, fnv, in_forked_child, spawn_role, wait_or_kill};
+use common::{Rng, TempName, child_role, fnv, spawn_role, wait_or_kill};
 use shmq::{Config, Queue, Receiver, RecvError, SendError};
 
 const PRODUCERS: u32 = 2;
@@ -417,8 +417,12 @@ fn a_forked_child_that_finds_the_participant_table_full_gets_an_attach_error() {
     let tx = q.sender().unwrap();
     let mut rx = q.receiver().unwrap();
     let full = AttachError::TooManyParticipants { max: 3 };
-    // The child's handles try to register and fail.
-    assert!(in_forked_child(|| {
+    // SAFETY: the child only calls shmq through handles it inherited
+    // (which try to register and fail) and `_exit`s; glibc keeps malloc
+    // usable after fork.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork failed");
+    if pid == 0 {
         let sent = match tx.send(b"from the child") {
             Err(SendError::Attach(m, a)) if a == full && m == b"from the child" => {
                 SendError::Attach((), a)
@@ -428,8 +432,21 @@ fn a_forked_child_that_finds_the_participant_table_full_gets_an_attach_error() {
             _ => false,
         };
         let received = rx.try_recv_into(&mut Vec::new()) == Err(TryRecvError::Attach(full));
-        sent && received
-    }));
+        let code = if sent && received {
+            0
+        } else {
+            1 + i32::from(sent)
+        };
+        // SAFETY: ends the forked child without running the test harness.
+        unsafe { libc::_exit(code) };
+    }
+    let mut status = 0;
+    // SAFETY: plain waitpid on our own child.
+    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "child: {status:#x}"
+    );
     // the parent's participants are untouched
     tx.send(b"parent").unwrap();
     assert_eq!(&*rx.recv().unwrap(), b"parent");

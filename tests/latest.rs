@@ -9,7 +9,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{TempName, child_role, fnv, in_forked_child, spawn_role, wait_or_kill};
+use common::{TempName, child_role, fnv, spawn_role, wait_or_kill};
 use shmq::latest::{Latest, LatestConfig, PublishError, WaitError};
 use shmq::{ChannelKind, Config, OpenError, Queue};
 
@@ -153,6 +153,25 @@ fn readers_beyond_the_limit_are_refused_until_one_leaves() {
     drop(a);
     ch.reader().unwrap();
     assert_eq!(ch.max_readers(), 2);
+}
+
+/// Forks, runs `child` in the child (its result is the exit status: 0 when
+/// it holds) and returns whether it held. (Not in tests/common: a fuzz
+/// target includes that module and has no libc.)
+fn in_forked_child(child: impl FnOnce() -> bool) -> bool {
+    // SAFETY: the child only calls shmq through handles it inherited and
+    // `_exit`s; glibc keeps malloc usable after fork.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork failed");
+    if pid == 0 {
+        let code = if child() { 0 } else { 1 };
+        // SAFETY: ends the forked child without running the test harness.
+        unsafe { libc::_exit(code) };
+    }
+    let mut status = 0;
+    // SAFETY: plain waitpid on our own child.
+    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+    libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0
 }
 
 #[test]

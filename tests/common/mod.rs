@@ -175,21 +175,3 @@ impl Drop for Scratch {
         }
     }
 }
-
-/// Forks, runs `child` in the child (its result is the exit status: 0 when
-/// it holds) and returns whether it held.
-pub fn in_forked_child(child: impl FnOnce() -> bool) -> bool {
-    // SAFETY: the child only calls shmq through handles it inherited and
-    // `_exit`s; glibc keeps malloc usable after fork.
-    let pid = unsafe { libc::fork() };
-    assert!(pid >= 0, "fork failed");
-    if pid == 0 {
-        let code = if child() { 0 } else { 1 };
-        // SAFETY: ends the forked child without running the test harness.
-        unsafe { libc::_exit(code) };
-    }
-    let mut status = 0;
-    // SAFETY: plain waitpid on our own child.
-    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
-    libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0
-}
