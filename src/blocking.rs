@@ -35,6 +35,10 @@ pub enum Fail {
     Corrupted(Corruption),
     /// A forked child could not register a participant of its own.
     Attach(AttachError),
+    /// An async call's wait registered its task's waker (or yields to the
+    /// executor): poll again when woken. Never leaves an async call
+    /// (design.md §5.4); the loops pass it up unchanged.
+    Pending,
 }
 
 /// What a broadcast receive got.
@@ -112,8 +116,12 @@ pub trait Endpoint {
         spin: &Spin,
         deadline: Option<Duration>,
         word: &WaitWord,
-        ready: impl FnMut() -> bool,
+        #[cfg_attr(loom, allow(unused_mut))] mut ready: impl FnMut() -> bool,
     ) -> Result<(), Fail> {
+        #[cfg(not(loom))]
+        if let Some(r) = crate::wait::task::wait_in_task(self, deadline, word, &mut ready) {
+            return r;
+        }
         let peers = self.waiter().peers;
         let report = self.waiter().reports_disconnect(deadline);
         let now = sync::now();
@@ -326,9 +334,11 @@ pub trait Endpoint {
                     self.wait_for_outstanding_deliveries(owner, deadline)?;
                 }
                 Err(e) => {
-                    if ring.has_message() {
+                    if e != Fail::Pending && ring.has_message() {
                         // Leaving without consuming while a message waits:
                         // hand the wake-up we may have taken to another.
+                        // (A task that is `Pending` still waits; a dropped
+                        // one passes it on then, `TaskWait::drop`.)
                         ring.wake(ring.data_word(), 1);
                     }
                     return Err(e);
@@ -386,9 +396,15 @@ pub trait Endpoint {
         if deadline.is_some_and(|d| now >= d) {
             return Err(Fail::Timeout);
         }
+        #[cfg_attr(loom, allow(unused_mut))]
+        let mut ready = || ring.has_message();
+        #[cfg(not(loom))]
+        if let Some(r) = crate::wait::task::park_in_task(ring.data_word(), &mut ready) {
+            return r;
+        }
         let slice = now + LIVENESS_PERIOD;
         let until = deadline.map_or(slice, |d| d.min(slice));
-        let _ = ring.park(ring.data_word(), until, || ring.has_message());
+        let _ = ring.park(ring.data_word(), until, ready);
         Ok(())
     }
 

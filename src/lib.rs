@@ -59,6 +59,8 @@ mod layout;
 #[cfg(not(loom))]
 pub mod queue;
 #[cfg(not(loom))]
+mod reactor;
+#[cfg(not(loom))]
 mod region;
 mod ring;
 mod sync;
@@ -72,11 +74,13 @@ pub use crate::inspect::{
     Inspection, LaneInfo, ParticipantInfo, QueueState, Role, inspect, list_names, region_dir,
 };
 pub use crate::layout::ChannelKind;
+#[cfg(all(not(loom), feature = "futures-core"))]
+pub use crate::queue::RecvStream;
 #[cfg(not(loom))]
 pub use crate::queue::{
     Config, Delivery, Iter, Message, MessageReader, MessageWriter, OwnedMessage, Queue, Receiver,
-    RecvError, RecvTimeoutError, SendError, SendTimeoutError, Sender, TryIter, TryRecvError,
-    TrySendError, WriteGrant,
+    RecvAsync, RecvError, RecvIntoAsync, RecvTimeoutError, ReserveAsync, SendAsync, SendError,
+    SendTimeoutError, Sender, TryIter, TryRecvError, TrySendError, WriteGrant,
 };
 #[cfg(not(loom))]
 pub use crate::region::Removal;

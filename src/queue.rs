@@ -22,6 +22,7 @@ mod config;
 mod delivery;
 mod error;
 mod fail;
+mod futures;
 mod handle;
 mod held;
 mod receiver;
@@ -33,6 +34,9 @@ pub use delivery::Delivery;
 pub use error::{
     RecvError, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError, TrySendError,
 };
+#[cfg(feature = "futures-core")]
+pub use futures::RecvStream;
+pub use futures::{RecvAsync, RecvIntoAsync, ReserveAsync, SendAsync};
 use handle::{Handle, Received};
 pub use receiver::{Iter, Message, OwnedMessage, Receiver, TryIter};
 pub use sender::{Sender, WriteGrant};
@@ -44,6 +48,10 @@ static_assertions::assert_impl_all!(Receiver: Send, Sync, Clone);
 static_assertions::assert_impl_all!(WriteGrant<'static>: Send);
 static_assertions::assert_impl_all!(Message<'static>: Send);
 static_assertions::assert_impl_all!(OwnedMessage: Send, Sync);
+static_assertions::assert_impl_all!(SendAsync<'static, 'static>: Send);
+static_assertions::assert_impl_all!(ReserveAsync<'static>: Send);
+static_assertions::assert_impl_all!(RecvAsync<'static>: Send);
+static_assertions::assert_impl_all!(RecvIntoAsync<'static>: Send);
 
 /// A named queue in `/dev/shm`, mapped into this process.
 ///

@@ -242,6 +242,9 @@ impl Drop for Shared {
     /// attaching at the same moment either is seen (and the name stays) or
     /// sees the region removed (and opens a new one).
     fn drop(&mut self) {
+        // no waker thread may look at this region's words once it is
+        // unmapped (design.md §5.4)
+        crate::reactor::forget_region(self.id);
         if self
             .file
             .size()

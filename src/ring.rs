@@ -600,13 +600,7 @@ impl Ring {
 
     /// Publisher side: after a Release publish, wake up to `n` sleepers.
     pub fn wake(&self, w: &WaitWord, n: u32) {
-        // SYNC: this SeqCst fence pairs with the one in `park`: either the
-        // waiter's re-check sees our publish, or we see its sleeper count.
-        fence(Ordering::SeqCst);
-        if w.sleepers.load(Ordering::Relaxed) > 0 {
-            w.epoch.fetch_add(1, Ordering::Release);
-            sync::futex_wake(&w.epoch, n);
-        }
+        wake_word(w, n);
     }
 
     /// Wakes every sleeper (disconnect).
@@ -625,18 +619,47 @@ impl Ring {
         deadline: Duration,
         mut ready: impl FnMut() -> bool,
     ) -> (bool, Wake) {
-        let e: u32 = w.epoch.load(Ordering::Acquire);
-        w.sleepers.fetch_add(1, Ordering::Relaxed);
-        // SYNC: pairs with the fence in `wake` (see there).
-        fence(Ordering::SeqCst);
+        let e = announce_sleeper(w);
         if ready() {
-            w.sleepers.fetch_sub(1, Ordering::Relaxed);
+            withdraw_sleeper(w);
             return (true, Wake::Woken);
         }
         let r = sync::futex_wait(&w.epoch, e, deadline);
-        w.sleepers.fetch_sub(1, Ordering::Relaxed);
+        withdraw_sleeper(w);
         (false, r)
     }
+}
+
+/// The waker's half of the wait/wake pair (design.md §5.2): after a
+/// Release publish, wakes up to `n` sleepers of `w`, if there are any.
+pub(crate) fn wake_word(w: &WaitWord, n: u32) {
+    // SYNC: this SeqCst fence pairs with the one in `announce_sleeper`:
+    // either the waiter's re-check sees our publish, or we see its
+    // sleeper count.
+    fence(Ordering::SeqCst);
+    if w.sleepers.load(Ordering::Relaxed) > 0 {
+        w.epoch.fetch_add(1, Ordering::Release);
+        sync::futex_wake(&w.epoch, n);
+    }
+}
+
+/// The first half of a wait on `w` (design.md §5.2, §5.4): reads the epoch,
+/// counts a sleeper and fences. The caller then re-checks its condition
+/// and either [`withdraw_sleeper`]s at once or sleeps on the epoch it got
+/// (itself, or through the reactor), withdrawing when it stops.
+pub(crate) fn announce_sleeper(w: &WaitWord) -> u32 {
+    // the epoch is read before announcing: a bump between the re-check and
+    // the sleep makes the sleep return at once
+    let e = w.epoch.load(Ordering::Acquire);
+    w.sleepers.fetch_add(1, Ordering::Relaxed);
+    // SYNC: pairs with the fence in `wake_word` (see there).
+    fence(Ordering::SeqCst);
+    e
+}
+
+/// Ends a wait that [`announce_sleeper`] began.
+pub(crate) fn withdraw_sleeper(w: &WaitWord) {
+    w.sleepers.fetch_sub(1, Ordering::Relaxed);
 }
 
 #[cfg(all(test, not(loom)))]

@@ -9,6 +9,8 @@ use std::time::Duration;
 use crate::sync;
 
 pub(crate) mod spin;
+#[cfg(not(loom))]
+pub(crate) mod task;
 
 /// A parked waiter wakes at least this often to check that its peers are
 /// still alive (a SIGKILLed peer never wakes anyone).

@@ -74,3 +74,60 @@ fn a_hundred_thousand_send_recv_pairs_allocate_nothing() {
     COUNTED.with(|c| c.set(false));
     assert_eq!(after - before, 0, "heap allocations in the hot path");
 }
+
+#[test]
+fn async_round_trips_through_the_waker_thread_allocate_nothing() {
+    use std::sync::Barrier;
+    // two threads ping-pong with async calls on `futures`' `block_on`;
+    // `Park` makes every receive register with the waker thread
+    let tag = std::process::id();
+    let (n1, n2) = (
+        format!("shmq-test-noalloc-ping-{tag}"),
+        format!("shmq-test-noalloc-pong-{tag}"),
+    );
+    let mut q1 = shmq::Queue::create(&n1, shmq::Config::default().capacity_bytes(1 << 16)).unwrap();
+    let mut q2 = shmq::Queue::create(&n2, shmq::Config::default().capacity_bytes(1 << 16)).unwrap();
+    shmq::Queue::unlink(&n1).unwrap();
+    shmq::Queue::unlink(&n2).unwrap();
+    q1.set_wait_strategy(shmq::WaitStrategy::Park);
+    q2.set_wait_strategy(shmq::WaitStrategy::Park);
+    let (tx1, rx1) = (q1.sender().unwrap(), q1.receiver().unwrap());
+    let (tx2, rx2) = (q2.sender().unwrap(), q2.receiver().unwrap());
+    const WARM: u64 = 2000;
+    const COUNTED_ROUNDS: u64 = 20_000;
+    let barrier = std::sync::Arc::new(Barrier::new(2));
+    let b = std::sync::Arc::clone(&barrier);
+    let echo = std::thread::spawn(move || {
+        futures::executor::block_on(async {
+            let mut buf = Vec::with_capacity(64);
+            for i in 0..WARM + COUNTED_ROUNDS {
+                if i == WARM {
+                    b.wait();
+                    COUNTED.with(|c| c.set(true));
+                }
+                rx1.recv_into_async(&mut buf).await.unwrap();
+                tx2.send_async(&buf).await.unwrap();
+            }
+            COUNTED.with(|c| c.set(false));
+        });
+    });
+    let mut before = 0;
+    futures::executor::block_on(async {
+        for i in 0..WARM + COUNTED_ROUNDS {
+            if i == WARM {
+                // read before either thread counts: nothing counted is missed
+                before = ALLOCS.load(Ordering::Relaxed);
+                barrier.wait();
+                COUNTED.with(|c| c.set(true));
+            }
+            tx1.send_async(&i.to_le_bytes()).await.unwrap();
+            let m = rx2.recv_async().await.unwrap();
+            assert_eq!(*m, i.to_le_bytes());
+            drop(m);
+        }
+        COUNTED.with(|c| c.set(false));
+    });
+    echo.join().unwrap();
+    let after = ALLOCS.load(Ordering::Relaxed);
+    assert_eq!(after - before, 0, "heap allocations on the async path");
+}

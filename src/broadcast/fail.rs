@@ -17,7 +17,7 @@ impl Fail {
             Self::Attach(a) => SendError::Attach(t, a),
             // no deadline: no timeout; a publisher looks again when the
             // subscribers are gone; nothing large is streamed
-            Self::Timeout | Self::Disconnected | Self::Truncated => {
+            Self::Timeout | Self::Disconnected | Self::Truncated | Self::Pending => {
                 debug_assert!(false, "{self:?} from a blocking publish");
                 SendError::WouldDeadlock(t)
             }
@@ -31,7 +31,7 @@ impl Fail {
             Self::TooLarge => TrySendError::TooLarge(t),
             Self::Corrupted(c) => TrySendError::Corrupted(t, c),
             Self::Attach(a) => TrySendError::Attach(t, a),
-            Self::Disconnected | Self::Truncated => {
+            Self::Disconnected | Self::Truncated | Self::Pending => {
                 debug_assert!(false, "{self:?} from a publish");
                 TrySendError::Full(t)
             }
@@ -46,7 +46,7 @@ impl Fail {
             Self::WouldDeadlock => SendTimeoutError::WouldDeadlock(t),
             Self::Corrupted(c) => SendTimeoutError::Corrupted(t, c),
             Self::Attach(a) => SendTimeoutError::Attach(t, a),
-            Self::Disconnected | Self::Truncated => {
+            Self::Disconnected | Self::Truncated | Self::Pending => {
                 debug_assert!(false, "{self:?} from a publish");
                 SendTimeoutError::Timeout(t)
             }
@@ -62,7 +62,7 @@ impl Fail {
             Self::Attach(a) => RecvError::Attach(a),
             // no deadline: no timeout; a subscriber allocates nothing and
             // reads nothing streamed
-            Self::Timeout | Self::TooLarge | Self::Truncated => {
+            Self::Timeout | Self::TooLarge | Self::Truncated | Self::Pending => {
                 debug_assert!(false, "{self:?} from a blocking receive");
                 RecvError::Disconnected
             }
@@ -77,7 +77,7 @@ impl Fail {
             Self::Corrupted(c) => TryRecvError::Corrupted(c),
             Self::Attach(a) => TryRecvError::Attach(a),
             // a try never waits, so never for a kept message
-            Self::TooLarge | Self::WouldDeadlock | Self::Truncated => {
+            Self::TooLarge | Self::WouldDeadlock | Self::Truncated | Self::Pending => {
                 debug_assert!(false, "{self:?} from a receive");
                 TryRecvError::Empty
             }
@@ -92,7 +92,7 @@ impl Fail {
             Self::WouldDeadlock => RecvTimeoutError::WouldDeadlock,
             Self::Corrupted(c) => RecvTimeoutError::Corrupted(c),
             Self::Attach(a) => RecvTimeoutError::Attach(a),
-            Self::TooLarge | Self::Truncated => {
+            Self::TooLarge | Self::Truncated | Self::Pending => {
                 debug_assert!(false, "{self:?} from a receive");
                 RecvTimeoutError::Timeout
             }

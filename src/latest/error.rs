@@ -113,7 +113,11 @@ impl Fail {
             // a publish has no deadline, waits only for an unpin (never for
             // its own thread: a reader's snapshot pins one buffer of the
             // `max_readers` the count leaves room for) and streams nothing
-            Self::Timeout | Self::Disconnected | Self::WouldDeadlock | Self::Truncated => {
+            Self::Timeout
+            | Self::Disconnected
+            | Self::WouldDeadlock
+            | Self::Truncated
+            | Self::Pending => {
                 debug_assert!(false, "{self:?} from a latest-value publish");
                 PublishError::Corrupted(Corruption("a publish failed unexpectedly"))
             }
@@ -129,7 +133,8 @@ impl Fail {
             | Self::Disconnected
             | Self::TooLarge
             | Self::WouldDeadlock
-            | Self::Truncated => {
+            | Self::Truncated
+            | Self::Pending => {
                 debug_assert!(false, "{self:?} from a latest-value read");
                 ReadError::Corrupted(Corruption("a read failed unexpectedly"))
             }
@@ -145,7 +150,7 @@ impl Fail {
             Self::Attach(a) => WaitError::Attach(a),
             // a wait allocates nothing, holds nothing it waits for, and
             // reads nothing streamed
-            Self::TooLarge | Self::WouldDeadlock | Self::Truncated => {
+            Self::TooLarge | Self::WouldDeadlock | Self::Truncated | Self::Pending => {
                 debug_assert!(false, "{self:?} from a latest-value wait");
                 WaitError::Timeout
             }

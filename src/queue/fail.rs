@@ -28,7 +28,8 @@ impl Fail {
             Self::Attach(a) => SendError::Attach(t, a),
             // without a deadline a send never times out, and a send reads
             // no large message: neither reaches here
-            Self::Timeout | Self::Truncated => {
+            // and `Pending` never leaves an async call (design.md §5.4)
+            Self::Timeout | Self::Truncated | Self::Pending => {
                 debug_assert!(false, "{self:?} from a blocking send");
                 SendError::Disconnected(t)
             }
@@ -46,8 +47,8 @@ impl Fail {
             // a try never waits, so it cannot wait on itself; the room it
             // lacked is pinned by this thread, which is "full" right now
             Self::WouldDeadlock => TrySendError::Full(t),
-            Self::Truncated => {
-                debug_assert!(false, "Truncated from a send");
+            Self::Truncated | Self::Pending => {
+                debug_assert!(false, "{self:?} from a try send");
                 TrySendError::Disconnected(t)
             }
         }
@@ -62,8 +63,8 @@ impl Fail {
             Self::WouldDeadlock => SendTimeoutError::WouldDeadlock(t),
             Self::Corrupted(c) => SendTimeoutError::Corrupted(t, c),
             Self::Attach(a) => SendTimeoutError::Attach(t, a),
-            Self::Truncated => {
-                debug_assert!(false, "Truncated from a send");
+            Self::Truncated | Self::Pending => {
+                debug_assert!(false, "{self:?} from a send");
                 SendTimeoutError::Disconnected(t)
             }
         }
@@ -78,7 +79,7 @@ impl Fail {
             Self::Attach(a) => RecvError::Attach(a),
             // without a deadline a receive never times out; a receive
             // allocates no record, so nothing is too large or pinned
-            Self::Timeout | Self::TooLarge | Self::WouldDeadlock => {
+            Self::Timeout | Self::TooLarge | Self::WouldDeadlock | Self::Pending => {
                 debug_assert!(false, "{self:?} from a blocking receive");
                 RecvError::Disconnected
             }
@@ -93,7 +94,7 @@ impl Fail {
             Self::Truncated => TryRecvError::Truncated,
             Self::Corrupted(c) => TryRecvError::Corrupted(c),
             Self::Attach(a) => TryRecvError::Attach(a),
-            Self::TooLarge | Self::WouldDeadlock => {
+            Self::TooLarge | Self::WouldDeadlock | Self::Pending => {
                 debug_assert!(false, "{self:?} from a receive");
                 TryRecvError::Empty
             }
@@ -108,7 +109,7 @@ impl Fail {
             Self::Truncated => RecvTimeoutError::Truncated,
             Self::Corrupted(c) => RecvTimeoutError::Corrupted(c),
             Self::Attach(a) => RecvTimeoutError::Attach(a),
-            Self::TooLarge | Self::WouldDeadlock => {
+            Self::TooLarge | Self::WouldDeadlock | Self::Pending => {
                 debug_assert!(false, "{self:?} from a receive");
                 RecvTimeoutError::Timeout
             }
@@ -128,6 +129,10 @@ impl Fail {
             Self::Truncated => Error::new(ErrorKind::UnexpectedEof, RecvError::Truncated),
             Self::Corrupted(c) => Error::new(ErrorKind::InvalidData, c),
             Self::Attach(a) => Error::other(a),
+            Self::Pending => {
+                debug_assert!(false, "Pending from a blocking read or write");
+                Error::new(ErrorKind::WouldBlock, "would block")
+            }
         }
     }
 }

@@ -7,6 +7,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use super::stream::{Reading, StreamSend};
 use super::{Disconnect, Fail, Sender, WaitStrategy, stream};
 use crate::blocking::Endpoint;
 use crate::error::OpenError;
@@ -72,8 +73,19 @@ impl Handle {
     }
 
     pub(super) fn send_bytes(&self, msg: &[u8], deadline: Option<Duration>) -> Result<(), Fail> {
+        self.send_bytes_resuming(msg, deadline, &mut None)
+    }
+
+    /// [`send_bytes`](Self::send_bytes), resuming a large message's stream
+    /// in `stream` (an async send's, between polls).
+    pub(super) fn send_bytes_resuming<'h>(
+        &'h self,
+        msg: &[u8],
+        deadline: Option<Duration>,
+        stream: &mut Option<StreamSend<'h>>,
+    ) -> Result<(), Fail> {
         if stream::is_large(self.ring(), msg.len()) {
-            return self.send_stream(msg, deadline);
+            return self.send_stream_resuming(msg, deadline, stream);
         }
         self.send_record(msg, deadline, None)
     }
@@ -94,7 +106,34 @@ impl Handle {
         buf: &mut Vec<u8>,
         take: Take,
     ) -> Result<Received, Fail> {
+        self.receive_resuming(deadline, buf, take, &mut None)
+    }
+
+    /// [`receive`](Self::receive), resuming the large message in `reading`:
+    /// an async receive keeps it there (and its bytes so far in `buf`)
+    /// between polls, and gives it back if it is dropped. Only a `Pending`
+    /// leaves `reading` set.
+    pub(super) fn receive_resuming(
+        &self,
+        deadline: Option<Duration>,
+        buf: &mut Vec<u8>,
+        take: Take,
+        reading: &mut Option<Reading>,
+    ) -> Result<Received, Fail> {
         loop {
+            if let Some(r) = reading {
+                let n = self.read_stream(r, buf);
+                if n == Err(Fail::Pending) {
+                    return Err(Fail::Pending);
+                }
+                let r = reading.take().expect("set above");
+                let n = n?;
+                if take == Take::Deliver {
+                    return Ok(Received::HeldStream(n, r.s));
+                }
+                self.ring().stream_done(&r.s);
+                return Ok(Received::Stream(n));
+            }
             let c = self.claim(deadline, take)?;
             if !c.is_stream() {
                 return Ok(Received::Record(c));
@@ -116,13 +155,8 @@ impl Handle {
                 self.give_up_stream(c)?;
                 return Err(Fail::Timeout);
             }
-            if take == Take::Deliver {
-                if let Some((n, s)) = self.recv_stream_held(c, buf)? {
-                    return Ok(Received::HeldStream(n, s));
-                }
-            } else if let Some(n) = self.recv_stream(c, buf)? {
-                return Ok(Received::Stream(n));
-            }
+            // `None`: given up before anyone attached; claim the next one
+            *reading = self.attach_stream(c, buf)?;
         }
     }
 }

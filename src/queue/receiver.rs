@@ -9,6 +9,7 @@ use std::time::Duration;
 use std::sync::Arc;
 
 use super::error::{RecvError, RecvTimeoutError, TryRecvError};
+use super::stream::Reading;
 use super::{Fail, Handle, MessageReader, Received, held};
 use crate::blocking::Endpoint;
 use crate::layout::ROLE_SENDER;
@@ -107,13 +108,29 @@ impl Receiver {
             .map_err(Fail::recv_timeout)
     }
 
-    fn receive_owned(&self, deadline: Option<Duration>) -> Result<OwnedMessage, Fail> {
-        let mut buf = Vec::new();
-        let got = self.h.receive(deadline, &mut buf, Take::Read)?;
-        Ok(OwnedMessage(Lent::new(self.clone(), (got, buf))))
+    pub(super) fn receive_owned(&self, deadline: Option<Duration>) -> Result<OwnedMessage, Fail> {
+        self.receive_owned_resuming(deadline, &mut Vec::new(), &mut None)
     }
 
-    fn copy_out(&self, got: (Received, &mut Vec<u8>)) -> usize {
+    /// [`receive_owned`](Self::receive_owned), resuming the large message
+    /// in `reading`, whose bytes so far are in `buf` (an async receive's,
+    /// between polls).
+    pub(super) fn receive_owned_resuming(
+        &self,
+        deadline: Option<Duration>,
+        buf: &mut Vec<u8>,
+        reading: &mut Option<Reading>,
+    ) -> Result<OwnedMessage, Fail> {
+        let got = self
+            .h
+            .receive_resuming(deadline, buf, Take::Read, reading)?;
+        Ok(OwnedMessage(Lent::new(
+            self.clone(),
+            (got, std::mem::take(buf)),
+        )))
+    }
+
+    pub(super) fn copy_out(&self, got: (Received, &mut Vec<u8>)) -> usize {
         let (got, buf) = got;
         let c = match got {
             Received::Record(c) => c,

@@ -13,6 +13,7 @@ use crate::sync;
 use crate::sys;
 use crate::wait::LIVENESS_PERIOD;
 use crate::wait::spin::{self, Spin};
+use crate::wait::task;
 
 /// How long a stream's writer or reader spins on its peer before parking
 /// (unless the wait strategy is `Park`, or the machine has one CPU): the
@@ -199,7 +200,11 @@ impl<'h> StreamSend<'h> {
         let lane = lease.lane;
         let ready =
             || ring.stream_writer_may_go(lease, &head, len) || h.gone_before_waiting(deadline);
-        if self.h.wait != super::WaitStrategy::Park && spin::spin_on(STREAM_SPIN, ready) {
+        // (a task spins its own way, within a poll: design.md §5.4)
+        if self.h.wait != super::WaitStrategy::Park
+            && !task::polling()
+            && spin::spin_on(STREAM_SPIN, ready)
+        {
             return Ok(None);
         }
         self.h
@@ -221,31 +226,87 @@ impl Drop for StreamSend<'_> {
 }
 
 impl Handle {
-    /// Sends `msg` (longer than `max_message`) as a stream; starts over if
-    /// the receiver reading it dies (it never returned a partial message).
-    pub(super) fn send_stream(&self, msg: &[u8], deadline: Option<Duration>) -> Result<(), Fail> {
+    /// Sends `msg` (longer than `max_message`) as a stream, resuming the
+    /// one in `slot`; starts over if the receiver reading it dies (it never
+    /// returned a partial message). An async send keeps the stream in
+    /// `slot` between polls (a `Pending` leaves it; the future drops it,
+    /// ending the stream unsent, if it is dropped itself). Any other
+    /// outcome empties `slot`.
+    pub(super) fn send_stream_resuming<'h>(
+        &'h self,
+        msg: &[u8],
+        deadline: Option<Duration>,
+        slot: &mut Option<StreamSend<'h>>,
+    ) -> Result<(), Fail> {
         loop {
-            let mut s = StreamSend::begin(self, msg.len() as u64, deadline)?;
-            let outcome = match s.write(msg)? {
-                Some(o) => o,
-                None => s.finish()?,
+            let s = match slot {
+                Some(s) => s,
+                None => slot.insert(StreamSend::begin(self, msg.len() as u64, deadline)?),
             };
-            match outcome {
+            let outcome = match s.write(&msg[s.written as usize..]) {
+                Ok(Some(o)) => Ok(o),
+                Ok(None) => s.finish(),
+                Err(e) => Err(e),
+            };
+            if outcome != Err(Fail::Pending) {
+                *slot = None; // dropped: the lane cleaned and given back
+            }
+            match outcome? {
                 Outcome::Delivered => return Ok(()),
-                Outcome::ReaderDied => continue, // `s` dropped: lane cleaned
+                Outcome::ReaderDied => continue,
             }
         }
     }
 
-    /// Reads the stream whose head `c` this receiver claimed, appending it
-    /// to `buf` (which is cleared first). `Ok(None)`: the stream was given
-    /// up before anyone attached; claim the next message instead.
-    pub(super) fn recv_stream(&self, c: Claim, buf: &mut Vec<u8>) -> Result<Option<usize>, Fail> {
-        let Some((n, s)) = self.recv_stream_held(c, buf)? else {
+    /// Attaches to the stream whose head `c` this receiver claimed, to read
+    /// it into `buf` (cleared, with room reserved for the whole message).
+    /// `Ok(None)`: the stream was given up before anyone attached; claim the
+    /// next message instead.
+    pub(super) fn attach_stream(
+        &self,
+        c: Claim,
+        buf: &mut Vec<u8>,
+    ) -> Result<Option<Reading>, Fail> {
+        let ring = self.ring();
+        let owner = self.owner()?;
+        let Some(s) = ring.stream_attach(c, owner)? else {
             return Ok(None);
         };
-        self.ring().stream_done(&s);
-        Ok(Some(n))
+        buf.clear();
+        // the sender said how long it is; a failed reservation is only a
+        // missed optimisation, never an abort
+        let _ = buf.try_reserve_exact(s.total() as usize);
+        Ok(Some(Reading {
+            s,
+            wait: ReadWait::new(),
+        }))
+    }
+
+    /// Reads the rest of the stream `r` into `buf`, returning its length.
+    /// `Pending` (an async receive) leaves `r` and `buf` as they are, to go
+    /// on at the next poll; any other error clears `buf`.
+    pub(super) fn read_stream(&self, r: &mut Reading, buf: &mut Vec<u8>) -> Result<usize, Fail> {
+        let ring = self.ring();
+        loop {
+            let f = match self.next_fragment(&mut r.s, &mut r.wait) {
+                Ok(f) => f,
+                Err(Fail::Pending) => return Err(Fail::Pending),
+                Err(e) => {
+                    buf.clear();
+                    return Err(e);
+                }
+            };
+            ring.read_fragment(&r.s, &f, buf);
+            if ring.fragment_freed(&mut r.s, f) {
+                return Ok(buf.len());
+            }
+        }
+    }
+
+    /// Gives back a stream an async receive was reading when it was
+    /// dropped: its writer sends it again (design.md §5.4).
+    pub(super) fn give_up_reading(&self, r: Reading) {
+        self.ring().stream_lost(&r.s);
     }
 
     /// Gives back a large message whose head `c` this receiver claimed,
@@ -259,40 +320,6 @@ impl Handle {
             ring.stream_lost(&s);
         }
         Ok(())
-    }
-
-    /// [`recv_stream`](Self::recv_stream) for a delivery: the stream is
-    /// read whole but not marked `DONE`, so its writer keeps waiting (and
-    /// starts over if this receiver dies or gives it back). The caller
-    /// marks it done at the ack.
-    pub(super) fn recv_stream_held(
-        &self,
-        c: Claim,
-        buf: &mut Vec<u8>,
-    ) -> Result<Option<(usize, StreamRead)>, Fail> {
-        let ring = self.ring();
-        let owner = self.owner()?;
-        let Some(mut s) = ring.stream_attach(c, owner)? else {
-            return Ok(None);
-        };
-        buf.clear();
-        // the sender said how long it is; a failed reservation is only a
-        // missed optimisation, never an abort
-        let _ = buf.try_reserve_exact(s.total() as usize);
-        let mut wait = ReadWait::new();
-        loop {
-            let f = match self.next_fragment(&mut s, &mut wait) {
-                Ok(f) => f,
-                Err(e) => {
-                    buf.clear();
-                    return Err(e);
-                }
-            };
-            ring.read_fragment(&s, &f, buf);
-            if ring.fragment_freed(&mut s, f) {
-                return Ok(Some((buf.len(), s)));
-            }
-        }
     }
 
     /// The next fragment of the stream `s`, waiting for its writer.
@@ -329,6 +356,7 @@ impl Handle {
                 }
             }
             if self.wait != super::WaitStrategy::Park
+                && !task::polling()
                 && spin::spin_on(STREAM_SPIN, || ring.stream_reader_may_go(s))
             {
                 continue;
@@ -351,7 +379,16 @@ impl Handle {
     }
 }
 
+/// A large message being read: its stream and the reader's waiting state
+/// (kept by an async receive between polls).
+#[derive(Debug)]
+pub(super) struct Reading {
+    pub(super) s: StreamRead,
+    wait: ReadWait,
+}
+
 /// A stream reader's waiting state.
+#[derive(Debug)]
 struct ReadWait {
     spin: Spin,
     /// When the writer's liveness was last checked.

@@ -500,6 +500,36 @@ pub(crate) fn futex_wake(word: &AtomicU32, n: u32) {
     let _ = futex::wake(word, futex::Flags::empty(), n.min(i32::MAX as u32));
 }
 
+/// Wakes up to `n` waiters on a word private to this process.
+pub(crate) fn futex_wake_private(word: &AtomicU32, n: u32) {
+    let _ = futex::wake(word, futex::Flags::PRIVATE, n.min(i32::MAX as u32));
+}
+
+/// [`futex_wait`] on a word given by address, which may be unmapped by
+/// the time the kernel reads it (then the wait fails at once: the kernel
+/// never faults on a futex address). For the reactor's one-word shards,
+/// whose word's region can go while they head for the sleep.
+pub(crate) fn futex_wait_at(word: *const AtomicU32, expected: u32, deadline: Duration) {
+    let ts = libc::timespec {
+        tv_sec: deadline.as_secs() as _,
+        tv_nsec: deadline.subsec_nanos() as _,
+    };
+    // SAFETY: FUTEX_WAIT_BITSET only passes the address to the kernel,
+    // which checks it; `ts` lives across the call; the last two arguments
+    // are the unused second address and the "any" bitset.
+    let _ = unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word,
+            libc::FUTEX_WAIT_BITSET,
+            expected,
+            &raw const ts,
+            std::ptr::null::<u32>(),
+            !0u32,
+        )
+    };
+}
+
 /// The process id of the caller.
 pub(crate) fn getpid() -> u32 {
     rustix::process::getpid().as_raw_nonzero().get() as u32
