@@ -362,9 +362,16 @@ macro_rules! send_error_common {
             /// `?` can turn it into a `Box<dyn Error>` even when the message
             /// was a borrowed slice.
             pub fn without_message(self) -> $ty<()> {
+                self.map_message(|_| ())
+            }
+
+            /// The same error with the message turned into another value
+            /// by `f` (a typed send gives back the value it was asked to
+            /// send, say).
+            pub fn map_message<U>(self, f: impl FnOnce(T) -> U) -> $ty<U> {
                 match self {
-                    $(Self::$var(_) => $ty::$var(()),)*
-                    $(Self::$var2(_, c) => $ty::$var2((), c),)*
+                    $(Self::$var(t) => $ty::$var(f(t)),)*
+                    $(Self::$var2(t, c) => $ty::$var2(f(t), c),)*
                 }
             }
 

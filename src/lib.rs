@@ -76,12 +76,16 @@ pub use crate::inspect::{
 pub use crate::layout::ChannelKind;
 #[cfg(all(not(loom), feature = "futures-core"))]
 pub use crate::queue::RecvStream;
+#[cfg(all(not(loom), feature = "serde"))]
+pub use crate::queue::SendSerdeError;
 #[cfg(not(loom))]
 pub use crate::queue::{
     Config, Delivery, Iter, Message, MessageReader, MessageWriter, OwnedMessage, Queue, Receiver,
     RecvAsync, RecvError, RecvIntoAsync, RecvTimeoutError, ReserveAsync, SendAsync, SendError,
     SendTimeoutError, Sender, TryIter, TryRecvError, TrySendError, WriteGrant,
 };
+#[cfg(not(loom))]
+pub use crate::queue::{Invalid, RecvValueError, ValueRef};
 #[cfg(not(loom))]
 pub use crate::region::Removal;
 #[cfg(not(loom))]

@@ -28,6 +28,7 @@ mod held;
 mod receiver;
 mod sender;
 mod stream;
+mod typed;
 use crate::blocking::Fail;
 pub use config::Config;
 pub use delivery::Delivery;
@@ -41,6 +42,9 @@ use handle::{Handle, Received};
 pub use receiver::{Iter, Message, OwnedMessage, Receiver, TryIter};
 pub use sender::{Sender, WriteGrant};
 pub use stream::{MessageReader, MessageWriter};
+#[cfg(feature = "serde")]
+pub use typed::SendSerdeError;
+pub use typed::{Invalid, RecvValueError, ValueRef};
 
 static_assertions::assert_impl_all!(Queue: Send, Sync, Clone);
 static_assertions::assert_impl_all!(Sender: Send, Sync, Clone);
