@@ -103,8 +103,9 @@ pub mod __loom {
         Allocation, Busy, Claim, Fragment, GaveBack, LaneLease, Next, Owner, Ring, StreamRead,
         StreamStatus, Take,
     };
-    pub use crate::sync::{Wake, crash};
-    pub use crate::wait::{Check, Disconnect, WaitStrategy, Waiter};
+    pub use crate::ring::{announce_sleeper, wake_word, withdraw_sleeper};
+    pub use crate::sync::{Wake, crash, futex_wait, futex_wake};
+    pub use crate::wait::{Check, Disconnect, WaitStrategy, Waiter, registration_due};
 }
 
 /// The README's quick start, compiled and run as a doctest.

@@ -18,7 +18,7 @@ use std::time::Duration;
 use rustix::thread::futex;
 
 use crate::sys;
-use crate::wait::LIVENESS_PERIOD;
+use crate::wait::{LIVENESS_PERIOD, registration_due};
 
 /// Shared words one `futex_waitv` shard watches (the call takes 128 words;
 /// one is the shard's control word).
@@ -163,18 +163,39 @@ impl Reactor {
     }
 }
 
+/// What [`register`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Registered {
+    /// Registered: the waker will be called.
+    Yes(Ticket),
+    /// The word no longer holds the expected epoch: the wake-up the task
+    /// waits for may have come already (and a shard may have taken it
+    /// before the registration existed). Nothing registered: look again.
+    Moved,
+    /// No waker thread could be started: nothing registered, and no
+    /// wake-up will come.
+    NoThread,
+}
+
 /// Registers `waker` to be woken when `word` (in region `region`) no
-/// longer holds `expected`, or a liveness period from now. `None` if no
-/// waker thread could be started: the caller must not rely on a wake-up.
+/// longer holds `expected`, or a liveness period from now.
 pub(crate) fn register(
     region: usize,
     word: &AtomicU32,
     expected: u32,
     waker: &Waker,
-) -> Option<Ticket> {
+) -> Registered {
     let r = reactor();
     let ptr = WordPtr(NonNull::from(word));
     let mut st = r.lock();
+    // Under the lock a shard cannot be between its load of the word and
+    // its look at the registrations: if the epoch moved since the task read
+    // it, the wake-up that moved it may have reached a shard that found no
+    // registration then (design.md §5.4; the loom model `task_wait` finds
+    // this interleaving when the check is left out).
+    if word.load(Ordering::Acquire) != expected {
+        return Registered::Moved;
+    }
     let id = st.next_id;
     st.next_id += 1;
     let entry = Entry {
@@ -192,7 +213,7 @@ pub(crate) fn register(
         // its shard sleeps on the word already: it hears the next wake
         w.entries.push(entry);
         w.idle_since = None;
-        return Some(Ticket(id));
+        return Registered::Yes(Ticket(id));
     }
     let watched = Watched {
         region,
@@ -211,7 +232,7 @@ pub(crate) fn register(
         drop(st);
         control.fetch_add(1, Ordering::Release);
         sys::futex_wake_private(control, 1);
-        return Some(Ticket(id));
+        return Registered::Yes(Ticket(id));
     }
     let shard_id = st.next_id;
     st.next_id += 1;
@@ -221,14 +242,14 @@ pub(crate) fn register(
         .name("shmq-waker".into())
         .spawn(move || run_shard(r, shard_id, control));
     if spawned.is_err() {
-        return None;
+        return Registered::NoThread;
     }
     st.shards.push(Shard {
         id: shard_id,
         control,
         words: vec![watched],
     });
-    Some(Ticket(id))
+    Registered::Yes(Ticket(id))
 }
 
 /// Takes a registration back; `false` if its shard had fired it already.
@@ -290,7 +311,7 @@ fn run_shard(r: &'static Reactor, id: u64, control: Option<&'static AtomicU32>) 
                 let mut i = 0;
                 while i < w.entries.len() {
                     let e = &w.entries[i];
-                    if e.expected != cur || now >= e.since + LIVENESS_PERIOD {
+                    if registration_due(e.expected, cur, e.since, now) {
                         fired.push(w.entries.swap_remove(i).waker);
                     } else {
                         until = Some(until.map_or(e.since, |u| u.min(e.since)));

@@ -632,7 +632,7 @@ impl Ring {
 
 /// The waker's half of the wait/wake pair (design.md §5.2): after a
 /// Release publish, wakes up to `n` sleepers of `w`, if there are any.
-pub(crate) fn wake_word(w: &WaitWord, n: u32) {
+pub fn wake_word(w: &WaitWord, n: u32) {
     // SYNC: this SeqCst fence pairs with the one in `announce_sleeper`:
     // either the waiter's re-check sees our publish, or we see its
     // sleeper count.
@@ -647,7 +647,7 @@ pub(crate) fn wake_word(w: &WaitWord, n: u32) {
 /// counts a sleeper and fences. The caller then re-checks its condition
 /// and either [`withdraw_sleeper`]s at once or sleeps on the epoch it got
 /// (itself, or through the reactor), withdrawing when it stops.
-pub(crate) fn announce_sleeper(w: &WaitWord) -> u32 {
+pub fn announce_sleeper(w: &WaitWord) -> u32 {
     // the epoch is read before announcing: a bump between the re-check and
     // the sleep makes the sleep return at once
     let e = w.epoch.load(Ordering::Acquire);
@@ -658,7 +658,7 @@ pub(crate) fn announce_sleeper(w: &WaitWord) -> u32 {
 }
 
 /// Ends a wait that [`announce_sleeper`] began.
-pub(crate) fn withdraw_sleeper(w: &WaitWord) {
+pub fn withdraw_sleeper(w: &WaitWord) {
     w.sleepers.fetch_sub(1, Ordering::Relaxed);
 }
 

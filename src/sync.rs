@@ -122,14 +122,14 @@ mod futex_model {
 /// Loom: sleeps until woken (deadlines are not modelled: a model must not
 /// rely on a timeout to finish).
 #[cfg(loom)]
-pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, _deadline: Duration) -> Wake {
+pub fn futex_wait(word: &AtomicU32, expected: u32, _deadline: Duration) -> Wake {
     futex_model::wait(word, expected);
     Wake::Woken
 }
 
 /// Loom: wakes every waiter on `word`.
 #[cfg(loom)]
-pub(crate) fn futex_wake(word: &AtomicU32, _n: u32) {
+pub fn futex_wake(word: &AtomicU32, _n: u32) {
     futex_model::wake(word)
 }
 

@@ -62,6 +62,14 @@ pub enum Disconnect {
     OnlyWithoutTimeout,
 }
 
+/// Whether a task that registered its waker for a word at epoch
+/// `expected`, at time `since`, is due to be woken (design.md §5.4): the
+/// word's epoch moved since (a wake of it may have been meant for the
+/// task), or a liveness period has passed (the task checks its peers).
+pub fn registration_due(expected: u32, current: u32, since: Duration, now: Duration) -> bool {
+    expected != current || now >= since + LIVENESS_PERIOD
+}
+
 /// The deadline `timeout` from now. A zero timeout is a try, which reads
 /// no clock (a clock read costs more than a small message's whole send).
 pub(crate) fn deadline_after(timeout: Duration) -> Option<Duration> {

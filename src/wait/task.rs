@@ -19,7 +19,7 @@ use super::spin::Spin;
 use super::{Check, LIVENESS_PERIOD, WaitStrategy};
 use crate::blocking::{Endpoint, Fail};
 use crate::layout::WaitWord;
-use crate::reactor::{self, Ticket};
+use crate::reactor::{self, Registered, Ticket};
 use crate::ring::{announce_sleeper, wake_word, withdraw_sleeper};
 use crate::sync;
 
@@ -189,11 +189,19 @@ impl TaskWait {
             withdraw_sleeper(word);
             return Ok(());
         }
-        let ticket = reactor::register(self.region, &word.epoch, e, waker);
-        if ticket.is_none() {
-            // no waker thread: poll again soon instead (busy, never hung)
-            waker.wake_by_ref();
-        }
+        let ticket = match reactor::register(self.region, &word.epoch, e, waker) {
+            Registered::Yes(t) => Some(t),
+            Registered::Moved => {
+                // the word moved since `e`: what we wait for may be there
+                withdraw_sleeper(word);
+                return Ok(());
+            }
+            Registered::NoThread => {
+                // no waker thread: poll again soon instead (busy, never hung)
+                waker.wake_by_ref();
+                None
+            }
+        };
         self.parked = Some(Parked {
             ticket,
             word: WordRef(NonNull::from(word)),
