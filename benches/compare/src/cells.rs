@@ -9,7 +9,7 @@
 use shmq::WaitStrategy;
 
 use crate::common::{OneWay, Res, die_with_parent, max_rss_kib, percentiles, pin};
-use crate::{baseline, iox, ringfire_t, shmq_bcast, shmq_t, stream, threads};
+use crate::{async_t, baseline, iox, ringfire_t, shmq_bcast, shmq_t, stream, threads};
 
 /// What is measured.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -78,6 +78,14 @@ pub enum Transport {
     CacheLine,
     /// Baseline: a shared futex, both sides asleep.
     Futex,
+    /// shmq's async calls, tokio current-thread runtimes, `SpinThenPark`.
+    ShmqAsyncSpin,
+    /// shmq's async calls, tokio current-thread runtimes, `Park`.
+    ShmqAsyncPark,
+    /// tokio `UnixStream` between two processes.
+    TokioUds,
+    /// `tokio::sync::mpsc` between two tasks of one process.
+    TokioMpsc,
 }
 
 impl Transport {
@@ -100,6 +108,14 @@ impl Transport {
     /// the two-process tables.
     pub const FANOUT_ONLY: [Transport; 1] = [Transport::RingfireSpmc];
 
+    /// Transports of the async comparison only (`async_run.rs`).
+    pub const ASYNC_ONLY: [Transport; 4] = [
+        Transport::ShmqAsyncSpin,
+        Transport::ShmqAsyncPark,
+        Transport::TokioMpsc,
+        Transport::TokioUds,
+    ];
+
     /// Short name on the command line.
     pub fn id(self) -> &'static str {
         match self {
@@ -118,6 +134,10 @@ impl Transport {
             Transport::Memcpy => "memcpy",
             Transport::CacheLine => "cacheline",
             Transport::Futex => "futex",
+            Transport::ShmqAsyncSpin => "shmq-async-spin",
+            Transport::ShmqAsyncPark => "shmq-async-park",
+            Transport::TokioUds => "tokio-uds",
+            Transport::TokioMpsc => "tokio-mpsc",
         }
     }
 
@@ -136,6 +156,9 @@ impl Transport {
             Transport::Memcpy => "memcpy",
             Transport::CacheLine => "cache-line",
             Transport::Futex => "futex",
+            Transport::ShmqAsyncSpin | Transport::ShmqAsyncPark => "shmq-async",
+            Transport::TokioUds => "tokio-unix-socket",
+            Transport::TokioMpsc => "tokio-mpsc-tasks",
         }
     }
 
@@ -156,6 +179,9 @@ impl Transport {
             Transport::Memcpy => "one thread",
             Transport::CacheLine => "spin",
             Transport::Futex => "asleep",
+            Transport::ShmqAsyncSpin => "copy-out/spin-then-park, tokio",
+            Transport::ShmqAsyncPark => "copy-out/park, tokio",
+            Transport::TokioUds | Transport::TokioMpsc => "copy-out, tokio",
         }
     }
 
@@ -169,6 +195,7 @@ impl Transport {
             .into_iter()
             .chain(Transport::ALL)
             .chain(Transport::FANOUT_ONLY)
+            .chain(Transport::ASYNC_ONLY)
             .find(|t| t.id() == s)
             .ok_or_else(|| format!("unknown transport {s}").into())
     }
@@ -349,6 +376,10 @@ pub fn main_process(args: &[String]) -> Res<()> {
         Transport::CrossbeamPoll => threads::run(&cell, true)?,
         Transport::Memcpy => baseline::memcpy(&cell)?,
         Transport::CacheLine | Transport::Futex => baseline::main_side(&cell)?,
+        Transport::ShmqAsyncSpin
+        | Transport::ShmqAsyncPark
+        | Transport::TokioUds
+        | Transport::TokioMpsc => async_t::main_side(&cell)?,
     };
     println!("{}", out.line());
     Ok(())
@@ -370,7 +401,13 @@ pub fn peer_process(args: &[String]) -> Res<()> {
         Transport::RingfireSpmc => ringfire_t::peer_side(&cell, &extra),
         Transport::Uds | Transport::Pipe => stream::peer_side(&cell, &extra),
         Transport::CacheLine | Transport::Futex => baseline::peer_side(&cell, &extra),
-        Transport::Crossbeam | Transport::CrossbeamPoll | Transport::Memcpy => {
+        Transport::ShmqAsyncSpin | Transport::ShmqAsyncPark | Transport::TokioUds => {
+            async_t::peer_side(&cell, &extra)
+        }
+        Transport::Crossbeam
+        | Transport::CrossbeamPoll
+        | Transport::Memcpy
+        | Transport::TokioMpsc => {
             Err("no peer process for this cell".into())
         }
     }

@@ -47,20 +47,20 @@ type Key = (usize, usize, Transport, Metric);
 /// failed run leaves a gap), so that a ratio pairs the transports' results
 /// of one run: cells of one run are seconds apart.
 #[derive(Default)]
-struct Runs {
-    outs: Vec<CellOut>,
-    run: Vec<usize>,
+pub struct Runs {
+    pub outs: Vec<CellOut>,
+    pub run: Vec<usize>,
 }
 
 impl Runs {
     /// The result of run `r`, if it succeeded.
-    fn of_run(&self, r: usize) -> Option<&CellOut> {
+    pub fn of_run(&self, r: usize) -> Option<&CellOut> {
         self.run.iter().position(|&x| x == r).map(|i| &self.outs[i])
     }
 }
 
 /// The value of `name` in one result.
-fn value(o: &CellOut, name: &str) -> Option<f64> {
+pub fn value(o: &CellOut, name: &str) -> Option<f64> {
     o.values.iter().find(|(n, _)| n == name).map(|p| p.1)
 }
 
@@ -201,7 +201,7 @@ fn render(r: &std::collections::BTreeMap<Key, Runs>, runs: usize, failed: &[Stri
 /// shmq's `headline` value ÷ the better (`pick`) of `theirs`' of the same
 /// run, paired run by run: median (min-max) over the runs where shmq and
 /// one of `theirs` both have a result; "—" if there is none.
-fn paired_ratio(
+pub fn paired_ratio(
     ours: Option<&Runs>,
     theirs: &[Option<&Runs>],
     runs: usize,

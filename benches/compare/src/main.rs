@@ -7,6 +7,10 @@
 //!                                        # written to benches/compare/target/quick/
 //! benches/compare/target/release/compare [--quick] [--runs N] [--only ID,ID..]
 //!                                        [--sizes 8,64,..] [--out DIR]
+//! benches/compare/target/release/compare --async [--runs N] [--out DIR]
+//!                                        # shmq's async calls against its
+//!                                        # blocking ones, tokio mpsc and a
+//!                                        # tokio Unix socket (src/async_run.rs)
 //! benches/compare/target/release/compare --fanout [--runs N] [--out DIR]
 //!                                        # one publisher to 1, 2, 4 subscriber
 //!                                        # processes: shmq's broadcast,
@@ -65,6 +69,8 @@
 //! --sizes 64 --out /tmp/x` makes every one-way sender skip message 10;
 //! every one-way cell must then fail.
 
+mod async_run;
+mod async_t;
 mod baseline;
 mod cells;
 mod common;
@@ -99,6 +105,7 @@ const SIZES: [usize; 6] = [8, 64, KIB, 64 * KIB, MIB, 16 * MIB];
 struct Opts {
     quick: bool,
     fanout: bool,
+    asynchronous: bool,
     runs: usize,
     only: Option<Vec<String>>,
     sizes: Vec<usize>,
@@ -109,10 +116,12 @@ fn parse_opts() -> Res<Opts> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let quick = args.iter().any(|a| a == "--quick");
     let fanout = args.iter().any(|a| a == "--fanout");
+    let asynchronous = args.iter().any(|a| a == "--async");
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let mut o = Opts {
         quick,
         fanout,
+        asynchronous,
         runs: if quick { 1 } else { 3 },
         only: None,
         sizes: SIZES.to_vec(),
@@ -126,7 +135,7 @@ fn parse_opts() -> Res<Opts> {
     while let Some(a) = it.next() {
         let mut val = || it.next().ok_or_else(|| format!("{a} needs a value"));
         match a.as_str() {
-            "--quick" | "--fanout" => {}
+            "--quick" | "--fanout" | "--async" => {}
             "--runs" => o.runs = val()?.parse()?,
             "--only" => o.only = Some(val()?.split(',').map(String::from).collect()),
             "--sizes" => {
@@ -332,6 +341,14 @@ fn cleanup_cell(cell: &Cell) {
             let _ = shmq::Queue::unlink(&name);
         }
     }
+    if matches!(
+        cell.transport,
+        Transport::ShmqAsyncSpin | Transport::ShmqAsyncPark
+    ) {
+        for name in async_t::queue_names(cell) {
+            let _ = shmq::Queue::unlink(&name);
+        }
+    }
     if cell.transport == Transport::ShmqBcastZero {
         for name in shmq_bcast::channel_names(cell) {
             let _ = shmq::broadcast::Broadcast::unlink(&name);
@@ -433,6 +450,16 @@ fn orchestrate() -> Res<()> {
         eprintln!("warning: fewer than 2 CPUs: both processes share one core");
     }
     let run_id = std::process::id().to_string();
+    if o.asynchronous {
+        let r = async_run::run(o.runs, o.quick, &o.out, &run_id, |c| {
+            let r = run_cell(c, &run_id);
+            if r.is_err() {
+                cleanup_cell(c);
+            }
+            r
+        });
+        return r;
+    }
     if o.fanout {
         let r = fanout::run(o.runs, o.quick, &o.out, &run_id, |c| {
             let r = run_cell(c, &run_id);
