@@ -5,9 +5,11 @@
 //! `SHMQ_TORTURE_SECS` sets the length of the killing phase (default 12 s,
 //! at least 200 kills); `SHMQ_TORTURE_KILL_MS` the pause between kills.
 //!
-//! Two modes, one test each: consumers that `recv_into` (at most once),
-//! and consumers that take each message with `recv_delivery` and ack it
-//! after logging it (at least once).
+//! Three modes, one test each: consumers that `recv_into` (at most once),
+//! consumers that take each message with `recv_delivery` and ack it after
+//! logging it (at least once), and producers and consumers that use the
+//! async calls (`send_async`, `recv_into_async`) on tokio current-thread
+//! runtimes (at most once; killed while registered with the waker thread).
 //!
 //! Checked at the end:
 //! * no corrupt payload was ever delivered (consumers verify checksums);
@@ -33,7 +35,7 @@ use std::time::{Duration, Instant};
 use common::{
     HEADER, Rng, Scratch, TempName, child_role, fnv, numbered as message, spawn_role, wait_or_kill,
 };
-use shmq::{Config, Queue, RecvTimeoutError, SendTimeoutError};
+use shmq::{Config, Delivery, Queue, RecvError, RecvTimeoutError, SendError, SendTimeoutError};
 
 /// How consumers take messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,6 +44,24 @@ enum Mode {
     AtMostOnce,
     /// `recv_delivery_timeout`, logged, then acked.
     AtLeastOnce,
+    /// `recv_into_async` (and `send_async` in producers) under a tokio
+    /// timeout; checked as `AtMostOnce`.
+    Async,
+}
+
+/// How a send or receive of a child ended.
+enum Outcome<T> {
+    Done(T),
+    Disconnected,
+    Failed(String),
+}
+
+/// A tokio current-thread runtime, for the async mode's children.
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
 }
 const PRODUCERS: usize = 2;
 const CONSUMERS: usize = 2;
@@ -64,7 +84,8 @@ fn log_path(name: &str, instance: u64) -> String {
 
 /// Producer: send until the stop byte is set, recording each acknowledged
 /// sequence number in the ledger.
-fn producer(name: &str, instance: u64) {
+fn producer(name: &str, instance: u64, mode: Mode) {
+    let rt = runtime();
     let q = Queue::open(name).unwrap();
     let tx = q.sender().unwrap();
     let ledger = std::fs::OpenOptions::new()
@@ -84,22 +105,38 @@ fn producer(name: &str, instance: u64) {
         message(instance, seq, q.max_message(), &mut buf);
         loop {
             let start = Instant::now();
-            let r = tx.send_timeout(&buf, Duration::from_secs(30));
+            let limit = Duration::from_secs(30);
+            let r = if mode == Mode::Async {
+                let r =
+                    rt.block_on(async { tokio::time::timeout(limit, tx.send_async(&buf)).await });
+                match r {
+                    Ok(Ok(())) => Outcome::Done(()),
+                    Ok(Err(SendError::Disconnected(_))) => Outcome::Disconnected,
+                    Ok(Err(e)) => Outcome::Failed(e.to_string()),
+                    Err(_) => Outcome::Failed("timed out".into()),
+                }
+            } else {
+                match tx.send_timeout(&buf, limit) {
+                    Ok(()) => Outcome::Done(()),
+                    Err(SendTimeoutError::Disconnected(_)) => Outcome::Disconnected,
+                    Err(e) => Outcome::Failed(e.to_string()),
+                }
+            };
             let took = start.elapsed();
             assert!(took < MAX_BLOCK, "producer {instance} blocked {took:?}");
             match r {
-                Ok(()) => break,
+                Outcome::Done(()) => break,
                 // Every consumer is gone for a moment: the parent killed
                 // both and their replacements have not attached yet (or
                 // it is the end). The message was not sent: send it again.
-                Err(SendTimeoutError::Disconnected(_)) => {
+                Outcome::Disconnected => {
                     ledger.read_exact_at(&mut stop, 0).unwrap();
                     if stop[0] != 0 {
                         return;
                     }
                     std::thread::sleep(Duration::from_millis(1));
                 }
-                Err(e) => panic!("producer {instance}: {e}"),
+                Outcome::Failed(e) => panic!("producer {instance}: {e}"),
             }
         }
         ledger
@@ -111,6 +148,7 @@ fn producer(name: &str, instance: u64) {
 /// Consumer: receive until disconnected, verifying every payload and
 /// logging `(instance, seq)` of each.
 fn consumer(name: &str, instance: u64, mode: Mode) {
+    let rt = runtime();
     let q = Queue::open(name).unwrap();
     let rx = q.receiver().unwrap();
     let log = std::fs::OpenOptions::new()
@@ -124,19 +162,34 @@ fn consumer(name: &str, instance: u64, mode: Mode) {
     let mut n = 0u64;
     loop {
         let start = Instant::now();
+        let limit = Duration::from_secs(30);
+        let timed = |r: Result<Option<Delivery>, RecvTimeoutError>| match r {
+            Ok(d) => Outcome::Done(d),
+            Err(RecvTimeoutError::Disconnected) => Outcome::Disconnected,
+            Err(e) => Outcome::Failed(e.to_string()),
+        };
         let got = match mode {
-            Mode::AtMostOnce => rx
-                .recv_into_timeout(&mut buf, Duration::from_secs(30))
-                .map(|_| None),
-            Mode::AtLeastOnce => rx.recv_delivery_timeout(Duration::from_secs(30)).map(|d| {
+            Mode::AtMostOnce => timed(rx.recv_into_timeout(&mut buf, limit).map(|_| None)),
+            Mode::AtLeastOnce => timed(rx.recv_delivery_timeout(limit).map(|d| {
                 buf.clear();
                 buf.extend_from_slice(&d);
                 Some(d)
-            }),
+            })),
+            Mode::Async => {
+                let r = rt.block_on(async {
+                    tokio::time::timeout(limit, rx.recv_into_async(&mut buf)).await
+                });
+                match r {
+                    Ok(Ok(_)) => Outcome::Done(None),
+                    Ok(Err(RecvError::Disconnected)) => Outcome::Disconnected,
+                    Ok(Err(e)) => Outcome::Failed(e.to_string()),
+                    Err(_) => Outcome::Failed("timed out".into()),
+                }
+            }
         };
         let delivery = match got {
-            Ok(d) => d,
-            Err(RecvTimeoutError::Disconnected) => {
+            Outcome::Done(d) => d,
+            Outcome::Disconnected => {
                 // Every producer is gone: at the end, or for a moment when
                 // the parent has killed them all and their replacements
                 // have not attached yet.
@@ -147,7 +200,7 @@ fn consumer(name: &str, instance: u64, mode: Mode) {
                 std::thread::sleep(Duration::from_millis(1));
                 continue;
             }
-            Err(e) => panic!("consumer {instance}: {e}"),
+            Outcome::Failed(e) => panic!("consumer {instance}: {e}"),
         };
         let took = start.elapsed();
         assert!(took < MAX_BLOCK, "consumer {instance} blocked {took:?}");
@@ -197,6 +250,14 @@ fn producers_and_consumers_survive_random_sigkills() {
 }
 
 #[test]
+fn async_producers_and_consumers_survive_random_sigkills() {
+    torture(
+        "async_producers_and_consumers_survive_random_sigkills",
+        Mode::Async,
+    );
+}
+
+#[test]
 fn at_least_once_consumers_killed_holding_deliveries_lose_nothing() {
     torture(
         "at_least_once_consumers_killed_holding_deliveries_lose_nothing",
@@ -211,7 +272,7 @@ fn torture(test: &str, mode: Mode) {
         let (kind, inst) = role.split_once(':').unwrap();
         let inst: u64 = inst.parse().unwrap();
         match kind {
-            "producer" => producer(&name, inst),
+            "producer" => producer(&name, inst, mode),
             _ => consumer(&name, inst, mode),
         }
         return;
@@ -330,7 +391,7 @@ fn torture(test: &str, mode: Mode) {
     }
     let twice: Vec<_> = seen.iter().filter(|(_, e)| e.0 > 1).collect();
     match mode {
-        Mode::AtMostOnce => assert!(twice.is_empty(), "delivered twice: {twice:?}"),
+        Mode::AtMostOnce | Mode::Async => assert!(twice.is_empty(), "delivered twice: {twice:?}"),
         Mode::AtLeastOnce => {
             // each extra delivery is explained by a consumer killed
             // holding it (it logged it, then died before its ack)
@@ -365,7 +426,7 @@ fn torture(test: &str, mode: Mode) {
         twice.len()
     );
     let allowed = match mode {
-        Mode::AtMostOnce => consumer_kills,
+        Mode::AtMostOnce | Mode::Async => consumer_kills,
         Mode::AtLeastOnce => 0,
     };
     assert!(
