@@ -255,13 +255,18 @@ pub(crate) fn register(
 /// Takes a registration back; `false` if its shard had fired it already.
 pub(crate) fn cancel(t: Ticket) -> bool {
     let mut st = reactor().lock();
-    for w in st.shards.iter_mut().flat_map(|s| s.words.iter_mut()) {
-        if let Some(i) = w.entries.iter().position(|e| e.id == t.0) {
-            w.entries.swap_remove(i);
-            return true;
-        }
-    }
-    false
+    let taken = st
+        .shards
+        .iter_mut()
+        .flat_map(|s| s.words.iter_mut())
+        .find_map(|w| {
+            let i = w.entries.iter().position(|e| e.id == t.0)?;
+            Some(w.entries.swap_remove(i))
+        });
+    drop(st);
+    // its waker is dropped outside the lock: dropping a waker may drop a
+    // task, whose futures may take registrations back in turn
+    taken.is_some()
 }
 
 /// Stops watching every word of region `region` (called before the region
