@@ -15,7 +15,7 @@ use crate::layout::WaitWord;
 use crate::ring::{Allocation, Busy, Claim, LaneLease, Owner, Ring, Room, Seen, Take};
 use crate::sync::{self, AtomicU32, AtomicU64, Ordering, Wake};
 use crate::wait::spin::Spin;
-use crate::wait::{Check, LIVENESS_PERIOD, WaitStrategy, Waiter};
+use crate::wait::{Check, LIVENESS_PERIOD, WaitStrategy, Waiter, polling_task};
 
 /// Why an operation did not succeed (each public error has one conversion
 /// from it, in `queue::fail`).
@@ -281,6 +281,12 @@ pub trait Endpoint {
         deadline: Option<Duration>,
         attempts: Option<u32>,
     ) -> Result<(), Fail> {
+        if polling_task() {
+            // a task waits for an index slot before it reserves: one that
+            // found the index full only at `publish` would abort and
+            // unlease, which wakes `space`, and so itself, again and again
+            self.wait_for_index_room(deadline)?;
+        }
         let (mut lease, a) = self.reserve(msg.len(), deadline)?;
         let ring = self.ring();
         ring.write_payload(&lease, &a, msg);

@@ -37,7 +37,7 @@ pub use error::{
 };
 #[cfg(feature = "futures-core")]
 pub use futures::RecvStream;
-pub use futures::{RecvAsync, RecvIntoAsync, ReserveAsync, SendAsync};
+pub use futures::{CommitAsync, RecvAsync, RecvIntoAsync, ReserveAsync, SendAsync};
 use handle::{Handle, Received};
 pub use receiver::{Iter, Message, OwnedMessage, Receiver, TryIter};
 pub use sender::{Sender, WriteGrant};
@@ -54,6 +54,7 @@ static_assertions::assert_impl_all!(Message<'static>: Send);
 static_assertions::assert_impl_all!(OwnedMessage: Send, Sync);
 static_assertions::assert_impl_all!(SendAsync<'static, 'static>: Send);
 static_assertions::assert_impl_all!(ReserveAsync<'static>: Send);
+static_assertions::assert_impl_all!(CommitAsync<'static>: Send);
 static_assertions::assert_impl_all!(RecvAsync<'static>: Send);
 static_assertions::assert_impl_all!(RecvIntoAsync<'static>: Send);
 

@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use rustix::thread::futex;
 
+use crate::layout::WaitWord;
 use crate::sys;
 use crate::wait::{LIVENESS_PERIOD, registration_due};
 
@@ -51,9 +52,10 @@ struct Watched {
     idle_since: Option<Duration>,
 }
 
-/// The address of a futex word in a mapped region.
+/// The address of a futex word (its epoch and sleeper count) in a mapped
+/// region.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct WordPtr(NonNull<AtomicU32>);
+struct WordPtr(NonNull<WaitWord>);
 
 // SAFETY: a word's address is only dereferenced under the reactor's lock,
 // while its region is mapped: a word is watched only while it has entries
@@ -64,9 +66,15 @@ unsafe impl Send for WordPtr {}
 impl WordPtr {
     /// # Safety
     /// The word's region must still be mapped (see the `Send` impl).
-    unsafe fn get(&self) -> &AtomicU32 {
+    unsafe fn get(&self) -> &WaitWord {
         // SAFETY: the caller's promise: the mapping is alive.
         unsafe { self.0.as_ref() }
+    }
+
+    /// The epoch's address, for the kernel (never dereferenced here).
+    fn epoch_addr(&self) -> *mut AtomicU32 {
+        // `epoch` is the first field of the `repr(C)` `WaitWord`
+        self.0.as_ptr().cast()
     }
 }
 
@@ -177,12 +185,13 @@ pub(crate) enum Registered {
     NoThread,
 }
 
-/// Registers `waker` to be woken when `word` (in region `region`) no
-/// longer holds `expected`, or a liveness period from now.
+/// Registers `waker` to be woken when `word`'s epoch (in region `region`)
+/// no longer holds `expected`, or a liveness period after `since`.
 pub(crate) fn register(
     region: usize,
-    word: &AtomicU32,
+    word: &WaitWord,
     expected: u32,
+    since: Duration,
     waker: &Waker,
 ) -> Registered {
     let r = reactor();
@@ -193,7 +202,7 @@ pub(crate) fn register(
     // it, the wake-up that moved it may have reached a shard that found no
     // registration then (design.md §5.4; the loom model `task_wait` finds
     // this interleaving when the check is left out).
-    if word.load(Ordering::Acquire) != expected {
+    if word.epoch.load(Ordering::Acquire) != expected {
         return Registered::Moved;
     }
     let id = st.next_id;
@@ -201,7 +210,7 @@ pub(crate) fn register(
     let entry = Entry {
         id,
         expected,
-        since: sys::monotonic_now(),
+        since,
         waker: waker.clone(),
     };
     if let Some(w) = st
@@ -282,17 +291,29 @@ pub(crate) fn forget_region(region: usize) {
         return;
     }
     let mut st = r.lock();
+    let mut gone = Vec::new();
     for s in &mut st.shards {
-        s.words.retain(|w| w.region != region);
+        let (keep, left): (Vec<_>, Vec<_>) = s.words.drain(..).partition(|w| w.region != region);
+        s.words = keep;
+        gone.extend(left);
     }
+    drop(st);
+    // wakers of leaked futures (a `mem::forget`) go outside the lock: a
+    // dropped waker may drop a task whose futures take the lock
+    drop(gone);
 }
 
 /// A shard's thread: fire what is due, sleep on every watched word, again.
 fn run_shard(r: &'static Reactor, id: u64, control: Option<&'static AtomicU32>) {
     let mut waits: Vec<futex::Wait> = Vec::with_capacity(WORDS_PER_SHARD + 1);
+    // the shared words of `waits`, in order, with the epoch slept at
+    let mut slept: Vec<(WordPtr, u32)> = Vec::with_capacity(WORDS_PER_SHARD);
     let mut fired: Vec<Waker> = Vec::new();
+    // the word whose wake ended the last sleep, and the epoch slept at
+    let mut woken_by: Option<(WordPtr, u32)> = None;
     loop {
         waits.clear();
+        slept.clear();
         let now = sys::monotonic_now();
         let mut until = None::<Duration>;
         {
@@ -312,7 +333,9 @@ fn run_shard(r: &'static Reactor, id: u64, control: Option<&'static AtomicU32>) 
             }
             shard.words.retain_mut(|w| {
                 // SAFETY: under the lock, the word is mapped (`WordPtr`).
-                let cur = unsafe { w.word.get() }.load(Ordering::Acquire);
+                let word = unsafe { w.word.get() };
+                let cur = word.epoch.load(Ordering::Acquire);
+                let before = fired.len();
                 let mut i = 0;
                 while i < w.entries.len() {
                     let e = &w.entries[i];
@@ -323,6 +346,17 @@ fn run_shard(r: &'static Reactor, id: u64, control: Option<&'static AtomicU32>) 
                         i += 1;
                     }
                 }
+                if let Some((ptr, at)) = woken_by
+                    && ptr == w.word
+                    && cur != at
+                    && fired.len() == before
+                {
+                    // The kernel handed this shard a wake of the word that
+                    // no task here was waiting for (its task was dropped,
+                    // or the word was idle): it was meant for a sleeper
+                    // elsewhere. Pass it on (design.md §5.4).
+                    relay(word);
+                }
                 if w.entries.is_empty() {
                     let idle = *w.idle_since.get_or_insert(now);
                     if now.saturating_sub(idle) >= LIVENESS_PERIOD {
@@ -331,9 +365,10 @@ fn run_shard(r: &'static Reactor, id: u64, control: Option<&'static AtomicU32>) 
                 }
                 let mut fw = futex::Wait::new();
                 fw.val = u64::from(cur);
-                fw.uaddr = futex::WaitPtr::new(w.word.0.as_ptr().cast());
+                fw.uaddr = futex::WaitPtr::new(w.word.epoch_addr().cast());
                 fw.flags = futex::WaitFlags::SIZE_U32;
                 waits.push(fw);
+                slept.push((w.word, cur));
                 true
             });
             if control.is_none() && shard.words.is_empty() {
@@ -347,36 +382,47 @@ fn run_shard(r: &'static Reactor, id: u64, control: Option<&'static AtomicU32>) 
         fired.drain(..).for_each(Waker::wake);
         // wake at the earliest liveness end, and at least once a period
         // while any word is watched (idle words are dropped on time)
-        let watching = waits.len() > usize::from(control.is_some());
-        let deadline = watching.then(|| {
+        let deadline = (!slept.is_empty()).then(|| {
             until.map_or(now + LIVENESS_PERIOD, |u| {
                 (u + LIVENESS_PERIOD).min(now + LIVENESS_PERIOD)
             })
         });
-        sleep(&waits, control.is_some(), deadline);
+        woken_by = sleep(&waits, control.is_some(), deadline)
+            .and_then(|i| i.checked_sub(usize::from(control.is_some())))
+            .and_then(|i| slept.get(i).copied());
+    }
+}
+
+/// Passes on a wake of `word` that reached this shard for nobody here:
+/// wakes every other sleeper of the word, if there is one (each re-checks;
+/// the one the wake was meant for finds its message). Every sleeper, not
+/// one: a wake of one could reach another idle shard, which passes on a
+/// wake only once per move of the epoch, and would be lost there.
+fn relay(word: &WaitWord) {
+    if word.sleepers.load(Ordering::Relaxed) > 0 {
+        sys::futex_wake(&word.epoch, u32::MAX);
     }
 }
 
 /// Sleeps until a word of `waits` moves or is woken, or `deadline`.
-fn sleep(waits: &[futex::Wait], waitv: bool, deadline: Option<Duration>) {
+/// `Some(i)`: a wake of `waits[i]` ended the sleep.
+fn sleep(waits: &[futex::Wait], waitv: bool, deadline: Option<Duration>) -> Option<usize> {
     if waitv {
         let ts = deadline.map(|d| rustix::time::Timespec {
             tv_sec: d.as_secs() as i64,
             tv_nsec: i64::from(d.subsec_nanos()),
         });
-        // every outcome (a word moved, woken, timed out, interrupted,
-        // a word unmapped under us) means: look again
-        let _ = futex::waitv(
+        // any other outcome (a word moved before the sleep, timed out,
+        // interrupted, a word unmapped under us) means: look again
+        return futex::waitv(
             waits,
             futex::WaitvFlags::empty(),
             ts.as_ref(),
             rustix::time::ClockId::Monotonic,
-        );
-        return;
+        )
+        .ok();
     }
-    let Some(w) = waits.first() else {
-        return;
-    };
+    let w = waits.first()?;
     let deadline = deadline.unwrap_or_else(|| sys::monotonic_now() + LIVENESS_PERIOD);
-    sys::futex_wait_at(w.uaddr.ptr.cast::<AtomicU32>(), w.val as u32, deadline);
+    sys::futex_wait_at(w.uaddr.ptr.cast::<AtomicU32>(), w.val as u32, deadline).then_some(0)
 }

@@ -62,6 +62,15 @@ pub enum Disconnect {
     OnlyWithoutTimeout,
 }
 
+/// Whether the calling thread is polling an async call (design.md §5.4);
+/// never under loom.
+pub(crate) fn polling_task() -> bool {
+    #[cfg(not(loom))]
+    return task::polling();
+    #[cfg(loom)]
+    false
+}
+
 /// Whether a task that registered its waker for a word at epoch
 /// `expected`, at time `since`, is due to be woken (design.md §5.4): the
 /// word's epoch moved since (a wake of it may have been meant for the

@@ -259,7 +259,7 @@ fn async_producer(name: &str, p: u64) {
             if seq % 5 == 0 {
                 let mut g = tx.reserve_async(buf.len()).await.expect("reserve_async");
                 g.copy_from_slice(&buf);
-                g.commit().expect("commit");
+                g.commit_async().await.expect("commit_async");
             } else {
                 tx.send_async(&buf).await.expect("send_async");
             }
@@ -697,4 +697,134 @@ fn on_current_thread<T>(f: impl Future<Output = T>) -> T {
         .build()
         .unwrap()
         .block_on(f)
+}
+
+/// Counts the polls of the future it wraps.
+struct Counted<'c, F> {
+    polls: &'c std::cell::Cell<u32>,
+    f: std::pin::Pin<Box<F>>,
+}
+
+impl<F: Future> Future for Counted<'_, F> {
+    type Output = F::Output;
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<F::Output> {
+        self.polls.set(self.polls.get() + 1);
+        self.f.as_mut().poll(cx)
+    }
+}
+
+#[test]
+fn a_send_waiting_for_an_index_slot_sleeps_instead_of_waking_itself() {
+    // two index slots, both taken; the lanes have room: the send waits for
+    // a slot. It must sleep until a claim, not abort, unlease (which wakes
+    // `space`, and so itself) and try again in a loop.
+    let name = TempName::new("async-index-full");
+    let mut q = Queue::create(&name, Config::default().capacity_bytes(1 << 16).slots(2)).unwrap();
+    q.set_wait_strategy(WaitStrategy::Park);
+    let (tx, rx) = (q.sender().unwrap(), q.receiver().unwrap());
+    tx.send(b"one").unwrap();
+    tx.send(b"two").unwrap();
+    let polls = std::cell::Cell::new(0);
+    on_current_thread(async {
+        let send = Counted {
+            polls: &polls,
+            f: Box::pin(tx.send_async(b"three")),
+        };
+        let r = tokio::time::timeout(Duration::from_millis(500), send).await;
+        assert!(r.is_err(), "sent into a full index: {r:?}");
+    });
+    // the first poll, then a liveness wake-up every 200 ms
+    assert!(polls.get() <= 5, "polled {} times in 500 ms", polls.get());
+    let mut buf = Vec::new();
+    rx.recv_into(&mut buf).unwrap();
+    on_current_thread(async { tx.send_async(b"three").await.unwrap() });
+}
+
+#[test]
+fn a_commit_async_waits_for_an_index_slot_without_blocking_the_runtime() {
+    let name = TempName::new("async-commit");
+    // two lanes: the grant holds one while the other sender uses the other
+    let config = Config::default().capacity_bytes(1 << 16).slots(2).lanes(2);
+    let q = Queue::create(&name, config).unwrap();
+    let (tx, rx) = (q.sender().unwrap(), q.receiver().unwrap());
+    let other = q.sender().unwrap();
+    on_current_thread(async {
+        let mut g = tx.reserve_async(4).await.unwrap();
+        g.copy_from_slice(b"late");
+        // another sender takes both index slots meanwhile
+        other.send(b"a").unwrap();
+        other.send(b"b").unwrap();
+        // a plain `commit` would now block this thread, and the receiving
+        // task below (on the same thread) could never free a slot
+        let commit = g.commit_async();
+        let receive = async {
+            let mut got = Vec::new();
+            for _ in 0..3 {
+                got.push(rx.recv_async().await.unwrap().to_vec());
+            }
+            got
+        };
+        let (c, got) = futures::join!(commit, receive);
+        c.unwrap();
+        assert_eq!(got, [&b"a"[..], b"b", b"late"]);
+        // dropped before it completed: nothing published
+        let mut g = tx.reserve_async(4).await.unwrap();
+        g.copy_from_slice(b"gone");
+        other.send(b"c").unwrap();
+        other.send(b"d").unwrap();
+        assert!(futures::poll!(Box::pin(g.commit_async())).is_pending());
+    });
+    let mut buf = Vec::new();
+    for want in [&b"c"[..], b"d"] {
+        rx.recv_into(&mut buf).unwrap();
+        assert_eq!(buf, want);
+    }
+    assert!(
+        rx.try_recv_into(&mut buf).is_err(),
+        "a dropped commit published {buf:?}"
+    );
+}
+
+#[test]
+fn a_wake_that_reaches_an_idle_waker_thread_is_passed_on() {
+    // The waker thread keeps sleeping on a word for a while after its last
+    // task left. A publisher's wake of one may reach it instead of a
+    // blocking receiver asleep on the same word: it must pass it on, or the
+    // receiver sleeps out its 200 ms liveness slice.
+    let name = TempName::new("async-relay");
+    let mut q = Queue::create(&name, Config::default().capacity_bytes(1 << 16)).unwrap();
+    q.set_wait_strategy(WaitStrategy::Park);
+    let (tx, rx) = (q.sender().unwrap(), q.receiver().unwrap());
+    let blocking_rx = q.receiver().unwrap();
+    // an async receive that waits, so the waker thread watches `data`
+    on_current_thread(async {
+        let recv = rx.recv_async();
+        let send = async {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            tx.send(b"first").unwrap();
+        };
+        let (got, ()) = futures::join!(recv, send);
+        assert_eq!(&*got.unwrap(), b"first");
+    });
+    // the waker thread is back asleep on `data`, first in the kernel's
+    // queue; now a blocking receiver parks behind it
+    std::thread::sleep(Duration::from_millis(20));
+    let receiver = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        blocking_rx.recv_into(&mut buf).unwrap();
+        (buf, Instant::now())
+    });
+    std::thread::sleep(Duration::from_millis(30));
+    let sent = Instant::now();
+    tx.send(b"second").unwrap();
+    let (buf, got) = receiver.join().unwrap();
+    assert_eq!(buf, b"second");
+    let took = got - sent;
+    assert!(
+        took < Duration::from_millis(100),
+        "the blocking receiver was woken after {took:?}: its wake-up was lost"
+    );
 }

@@ -61,8 +61,9 @@ impl Sender {
 
     /// Reserves `len` bytes for zero-copy writing, waiting for room without
     /// blocking the thread: the async form of [`reserve`](Self::reserve).
-    /// [`WriteGrant::commit`] publishes at once unless the index is full;
-    /// then it waits as the blocking call does.
+    /// Publish the grant with [`WriteGrant::commit_async`] (a plain
+    /// `commit` blocks the thread if the index filled up meanwhile, and on
+    /// a one-thread runtime the task that would empty it cannot run).
     ///
     /// Cancel-safe: a future dropped before it completed reserved nothing.
     ///
@@ -186,6 +187,52 @@ impl<'a> Future for ReserveAsync<'a> {
         this.wait
             .poll(cx, || tx.grant(len, None))
             .map(|r| r.map_err(|f| f.send(len)))
+    }
+}
+
+/// The future of [`WriteGrant::commit_async`].
+#[must_use = "futures do nothing unless polled"]
+pub struct CommitAsync<'a> {
+    wait: TaskWait,
+    /// Until it is published (or failed); dropped unpublished with the
+    /// future.
+    grant: Option<WriteGrant<'a>>,
+}
+
+impl<'a> CommitAsync<'a> {
+    pub(super) fn new(grant: WriteGrant<'a>) -> Self {
+        Self {
+            wait: TaskWait::new(grant.region()),
+            grant: Some(grant),
+        }
+    }
+}
+
+impl Future for CommitAsync<'_> {
+    type Output = Result<(), SendError<()>>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        let Some(grant) = this.grant.as_ref() else {
+            return Poll::Ready(Err(SendError::Disconnected(()))); // polled after completion
+        };
+        if !grant.ours() {
+            // the parent's grant, copied into a forked child: its drop
+            // does nothing
+            this.grant = None;
+            return Poll::Ready(Err(SendError::Disconnected(())));
+        }
+        match this.wait.poll(cx, || grant.try_publish()) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(r) => {
+                let grant = this.grant.take().expect("checked above");
+                match r {
+                    Ok(()) => grant.published(),
+                    Err(_) => drop(grant), // aborted: nothing published
+                }
+                Poll::Ready(r.map_err(|f| f.send(())))
+            }
+        }
     }
 }
 
@@ -321,6 +368,7 @@ macro_rules! debug_future {
 debug_future!(
     SendAsync<'_, '_> => "SendAsync",
     ReserveAsync<'_> => "ReserveAsync",
+    CommitAsync<'_> => "CommitAsync",
     RecvAsync<'_> => "RecvAsync",
     RecvIntoAsync<'_> => "RecvIntoAsync",
 );

@@ -244,7 +244,7 @@ impl fmt::Debug for WriteGrant<'_> {
     }
 }
 
-impl WriteGrant<'_> {
+impl<'a> WriteGrant<'a> {
     /// Publishes the message. Waits for a free index slot if all are taken.
     ///
     /// # Errors
@@ -252,6 +252,43 @@ impl WriteGrant<'_> {
     /// dropped and its space returned).
     pub fn commit(self) -> Result<(), SendError<()>> {
         self.commit_or_fail().map_err(|f| f.send(()))
+    }
+
+    /// Publishes the message, waiting for a free index slot without
+    /// blocking the thread: the async form of [`commit`](Self::commit),
+    /// for a grant from [`Sender::reserve_async`]. A future dropped before
+    /// it completed published nothing (the grant is dropped with it).
+    ///
+    /// # Errors
+    /// As [`commit`](Self::commit).
+    pub fn commit_async(self) -> super::futures::CommitAsync<'a> {
+        super::futures::CommitAsync::new(self)
+    }
+
+    /// Whether this grant was made in this process (not copied into a
+    /// forked child, whose copy must neither publish nor abort it).
+    pub(super) fn ours(&self) -> bool {
+        self.fork_gen == sys::fork_generation()
+    }
+
+    /// One attempt of a commit: publishes, or fails (`Pending` in a task)
+    /// leaving the grant as it was.
+    pub(super) fn try_publish(&self) -> Result<(), Fail> {
+        self.sender.h.publish(&self.lease, &self.alloc, None)
+    }
+
+    /// After a successful [`try_publish`](Self::try_publish): gives the
+    /// lane back without aborting.
+    pub(super) fn published(self) {
+        let mut this = ManuallyDrop::new(self);
+        // SAFETY: `this` is never dropped, so the lease is taken out once.
+        let lease = unsafe { ManuallyDrop::take(&mut this.lease) };
+        this.sender.h.ring().unlease(lease);
+    }
+
+    /// The sender's queue's region (`Shared::id`).
+    pub(super) fn region(&self) -> usize {
+        self.sender.h.shared.id
     }
 
     /// [`commit`](Self::commit), failing with the internal reason.

@@ -55,6 +55,9 @@ pub(super) struct StreamSend<'h> {
     spin: Spin,
     /// When the last thorough check (reap, index scan) ran.
     checked: Duration,
+    /// A stream copied into a forked child (a `MessageWriter` or a pending
+    /// `send_async`) is the parent's to end.
+    fork_gen: u64,
 }
 
 impl std::fmt::Debug for StreamSend<'_> {
@@ -76,6 +79,10 @@ impl<'h> StreamSend<'h> {
         if total > MAX_STREAM_LEN {
             return Err(Fail::TooLarge);
         }
+        if task::polling() {
+            // as `send_record`: never find the index full at `publish`
+            h.wait_for_index_room(deadline)?;
+        }
         let (mut lease, head) =
             h.lease_and_allocate(1, deadline, |ring, lease| ring.stream_begin(lease, total))?;
         if let Err(f) = h.publish(&lease, &head, deadline) {
@@ -96,6 +103,7 @@ impl<'h> StreamSend<'h> {
             per_call: None,
             spin: Spin::new(),
             checked: sync::now(),
+            fork_gen: sys::fork_generation(),
         })
     }
 
@@ -140,6 +148,7 @@ impl<'h> StreamSend<'h> {
                         self.cur = Some((a, 0));
                         self.allocated += n;
                         self.spin.reset();
+                        task::made_progress();
                     }
                     None => {
                         if let Some(o) = self.wait(Some(n))? {
@@ -217,6 +226,9 @@ impl Drop for StreamSend<'_> {
     /// Ends the stream (marking it aborted unless it was delivered), frees
     /// what no reader holds, and gives the lane back.
     fn drop(&mut self) {
+        if self.fork_gen != sys::fork_generation() {
+            return; // inherited across fork: the parent's stream
+        }
         if let Some(mut lease) = self.lease.take() {
             let ring = self.h.ring();
             let _ = ring.stream_end(&mut lease, &self.head);
@@ -279,6 +291,7 @@ impl Handle {
         Ok(Some(Reading {
             s,
             wait: ReadWait::new(),
+            fork_gen: sys::fork_generation(),
         }))
     }
 
@@ -306,7 +319,9 @@ impl Handle {
     /// Gives back a stream an async receive was reading when it was
     /// dropped: its writer sends it again (design.md §5.4).
     pub(super) fn give_up_reading(&self, r: Reading) {
-        self.ring().stream_lost(&r.s);
+        if r.fork_gen == sys::fork_generation() {
+            self.ring().stream_lost(&r.s);
+        } // else a forked child's copy of the parent's read: not ours
     }
 
     /// Gives back a large message whose head `c` this receiver claimed,
@@ -339,6 +354,7 @@ impl Handle {
             match ring.stream_next(s)? {
                 Next::Fragment(f) => {
                     w.spin.reset();
+                    task::made_progress();
                     return Ok(f);
                 }
                 Next::Broken => return Err(Fail::Truncated),
@@ -385,6 +401,7 @@ impl Handle {
 pub(super) struct Reading {
     pub(super) s: StreamRead,
     wait: ReadWait,
+    fork_gen: u64,
 }
 
 /// A stream reader's waiting state.

@@ -292,6 +292,15 @@ mod serde_values {
         Encode(postcard::Error),
         /// The send failed, as [`Sender::send`] does.
         Send(SendError<()>),
+        /// The value serialized to a different length the second time
+        /// (it changed while being sent, through interior mutability);
+        /// nothing was sent.
+        Changed {
+            /// Bytes of the first pass (sizing).
+            sized: usize,
+            /// Bytes of the second (writing).
+            written: usize,
+        },
     }
 
     impl fmt::Display for SendSerdeError {
@@ -299,6 +308,11 @@ mod serde_values {
             match self {
                 Self::Encode(e) => write!(f, "the value does not serialize: {e}"),
                 Self::Send(e) => e.fmt(f),
+                Self::Changed { sized, written } => write!(
+                    f,
+                    "the value serialized to {sized} bytes, then to {written}: it changed while \
+                     being sent; nothing was sent"
+                ),
             }
         }
     }
@@ -308,6 +322,7 @@ mod serde_values {
             match self {
                 Self::Encode(e) => Some(e),
                 Self::Send(e) => Some(e),
+                Self::Changed { .. } => None,
             }
         }
     }
@@ -349,8 +364,17 @@ mod serde_values {
                 .reserve(len)
                 .map_err(|e| SendSerdeError::Send(e.without_message()))?;
             // a `Serialize` that writes more the second time fails here,
-            // and the grant is dropped unsent
-            postcard::to_slice(value, &mut g).map_err(SendSerdeError::Encode)?;
+            // and one that writes less is caught below: the grant is then
+            // dropped unsent (never published with stale bytes in it)
+            let written = postcard::to_slice(value, &mut g)
+                .map_err(SendSerdeError::Encode)?
+                .len();
+            if written != len {
+                return Err(SendSerdeError::Changed {
+                    sized: len,
+                    written,
+                });
+            }
             g.commit().map_err(SendSerdeError::Send)
         }
     }

@@ -508,8 +508,9 @@ pub(crate) fn futex_wake_private(word: &AtomicU32, n: u32) {
 /// [`futex_wait`] on a word given by address, which may be unmapped by
 /// the time the kernel reads it (then the wait fails at once: the kernel
 /// never faults on a futex address). For the reactor's one-word shards,
-/// whose word's region can go while they head for the sleep.
-pub(crate) fn futex_wait_at(word: *const AtomicU32, expected: u32, deadline: Duration) {
+/// whose word's region can go while they head for the sleep. Whether a
+/// wake ended it (not a timeout, a moved word or a signal).
+pub(crate) fn futex_wait_at(word: *const AtomicU32, expected: u32, deadline: Duration) -> bool {
     let ts = libc::timespec {
         tv_sec: deadline.as_secs() as _,
         tv_nsec: deadline.subsec_nanos() as _,
@@ -517,7 +518,7 @@ pub(crate) fn futex_wait_at(word: *const AtomicU32, expected: u32, deadline: Dur
     // SAFETY: FUTEX_WAIT_BITSET only passes the address to the kernel,
     // which checks it; `ts` lives across the call; the last two arguments
     // are the unused second address and the "any" bitset.
-    let _ = unsafe {
+    let rc = unsafe {
         libc::syscall(
             libc::SYS_futex,
             word,
@@ -528,6 +529,7 @@ pub(crate) fn futex_wait_at(word: *const AtomicU32, expected: u32, deadline: Dur
             !0u32,
         )
     };
+    rc == 0
 }
 
 /// The process id of the caller.

@@ -21,7 +21,7 @@ use crate::blocking::{Endpoint, Fail};
 use crate::layout::WaitWord;
 use crate::reactor::{self, Registered, Ticket};
 use crate::ring::{announce_sleeper, wake_word, withdraw_sleeper};
-use crate::sync;
+use crate::{sync, sys};
 
 /// How long one poll spins before it yields to the executor, while the
 /// operation's spin budget lasts: the executor thread is never held much
@@ -50,7 +50,12 @@ struct Parked {
     /// `None`: no waker thread could be started; the task was woken at once.
     ticket: Option<Ticket>,
     word: WordRef,
+    /// When it registered (the reactor counts the liveness period from the
+    /// same reading).
     since: Duration,
+    /// A future copied into a forked child: the registration and the
+    /// sleeper it counted are the parent's.
+    fork_gen: u64,
 }
 
 /// A futex word of the region the future's handle keeps mapped.
@@ -126,7 +131,9 @@ impl TaskWait {
     /// Ends the last registration: takes it back from the reactor and
     /// withdraws the sleeper it counted.
     fn unpark(&mut self) {
-        if let Some(p) = self.parked.take() {
+        if let Some(p) = self.parked.take()
+            && p.fork_gen == sys::fork_generation()
+        {
             if let Some(t) = p.ticket {
                 reactor::cancel(t);
             }
@@ -189,7 +196,8 @@ impl TaskWait {
             withdraw_sleeper(word);
             return Ok(());
         }
-        let ticket = match reactor::register(self.region, &word.epoch, e, waker) {
+        let since = sync::now();
+        let ticket = match reactor::register(self.region, word, e, since, waker) {
             Registered::Yes(t) => Some(t),
             Registered::Moved => {
                 // the word moved since `e`: what we wait for may be there
@@ -205,7 +213,8 @@ impl TaskWait {
         self.parked = Some(Parked {
             ticket,
             word: WordRef(NonNull::from(word)),
-            since: sync::now(),
+            since,
+            fork_gen: sys::fork_generation(),
         });
         Err(Fail::Pending)
     }
@@ -217,7 +226,9 @@ impl Drop for TaskWait {
     /// one a publisher meant for whoever takes the next message: pass it
     /// on (design.md §5.4, "Cancellation").
     fn drop(&mut self) {
-        if let Some(p) = self.parked.take() {
+        if let Some(p) = self.parked.take()
+            && p.fork_gen == sys::fork_generation()
+        {
             let fired = p.ticket.is_none_or(|t| !reactor::cancel(t));
             let word = p.word.get();
             withdraw_sleeper(word);
@@ -261,6 +272,12 @@ pub(crate) fn park_in_task(
     ready: &mut dyn FnMut() -> bool,
 ) -> Option<Result<(), Fail>> {
     with_current(|task, waker| task.register(waker, word, ready))
+}
+
+/// A large message's stream moved on (a fragment came, or room for one):
+/// the task's spin budget starts over, as a blocking stream's does.
+pub(crate) fn made_progress() {
+    let _ = with_current(|task, _| task.spin.reset());
 }
 
 /// Whether the calling thread is polling an async call (whose waits

@@ -111,7 +111,7 @@ fn render(r: &BTreeMap<Key, Runs>, runs: usize, failed: &[String]) -> String {
         "Async calls, median (min-max) of {runs} runs, each side pinned to its own CPU. \
          shmq-copy-spin / shmq-copy-park: shmq's blocking calls (`reserve` + `commit`, \
          `recv_into`), two processes; shmq-async-spin / shmq-async-park: its async calls \
-         (`reserve_async` + `commit`, `recv_into_async`), each process a task on a tokio \
+         (`reserve_async` + `commit_async`, `recv_into_async`), each process a task on a tokio \
          current-thread runtime; tokio-mpsc: `tokio::sync::mpsc::channel(64)` between two \
          tasks of one process, each on a current-thread runtime of its own thread; \
          tokio-uds: a tokio `UnixStream` between two processes. Every message is written \

@@ -3,7 +3,8 @@
 //!
 //! * `shmq-async-spin` / `shmq-async-park`: shmq's async calls between two
 //!   processes, `WaitStrategy::SpinThenPark` / `Park`: the sender reserves
-//!   (`reserve_async`), writes every byte in place and commits; the
+//!   (`reserve_async`), writes every byte in place and commits
+//!   (`commit_async`); the
 //!   receiver copies out (`recv_into_async`);
 //! * `tokio-uds`: a tokio `UnixStream` pair between two processes,
 //!   length-prefixed as `stream.rs` frames, read through a 64 KiB
@@ -159,7 +160,7 @@ impl Tx for ShmqTx {
     async fn send(&mut self, size: usize, seq: u64) -> Res<()> {
         let mut g = self.0.reserve_async(size).await?;
         fill(&mut g, seq);
-        g.commit()?;
+        g.commit_async().await?;
         Ok(())
     }
 
