@@ -36,8 +36,9 @@ pub(crate) struct TaskWait {
     region: usize,
     /// The spin budget, counted across polls.
     spin: Spin,
-    /// When the current poll began.
-    poll_start: Duration,
+    /// When the current poll first waited (read lazily: a poll that does
+    /// not wait reads no clock).
+    poll_start: Option<Duration>,
     /// The registration of the last `Pending`, until the next poll.
     parked: Option<Parked>,
     /// The last registration lasted a whole liveness period: check the
@@ -96,7 +97,7 @@ impl TaskWait {
         Self {
             region,
             spin: Spin::new(),
-            poll_start: Duration::ZERO,
+            poll_start: None,
             parked: None,
             slice_ended: false,
         }
@@ -111,7 +112,7 @@ impl TaskWait {
         op: impl FnOnce() -> Result<T, Fail>,
     ) -> Poll<Result<T, Fail>> {
         self.unpark();
-        self.poll_start = sync::now();
+        self.poll_start = None;
         let me = NonNull::from(&mut *self);
         let waker = NonNull::from(cx.waker());
         let r = {
@@ -172,7 +173,8 @@ impl TaskWait {
                 return Err(Fail::Pending);
             }
             WaitStrategy::SpinThenPark if self.spin.snooze(now) => {
-                if now.saturating_sub(self.poll_start) < TASK_SPIN_SLICE {
+                let poll_start = *self.poll_start.get_or_insert(now);
+                if now.saturating_sub(poll_start) < TASK_SPIN_SLICE {
                     return Ok(());
                 }
                 waker.wake_by_ref();
