@@ -186,6 +186,13 @@ pub trait Endpoint {
         deadline: Option<Duration>,
         alloc: impl Fn(&Ring, &mut LaneLease) -> Result<Option<Allocation>, Corruption>,
     ) -> Result<(LaneLease, Allocation), Fail> {
+        if polling_task() {
+            // a task waits for an index slot before it takes a lane: one
+            // that found the index full only at its publish would abort and
+            // unlease, which wakes `space`, and so itself, again and again
+            // (design.md §5.4)
+            self.wait_for_index_room(deadline)?;
+        }
         let ring = self.ring();
         let owner = self.owner()?;
         let lanes = ring.layout().lane_count;
@@ -281,12 +288,6 @@ pub trait Endpoint {
         deadline: Option<Duration>,
         attempts: Option<u32>,
     ) -> Result<(), Fail> {
-        if polling_task() {
-            // a task waits for an index slot before it reserves: one that
-            // found the index full only at `publish` would abort and
-            // unlease, which wakes `space`, and so itself, again and again
-            self.wait_for_index_room(deadline)?;
-        }
         let (mut lease, a) = self.reserve(msg.len(), deadline)?;
         let ring = self.ring();
         ring.write_payload(&lease, &a, msg);

@@ -156,13 +156,6 @@ fn waitv_works() -> bool {
     works
 }
 
-/// Whether this process's async waits use `futex_waitv` (for tests and
-/// the tool's diagnostics).
-#[allow(dead_code)]
-pub(crate) fn uses_waitv() -> bool {
-    reactor().waitv
-}
-
 impl Reactor {
     fn lock(&self) -> MutexGuard<'_, State> {
         // a panic while holding the lock left the lists consistent (every

@@ -97,51 +97,39 @@ fn task(w: &World) {
     }
 }
 
+/// One execution: a shard, a publisher, and the task on this thread;
+/// `before_publish` runs on this thread after the shard starts.
+fn run(before_publish: fn(&World)) {
+    let w = Arc::new(World::default());
+    let s = {
+        let w = Arc::clone(&w);
+        thread::spawn(move || shard(&w))
+    };
+    before_publish(&w);
+    let p = {
+        let w = Arc::clone(&w);
+        thread::spawn(move || {
+            w.published.store(1, Ordering::Release);
+            wake_word(&w.word, 1);
+        })
+    };
+    task(&w);
+    p.join().unwrap();
+    s.join().unwrap();
+}
+
 #[test]
 fn a_registered_task_is_woken_by_the_publish_it_waits_for() {
-    check("task_wait", || {
-        let w = Arc::new(World::default());
-        let s = {
-            let w = Arc::clone(&w);
-            thread::spawn(move || shard(&w))
-        };
-        let p = {
-            let w = Arc::clone(&w);
-            thread::spawn(move || {
-                w.published.store(1, Ordering::Release);
-                wake_word(&w.word, 1);
-            })
-        };
-        task(&w);
-        p.join().unwrap();
-        s.join().unwrap();
-    });
+    check("task_wait", || run(|_| {}));
 }
 
 #[test]
 fn a_task_registered_after_the_epoch_moved_is_still_woken() {
-    // A first publish moves the epoch with nobody asleep; the task reads
-    // the new epoch and registers while the shard sleeps at the old one
-    // (the registration wakes nobody, design.md §5.4); the second publish
-    // must reach it.
+    // An earlier bump the shard may or may not have slept through before
+    // the task reads the epoch and registers; the publish must reach it.
     check("task_wait_late", || {
-        let w = Arc::new(World::default());
-        w.word.epoch.store(0, Ordering::Relaxed);
-        let s = {
-            let w = Arc::clone(&w);
-            thread::spawn(move || shard(&w))
-        };
-        // a bump the shard may or may not have seen before the task
-        w.word.epoch.fetch_add(1, Ordering::Release);
-        let p = {
-            let w = Arc::clone(&w);
-            thread::spawn(move || {
-                w.published.store(1, Ordering::Release);
-                wake_word(&w.word, 1);
-            })
-        };
-        task(&w);
-        p.join().unwrap();
-        s.join().unwrap();
+        run(|w| {
+            w.word.epoch.fetch_add(1, Ordering::Release);
+        })
     });
 }

@@ -79,10 +79,6 @@ impl<'h> StreamSend<'h> {
         if total > MAX_STREAM_LEN {
             return Err(Fail::TooLarge);
         }
-        if task::polling() {
-            // as `send_record`: never find the index full at `publish`
-            h.wait_for_index_room(deadline)?;
-        }
         let (mut lease, head) =
             h.lease_and_allocate(1, deadline, |ring, lease| ring.stream_begin(lease, total))?;
         if let Err(f) = h.publish(&lease, &head, deadline) {
