@@ -26,7 +26,7 @@ use crate::sync::{AtomicU32, AtomicU64, Ordering};
 /// `"SHMQ"` in little-endian byte order.
 pub(crate) const MAGIC: u32 = u32::from_le_bytes(*b"SHMQ");
 /// Layout version; a region of another version is refused, never misread.
-pub(crate) const VERSION: u32 = 6;
+pub(crate) const VERSION: u32 = 7;
 
 /// The kind of channel a region holds (`ConfigLine::kind`). Each kind has
 /// its own module and API; opening a region as another kind is
@@ -156,6 +156,9 @@ pub(crate) struct ConfigLine {
     pub max_attempts: AtomicU32,
     /// The region's channel kind (`ChannelKind::to_raw`).
     pub kind: AtomicU32,
+    /// A random number drawn by the creator: tells this region from an
+    /// earlier or later one of the same name (`Delivery::message_id`).
+    pub instance: AtomicU64,
 }
 
 /// A ticket hint on its own line.
@@ -404,6 +407,7 @@ mod asserts {
     const_assert_eq!(offset_of!(DeliveryLog, dead_letter_len), 24);
     const_assert_eq!(offset_of!(ConfigLine, max_attempts), 96);
     const_assert_eq!(offset_of!(ConfigLine, kind), 100);
+    const_assert_eq!(offset_of!(ConfigLine, instance), 104);
     const_assert_eq!(offset_of!(Participant, delivering), 20);
     const_assert_eq!(offset_of!(Participant, cursor), 24);
     const_assert_eq!(offset_of!(Lane, swept), 40);
@@ -634,6 +638,7 @@ impl Layout {
         cfg: &ConfigLine,
         kind: ChannelKind,
         creator_pid: u32,
+        instance: u64,
         removal: u32,
     ) {
         let r = Ordering::Relaxed;
@@ -641,6 +646,7 @@ impl Layout {
         cfg.version.store(VERSION, r);
         cfg.kind.store(kind.to_raw(), r);
         cfg.creator_pid.store(creator_pid, r);
+        cfg.instance.store(instance, r);
         cfg.total_size.store(self.total_size, r);
         cfg.lane_count.store(self.lane_count, r);
         cfg.slot_count.store(self.slot_count, r);
@@ -785,7 +791,7 @@ mod tests {
     fn validate_round_trips_and_refuses_tampering() {
         let l = Layout::new(2, 1 << 14, 64, 4).unwrap();
         let cfg = zeroed_config();
-        l.write_config(&cfg, ChannelKind::Queue, 1, REMOVE_NEVER);
+        l.write_config(&cfg, ChannelKind::Queue, 1, 1, REMOVE_NEVER);
         let queue = Some(ChannelKind::Queue);
         assert_eq!(
             Layout::validate(&cfg, l.total_size, queue).unwrap(),

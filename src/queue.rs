@@ -31,7 +31,7 @@ mod stream;
 mod typed;
 use crate::blocking::Fail;
 pub use config::Config;
-pub use delivery::Delivery;
+pub use delivery::{Delivery, MessageId};
 pub use error::{
     RecvError, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError, TrySendError,
 };

@@ -382,7 +382,13 @@ impl Shared {
         // in `Shared` beside the ring for as long as the ring.
         let ring = unsafe { Ring::new(base, layout) };
         let cfg = &ring.header().config;
-        layout.write_config(cfg, kind, sys::getpid(), removal.to_raw());
+        layout.write_config(
+            cfg,
+            kind,
+            sys::getpid(),
+            sys::random_u64(),
+            removal.to_raw(),
+        );
         init(&ring);
         ring.init_slots();
         // Attach before anyone can open it: nobody else can see the region

@@ -350,6 +350,7 @@ impl Ring {
             &ring.header().config,
             crate::layout::ChannelKind::Queue,
             1,
+            1,
             crate::layout::REMOVE_NEVER,
         );
         ring.init_slots();
@@ -558,6 +559,12 @@ impl Ring {
     /// bits. Positions themselves are `u64` and never wrap in practice.
     fn tag(&self, pos: u64) -> u64 {
         (pos >> self.lane_shift) & 0xffff_ffff
+    }
+
+    /// The region's instance number, drawn by its creator
+    /// (`ConfigLine::instance`).
+    pub fn instance(&self) -> u64 {
+        self.header().config.instance.load(Ordering::Relaxed)
     }
 
     /// The identity of the record at lane position `pos`: lap tag and

@@ -119,7 +119,7 @@ fn open_of_another_layout_version_is_refused() {
     match Queue::open(&name) {
         Err(OpenError::VersionMismatch { found, expected }) => {
             assert_eq!(found, 99);
-            assert_eq!(expected, 6);
+            assert_eq!(expected, 7);
         }
         other => panic!("expected VersionMismatch, got {other:?}"),
     }

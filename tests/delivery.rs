@@ -7,7 +7,7 @@
 
 mod common;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::Read;
 use std::process::Stdio;
 use std::time::Duration;
@@ -328,6 +328,8 @@ fn holding_receiver(name: &str) {
             d.ack();
         }
     }
+    let ids: Vec<String> = held.iter().map(|d| d.message_id().to_string()).collect();
+    println!("held ids {};", ids.join(" "));
     println!("{acked:?}");
     std::thread::sleep(Duration::from_secs(600));
 }
@@ -372,6 +374,9 @@ fn deliveries_of_a_killed_receiver_are_delivered_again_and_acked_ones_are_not() 
         .map(|s| s.parse().unwrap())
         .collect();
     assert_eq!(acked.len(), 10);
+    let held_ids = &out[out.find("held ids ").unwrap() + 9..out.find(';').unwrap()];
+    let mut held_ids: HashSet<&str> = held_ids.split(' ').collect();
+    assert_eq!(held_ids.len(), 10);
     child.kill().unwrap();
     wait_or_kill(&mut child, WATCHDOG, "killed holder");
 
@@ -386,10 +391,80 @@ fn deliveries_of_a_killed_receiver_are_delivered_again_and_acked_ones_are_not() 
         assert!(d[4..].iter().all(|&b| b == i as u8), "message {i} corrupt");
         assert!(!acked.contains(&i), "acked message {i} delivered again");
         assert!(got.insert(i, d.attempt()).is_none(), "{i} delivered twice");
+        let id = d.message_id().to_string();
+        // a held one comes back under the id the dead receiver saw
+        assert_eq!(held_ids.remove(id.as_str()), d.attempt() == 2, "{i}: {id}");
         d.ack();
     }
+    assert!(held_ids.is_empty());
     let again = got.values().filter(|&&a| a == 2).count();
     assert_eq!(again, 10, "the ten held ones come back as attempt 2");
     assert!(matches!(rx.try_recv_delivery(), Err(TryRecvError::Empty)));
     assert!(q.inspect().unwrap().redeliveries >= 10);
+}
+
+#[test]
+fn a_message_keeps_its_id_across_deliveries_and_no_two_messages_share_one() {
+    let name = TempName::new("dl-id");
+    let first_instance;
+    {
+        let q = small_queue(&name);
+        let tx = q.sender().unwrap();
+        let rx = q.receiver().unwrap();
+        tx.send(b"a").unwrap();
+        tx.send(b"b").unwrap();
+        let a = rx.recv_delivery().unwrap();
+        let b = rx.recv_delivery().unwrap();
+        let (id_a, id_b) = (a.message_id(), b.message_id());
+        assert_ne!(id_a, id_b);
+        a.nack();
+        drop(b); // a drop is a nack too
+        let mut again = HashMap::new();
+        for _ in 0..2 {
+            let d = rx.recv_delivery().unwrap();
+            assert_eq!(d.attempt(), 2);
+            again.insert(d.to_vec(), d.message_id());
+            d.ack();
+        }
+        assert_eq!(again[&b"a"[..]], id_a, "a nacked message keeps its id");
+        assert_eq!(again[&b"b"[..]], id_b, "a dropped delivery keeps its id");
+
+        // Space reused lap after lap: every message a new id, also where
+        // it lands on a place an earlier message had (the lap differs).
+        let mut seen = HashSet::from([id_a, id_b]);
+        let msg = vec![7u8; 3000];
+        for i in 0..2000 {
+            tx.send(&msg).unwrap();
+            let d = rx.recv_delivery().unwrap();
+            assert!(seen.insert(d.message_id()), "message {i}: id reused");
+            d.ack();
+        }
+        // a large message (streamed) has an id too, and a fresh one
+        let big = vec![9u8; q.max_message() * 3];
+        let big2 = big.clone();
+        let writer = std::thread::spawn(move || tx.send(&big2).map_err(|e| e.to_string()));
+        let d = rx.recv_delivery().unwrap();
+        assert_eq!(d.len(), big.len());
+        assert!(seen.insert(d.message_id()));
+        d.ack();
+        writer.join().unwrap().unwrap();
+        first_instance = id_a.to_string();
+    }
+    // the last handle gone, the name was removed (the default `Removal`)
+    assert!(Queue::open(&name).is_err());
+    // a new queue of the same name: other ids, though its first message
+    // sits where the old queue's first message did
+    let q = small_queue(&name);
+    q.sender().unwrap().send(b"a").unwrap();
+    let d = q.receiver().unwrap().recv_delivery().unwrap();
+    let id = d.message_id().to_string();
+    assert_ne!(id, first_instance);
+    let (old_rest, new_rest) = (first_instance.split_once('-'), id.split_once('-'));
+    assert_eq!(
+        old_rest.unwrap().1,
+        new_rest.unwrap().1,
+        "same lane and place"
+    );
+    assert_eq!(id.len(), first_instance.len());
+    d.ack();
 }

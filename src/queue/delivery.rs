@@ -70,16 +70,28 @@ pub struct Delivery {
     /// sends it again) when given back.
     stream: Option<StreamRead>,
     attempt: u32,
+    id: MessageId,
 }
 
 static_assertions::assert_impl_all!(Delivery: Send, Sync);
 
 impl Delivery {
     fn new(rx: Receiver, got: Received, buf: Vec<u8>) -> Self {
-        let attempt = match &got {
-            Received::Record(c) => c.attempt(),
+        let instance = rx.h.ring().instance();
+        let ((lane, record), attempt) = match &got {
+            Received::Record(c) => {
+                let (lane, record, _) = c.location();
+                ((lane, record), c.attempt())
+            }
             // a large message's head is never held: its sender counts
-            Received::Stream(_) | Received::HeldStream(..) => 1,
+            Received::HeldStream(_, s) => (s.head(), 1),
+            // not made by `Take::Deliver`; an identity no record has
+            Received::Stream(_) => ((u32::MAX, u64::MAX), 1),
+        };
+        let id = MessageId {
+            instance,
+            lane,
+            record,
         };
         let (stream, got) = match got {
             Received::HeldStream(n, s) => (Some(s), Received::Stream(n)),
@@ -89,7 +101,20 @@ impl Delivery {
             lent: Lent::new(rx, (got, buf)),
             stream,
             attempt,
+            id,
         }
+    }
+
+    /// This message's identity in its queue: the same on every delivery
+    /// of it (after a `nack`, or its receiver's death), different for
+    /// every other message the queue carries, and for the messages of an
+    /// earlier or later queue of the same name. A bridge uses it as a
+    /// de-duplication key (`shmq bridge push` sends it as `Nats-Msg-Id`).
+    ///
+    /// A large message (above `max_message`) that comes back is sent again
+    /// whole by its writer, as a new sending with a new identity.
+    pub fn message_id(&self) -> MessageId {
+        self.id
     }
 
     /// Which delivery of this message this is: 1 the first time, one more
@@ -136,6 +161,27 @@ impl Drop for Delivery {
     }
 }
 
+/// The identity of a message in its queue ([`Delivery::message_id`]):
+/// the region's instance number (drawn at random by its creator), the
+/// message's lane and its record's place in the lane (lap and offset,
+/// unique for 2^32 laps of the lane).
+///
+/// Its `Display` form, `iiiiiiiiiiiiiiii-L-rrrrrrrrrrrr` (hexadecimal
+/// instance, decimal lane, hexadecimal record), is stable: a bridge may
+/// store it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct MessageId {
+    instance: u64,
+    lane: u32,
+    record: u64,
+}
+
+impl fmt::Display for MessageId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:016x}-{}-{:x}", self.instance, self.lane, self.record)
+    }
+}
+
 impl Deref for Delivery {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
@@ -148,6 +194,7 @@ impl fmt::Debug for Delivery {
         f.debug_struct("Delivery")
             .field("len", &self.len())
             .field("attempt", &self.attempt)
+            .field("id", &self.id)
             .finish()
     }
 }

@@ -101,6 +101,8 @@ impl Fragment {
 pub struct StreamRead {
     lane: u32,
     id: u32,
+    /// The head's record identity (`Ring::record_id`).
+    head: u64,
     /// The writer's owner bits (from the head's `READY` word).
     writer: u64,
     me: u64,
@@ -111,6 +113,12 @@ pub struct StreamRead {
 }
 
 impl StreamRead {
+    /// Its lane and its head's record identity (`Ring::record_id`): which
+    /// sending of a message this stream is.
+    pub fn head(&self) -> (u32, u64) {
+        (self.lane, self.head)
+    }
+
     /// Its lane, its stream id and its reader's owner bits: what
     /// [`Ring::stream_read_by`] checks.
     pub fn identity(&self) -> (u32, u32, u64) {
@@ -377,6 +385,7 @@ impl Ring {
         Ok(Some(StreamRead {
             lane,
             id,
+            head: self.record_id(pos),
             writer,
             me: me.record_bits(),
             cursor: pos + 1,

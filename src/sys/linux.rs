@@ -532,6 +532,25 @@ pub(crate) fn futex_wait_at(word: *const AtomicU32, expected: u32, deadline: Dur
     rc == 0
 }
 
+/// A random `u64` from the kernel (`getrandom`), or, if that fails, the
+/// clock and the process id mixed: a region's instance number needs to
+/// differ from its name's earlier regions, not to be secret.
+pub(crate) fn random_u64() -> u64 {
+    let mut bytes = [0u8; 8];
+    // SAFETY: `bytes` is a writable buffer of the length passed.
+    let n = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), libc::GRND_NONBLOCK) };
+    if n == 8 {
+        return u64::from_ne_bytes(bytes);
+    }
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::Realtime);
+    let mix = (t.tv_sec as u64).rotate_left(32) ^ t.tv_nsec as u64 ^ u64::from(getpid()) << 40;
+    // splitmix64's finaliser: nearby inputs give unrelated outputs
+    let mut z = mix.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
 /// The process id of the caller.
 pub(crate) fn getpid() -> u32 {
     rustix::process::getpid().as_raw_nonzero().get() as u32
