@@ -6,12 +6,14 @@
 //! shmq rm NAME...         remove queues nobody uses (--force: even live ones)
 //! shmq gc                 remove every stale queue (left by crashed processes)
 //! shmq bench              a quick two-process throughput and latency check
+//! shmq bridge push|pull   carry a queue across hosts through NATS JetStream
 //! ```
 //!
 //! Human-readable output by default, `--json` for scripts. Exit status 0 on
 //! success, 1 if anything failed or was refused, 2 for a usage error.
 
 mod bench;
+mod bridge;
 mod report;
 
 use std::process::ExitCode;
@@ -82,6 +84,9 @@ enum Command {
     },
     /// Run a quick two-process throughput and round-trip latency check.
     Bench(bench::Args),
+    /// Carry a queue across hosts through NATS JetStream (docs/bridge.md).
+    #[command(subcommand)]
+    Bridge(Box<bridge::BridgeCommand>),
     /// The other process of `shmq bench` (internal).
     #[command(hide = true)]
     BenchPeer(bench::PeerArgs),
@@ -95,6 +100,7 @@ fn main() -> ExitCode {
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Bridge(cmd) => return bridge::run(*cmd),
         Command::Ls { all, json } => ls(all, json),
         Command::Inspect { name, json } => inspect(&name, json),
         Command::Rm { names, force, json } => rm(&names, force, json),

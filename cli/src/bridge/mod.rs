@@ -1,0 +1,218 @@
+//! `shmq bridge push` and `shmq bridge pull`: a local queue carried across
+//! hosts through a NATS JetStream work-queue stream (docs/bridge.md).
+//!
+//! ```text
+//! host A: producers -> queue -> bridge push --+
+//!                                             v
+//!                          nats-server (stream, work-queue retention)
+//!                                             |
+//! host C: consumers <- queue <- bridge pull --+
+//! ```
+//!
+//! At-least-once end to end: `push` acks a local delivery only after
+//! JetStream's publish ack, `pull` acks JetStream only after the local
+//! `send` returned. Each module has one job: [`connect`] (options to a
+//! client), [`setup`] (the stream and consumer, created or checked),
+//! [`push`], [`pull`], [`recent`] (what `pull` already delivered), [`log`]
+//! (events, counters and the status line).
+
+mod connect;
+mod log;
+mod pull;
+mod push;
+mod recent;
+mod setup;
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+use tokio::sync::watch;
+
+pub use self::connect::ConnectArgs;
+use self::log::Log;
+
+/// `shmq bridge ...`.
+#[derive(Debug, Subcommand)]
+pub enum BridgeCommand {
+    /// Carry a local queue's messages into a JetStream stream: receive each
+    /// as a delivery, publish it with a de-duplication id, ack it locally
+    /// once JetStream acked the publish.
+    Push(PushArgs),
+    /// Carry a JetStream stream's messages into a local queue through a
+    /// durable pull consumer: send each locally, then ack it to JetStream.
+    Pull(PullArgs),
+}
+
+/// Options of `shmq bridge push`.
+#[derive(Debug, Args)]
+pub struct PushArgs {
+    /// The local queue to drain (created with default settings if missing).
+    #[arg(long)]
+    pub queue: String,
+    /// The JetStream stream (created with work-queue retention if missing).
+    #[arg(long)]
+    pub stream: String,
+    /// The subject to publish on [default: shmq.STREAM].
+    #[arg(long)]
+    pub subject: Option<String>,
+    /// Publishes awaiting JetStream's ack at once.
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=65_536))]
+    pub max_in_flight: u32,
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+/// Options of `shmq bridge pull`.
+#[derive(Debug, Args)]
+pub struct PullArgs {
+    /// The JetStream stream to consume (created if missing).
+    #[arg(long)]
+    pub stream: String,
+    /// The local queue to fill (created with default settings if missing).
+    #[arg(long)]
+    pub queue: String,
+    /// The durable pull consumer's name: bridges of the same name share
+    /// the stream's messages.
+    #[arg(long, default_value = "shmq-bridge")]
+    pub consumer: String,
+    /// Consume only this subject of the stream [default: every subject].
+    #[arg(long)]
+    pub subject: Option<String>,
+    /// Messages fetched ahead of the local queue.
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=65_536))]
+    pub batch: u32,
+    /// How long JetStream waits for an ack before it delivers a message
+    /// again (set on a consumer this bridge creates).
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub ack_wait: Duration,
+    /// How many message ids the bridge remembers having delivered, to ack
+    /// without sending again a message JetStream delivers twice while the
+    /// bridge lives (0: none).
+    #[arg(long, default_value_t = 262_144)]
+    pub remember: usize,
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+/// Logging options of both directions.
+#[derive(Debug, Args)]
+pub struct OutputArgs {
+    /// Log JSON lines (one object per event) instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Seconds between status lines (0: none).
+    #[arg(long, default_value_t = 5.0)]
+    pub status_every: f64,
+}
+
+/// `30s`, `500ms`, `2m` or a bare number of seconds.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let (num, scale) = if let Some(n) = s.strip_suffix("ms") {
+        (n, 0.001)
+    } else if let Some(n) = s.strip_suffix('s') {
+        (n, 1.0)
+    } else if let Some(n) = s.strip_suffix('m') {
+        (n, 60.0)
+    } else {
+        (s, 1.0)
+    };
+    let v: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration (say 30s, 500ms or 2m)"))?;
+    if !(v * scale).is_finite() || v * scale <= 0.0 {
+        return Err(format!("`{s}`: a duration must be positive"));
+    }
+    Ok(Duration::from_secs_f64(v * scale))
+}
+
+/// The subject a stream of this name is created with, and `push` publishes
+/// on, unless told otherwise.
+fn default_subject(stream: &str) -> String {
+    format!("shmq.{stream}")
+}
+
+/// Why a bridge stopped: printed once, then exit status 1.
+pub type BridgeError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Runs a bridge until SIGTERM or SIGINT (exit 0) or a fatal error (1).
+pub fn run(cmd: BridgeCommand) -> ExitCode {
+    let (direction, output) = match &cmd {
+        BridgeCommand::Push(a) => ("push", &a.output),
+        BridgeCommand::Pull(a) => ("pull", &a.output),
+    };
+    let log = Log::new(direction, output.json);
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            log.error(&format!("cannot start the async runtime: {e}"), &[]);
+            return ExitCode::FAILURE;
+        }
+    };
+    let status_every = Duration::from_secs_f64(output.status_every.max(0.0));
+    let result = runtime.block_on(async {
+        let (stop_tx, stop) = watch::channel(false);
+        let signals = tokio::spawn(stop_on_signal(stop_tx, log.clone()));
+        let status = log.spawn_status(status_every);
+        let r = match cmd {
+            BridgeCommand::Push(a) => push::run(a, log.clone(), stop).await,
+            BridgeCommand::Pull(a) => pull::run(a, log.clone(), stop).await,
+        };
+        signals.abort();
+        status.abort();
+        log.status_line();
+        r
+    });
+    match result {
+        Ok(()) => {
+            log.info("stopped", &[]);
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            log.error(&e.to_string(), &[]);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Sets `stop` at the first SIGTERM or SIGINT.
+async fn stop_on_signal(stop: watch::Sender<bool>, log: Log) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        log.error("cannot install signal handlers: SIGTERM kills at once", &[]);
+        return;
+    };
+    let name = tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    };
+    log.info(&format!("{name}: finishing the messages in flight"), &[]);
+    let _ = stop.send(true);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_with_units_and_refuse_nonsense() {
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("-3s").is_err());
+        assert!(parse_duration("soon").unwrap_err().contains("30s"));
+    }
+}

@@ -1,0 +1,432 @@
+//! `shmq bridge push` and `pull` against a real `nats-server` on loopback:
+//! messages cross, every committed one arrives when bridges and the server
+//! are killed, and bad input gets a clear error with nothing lost
+//! (docs/bridge.md). A test skips, saying so, only when `nats-server` is
+//! not installed and `SHMQ_REQUIRE_NATS` is unset (CI sets it).
+
+mod support;
+
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use shmq::{Config, Queue, RecvTimeoutError};
+use support::{Bridge, NatsServer, Tally, message, queue_name};
+
+const LONG: Duration = Duration::from_secs(60);
+
+fn push(queue: &str, server: &NatsServer, stream: &str, extra: &[&str]) -> Bridge {
+    let url = server.url();
+    let mut args = vec![
+        "push", "--queue", queue, "--stream", stream, "--server", &url,
+    ];
+    args.extend_from_slice(extra);
+    Bridge::start("push", &args)
+}
+
+fn pull(queue: &str, server: &NatsServer, stream: &str, extra: &[&str]) -> Bridge {
+    let url = server.url();
+    let mut args = vec![
+        "pull", "--queue", queue, "--stream", stream, "--server", &url,
+    ];
+    args.extend_from_slice(extra);
+    Bridge::start("pull", &args)
+}
+
+/// Producer threads sending `per` messages each of `len` bytes, paced
+/// so that faults land mid-stream.
+fn produce(q: &Queue, producers: u32, per: u64, len: usize, pace: Duration) -> Vec<JoinHandle<()>> {
+    (0..producers)
+        .map(|p| {
+            let tx = q.sender().unwrap();
+            std::thread::spawn(move || {
+                for s in 0..per {
+                    tx.send(&message(p, s, len)).unwrap();
+                    if !pace.is_zero() && s % 100 == 99 {
+                        std::thread::sleep(pace);
+                    }
+                }
+            })
+        })
+        .collect()
+}
+
+/// A consumer thread tallying what reaches `q` until `want` distinct
+/// messages arrived (or a minute passes without one).
+fn consume(q: &Queue, want: usize) -> JoinHandle<Tally> {
+    let rx = q.receiver().unwrap();
+    std::thread::spawn(move || {
+        let mut t = Tally::default();
+        let mut buf = Vec::new();
+        let mut last = std::time::Instant::now();
+        while t.distinct() < want && last.elapsed() < LONG {
+            match rx.recv_into_timeout(&mut buf, Duration::from_secs(1)) {
+                Ok(_) => {
+                    t.add(&buf);
+                    last = std::time::Instant::now();
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                // the pull bridge, the queue's only sender, is being
+                // restarted: its successor attaches soon
+                Err(RecvTimeoutError::Disconnected) => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
+                Err(e) => panic!("consumer: {e}"),
+            }
+        }
+        // anything more that comes soon is a duplicate to count
+        let more = std::time::Instant::now() + Duration::from_millis(500);
+        while std::time::Instant::now() < more {
+            if rx
+                .recv_into_timeout(&mut buf, Duration::from_millis(100))
+                .is_ok()
+            {
+                t.add(&buf);
+            }
+        }
+        t
+    })
+}
+
+fn last_status(b: &Bridge, key: &str) -> u64 {
+    b.events()
+        .iter()
+        .rev()
+        .find(|e| e["level"] == "status")
+        .and_then(|e| e[key].as_u64())
+        .unwrap_or(0)
+}
+
+#[test]
+fn messages_cross_exactly_once_in_order_without_faults() {
+    let Some(server) = NatsServer::start("plain", &[]) else {
+        return;
+    };
+    let (a, b) = (queue_name("plain-a"), queue_name("plain-b"));
+    let qa = Queue::create(&a, Config::default()).unwrap();
+    let qb = Queue::create(&b, Config::default()).unwrap();
+    let mut p = push(&a, &server, "PLAIN", &[]);
+    let mut l = pull(&b, &server, "PLAIN", &[]);
+    let consumer = consume(&qb, 4 * 5000);
+    for h in produce(&qa, 4, 5000, 100, Duration::ZERO) {
+        h.join().unwrap();
+    }
+    let t = consumer.join().unwrap();
+    assert_eq!(t.missing(4, 5000), vec![], "lost messages");
+    assert_eq!(t.duplicates, 0);
+    assert_eq!(t.out_of_order, 0, "per-producer order");
+    assert!(p.terminate(LONG).success(), "{}", p.log_text());
+    assert!(l.terminate(LONG).success(), "{}", l.log_text());
+    assert_eq!(last_status(&p, "messages"), 20_000, "{}", p.log_text());
+    assert_eq!(last_status(&l, "messages"), 20_000, "{}", l.log_text());
+    assert_eq!(qa.len(), 0);
+}
+
+/// Which process a fault test kills, mid-stream, again and again.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Victim {
+    Push,
+    Pull,
+    Server,
+}
+
+/// What a fault run saw.
+struct FaultRun {
+    tally: Tally,
+    kills: u64,
+    /// Republishes JetStream stored once (push side).
+    suppressed_by_jetstream: u64,
+    /// Messages JetStream delivered again (pull side).
+    redelivered: u64,
+    /// Of those, acked by a pull bridge that had sent them already.
+    suppressed_by_pull: u64,
+}
+
+/// Sends 3 × 10,000 checksummed messages (3 × 60,000 at once when the
+/// push bridge is the victim) across while `victim` is
+/// SIGKILLed (and restarted) every 700 ms, four times; checks that every
+/// one arrived intact, and reports the duplicates.
+fn run_with_faults(tag: &str, victim: Victim) -> Option<FaultRun> {
+    const PRODUCERS: u32 = 3;
+    // a push bridge as the victim gets a backlog: it has publishes in
+    // flight whenever it dies
+    let per: u64 = if victim == Victim::Push {
+        60_000
+    } else {
+        10_000
+    };
+    let mut server = NatsServer::start(tag, &[])?;
+    let stream = tag.to_uppercase();
+    let (a, b) = (
+        queue_name(&format!("{tag}-a")),
+        queue_name(&format!("{tag}-b")),
+    );
+    let qa = Queue::create(&a, Config::default()).unwrap();
+    let qb = Queue::create(&b, Config::default()).unwrap();
+    let consumer = consume(&qb, (u64::from(PRODUCERS) * per) as usize);
+    // ~3 s of sending, so the kills land mid-stream
+    let pace = Duration::from_millis(if victim == Victim::Push { 0 } else { 30 });
+    let producers = produce(&qa, PRODUCERS, per, 200, pace);
+    // a short ack wait: what a killed pull bridge had fetched comes back soon
+    let fast = ["--ack-wait", "2s"];
+    let mut p = push(&a, &server, &stream, &[]);
+    let mut l = pull(&b, &server, &stream, &fast);
+    let (mut suppressed_js, mut redelivered, mut suppressed_pull) = (0, 0, 0);
+    let sum_pull = |l: &Bridge, redelivered: &mut u64, suppressed: &mut u64| {
+        *redelivered += last_status(l, "redeliveries");
+        *suppressed += last_status(l, "duplicates");
+    };
+    for _ in 0..4 {
+        // longer than the status period: each bridge reports before it dies
+        std::thread::sleep(Duration::from_millis(700));
+        match victim {
+            Victim::Push => {
+                p.kill9();
+                suppressed_js += last_status(&p, "duplicates");
+                p = push(&a, &server, &stream, &[]);
+            }
+            Victim::Pull => {
+                l.kill9();
+                sum_pull(&l, &mut redelivered, &mut suppressed_pull);
+                l = pull(&b, &server, &stream, &fast);
+            }
+            Victim::Server => {
+                server.kill();
+                std::thread::sleep(Duration::from_millis(300));
+                server.restart();
+            }
+        }
+    }
+    for h in producers {
+        h.join().unwrap();
+    }
+    let tally = consumer.join().unwrap();
+    let missing = tally.missing(PRODUCERS, per);
+    assert!(
+        missing.is_empty(),
+        "{} lost, first {:?}\npush:\n{}\npull:\n{}",
+        missing.len(),
+        &missing[..missing.len().min(5)],
+        p.log_text(),
+        l.log_text()
+    );
+    assert!(p.terminate(LONG).success(), "{}", p.log_text());
+    assert!(l.terminate(LONG).success(), "{}", l.log_text());
+    suppressed_js += last_status(&p, "duplicates");
+    sum_pull(&l, &mut redelivered, &mut suppressed_pull);
+    assert_eq!(qa.len(), 0, "everything left the sending host");
+    let run = FaultRun {
+        tally,
+        kills: 4,
+        suppressed_by_jetstream: suppressed_js,
+        redelivered,
+        suppressed_by_pull: suppressed_pull,
+    };
+    eprintln!(
+        "{victim:?} killed {} times: {} delivered, {} duplicates and {} out of order downstream; \
+         {} republishes stored once by JetStream; {} JetStream redeliveries, {} of them \
+         acked by the pull bridge without sending",
+        run.kills,
+        run.tally.distinct(),
+        run.tally.duplicates,
+        run.tally.out_of_order,
+        run.suppressed_by_jetstream,
+        run.redelivered,
+        run.suppressed_by_pull,
+    );
+    Some(run)
+}
+
+/// A killed push bridge leaves publishes JetStream stored but it never
+/// acked locally: they come back to its successor under the same id, and
+/// JetStream's de-duplication stores them once. No duplicate downstream.
+#[test]
+fn a_killed_push_bridge_loses_nothing_and_adds_no_duplicate() {
+    let Some(run) = run_with_faults("killpush", Victim::Push) else {
+        return;
+    };
+    assert_eq!(run.tally.duplicates, 0);
+    assert!(
+        run.suppressed_by_jetstream > 0,
+        "no kill caught a publish in flight"
+    );
+}
+
+/// A killed pull bridge: what it had fetched and not sent comes back to
+/// its successor (after the ack wait), sent once. Only a message sent
+/// locally whose ack had not left the dying process can arrive twice.
+#[test]
+fn a_killed_pull_bridge_loses_nothing_and_duplicates_only_unacked_sends() {
+    let Some(run) = run_with_faults("killpull", Victim::Pull) else {
+        return;
+    };
+    assert!(
+        run.tally.duplicates <= 16 * run.kills,
+        "{} duplicates from {} kills",
+        run.tally.duplicates,
+        run.kills
+    );
+    assert!(run.tally.duplicates <= run.redelivered);
+}
+
+/// A killed server: publishes in flight fail and are retried under the
+/// same id; acks it had not written down are forgotten and those messages
+/// delivered again, which the (living) pull bridge recognises by id.
+#[test]
+fn a_killed_server_loses_nothing_and_adds_no_duplicate() {
+    let Some(run) = run_with_faults("killserver", Victim::Server) else {
+        return;
+    };
+    assert_eq!(run.tally.duplicates, 0);
+}
+
+#[test]
+fn an_unreachable_server_is_a_clear_error_and_the_queue_keeps_its_messages() {
+    let a = queue_name("unreach");
+    let qa = Queue::create(&a, Config::default()).unwrap();
+    qa.sender().unwrap().send(b"keep me").unwrap();
+    // a port nobody listens on
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("nats://127.0.0.1:{port}");
+    let mut p = Bridge::start(
+        "unreach",
+        &[
+            "push",
+            "--queue",
+            &a,
+            "--stream",
+            "S",
+            "--server",
+            &url,
+            "--connect-timeout",
+            "1s",
+        ],
+    );
+    let status = p.wait_exit(LONG);
+    assert!(!status.success());
+    let log = p.log_text();
+    assert!(
+        log.contains("cannot connect to") && log.contains(&url),
+        "{log}"
+    );
+    let got = qa.receiver().unwrap().recv_owned_timeout(LONG).unwrap();
+    assert_eq!(&*got, b"keep me");
+}
+
+#[test]
+fn credentials_are_passed_through_and_wrong_ones_refused() {
+    let Some(server) = NatsServer::start("auth", &["--user", "alice", "--pass", "s3cret"]) else {
+        return;
+    };
+    let (a, b) = (queue_name("auth-a"), queue_name("auth-b"));
+    let qa = Queue::create(&a, Config::default()).unwrap();
+    let qb = Queue::create(&b, Config::default()).unwrap();
+    qa.sender().unwrap().send(&message(0, 0, 10)).unwrap();
+    let mut wrong = push(
+        &a,
+        &server,
+        "AUTH",
+        &["--user", "alice", "--password", "nope"],
+    );
+    assert!(!wrong.wait_exit(LONG).success());
+    assert!(
+        wrong.log_text().contains("cannot connect"),
+        "{}",
+        wrong.log_text()
+    );
+    assert_eq!(
+        qa.len(),
+        1,
+        "nothing taken by a bridge that could not connect"
+    );
+    let _p = push(
+        &a,
+        &server,
+        "AUTH",
+        &["--user", "alice", "--password", "s3cret"],
+    );
+    // the password from the environment, as `NATS_PASSWORD`
+    let url = server.url();
+    let child_env = Bridge::start_with_env(
+        "auth-pull",
+        &[
+            "pull", "--queue", &b, "--stream", "AUTH", "--server", &url, "--user", "alice",
+        ],
+        &[("NATS_PASSWORD", "s3cret")],
+    );
+    let got = qb.receiver().unwrap().recv_owned_timeout(LONG).unwrap();
+    let mut t = Tally::default();
+    t.add(&got);
+    assert_eq!(t.missing(1, 1), vec![]);
+    drop(child_env);
+}
+
+#[test]
+fn a_stream_that_does_not_fit_is_refused_with_what_is_wrong() {
+    let Some(server) = NatsServer::start("misfit", &[]) else {
+        return;
+    };
+    // a limits stream that discards old messages, made by someone else
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let c = async_nats::connect(server.url()).await.unwrap();
+        let js = async_nats::jetstream::new(c);
+        js.create_stream(async_nats::jetstream::stream::Config {
+            name: "MISFIT".into(),
+            subjects: vec!["other.>".into()],
+            max_messages: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    });
+    let a = queue_name("misfit");
+    let qa = Queue::create(&a, Config::default()).unwrap();
+    qa.sender().unwrap().send(b"stay").unwrap();
+    let mut p = push(&a, &server, "MISFIT", &[]);
+    assert!(!p.wait_exit(LONG).success());
+    let log = p.log_text();
+    for what in [
+        "does not fit",
+        "retention",
+        "discards old messages",
+        "does not take subject shmq.MISFIT",
+    ] {
+        assert!(log.contains(what), "missing `{what}` in:\n{log}");
+    }
+    assert_eq!(qa.len(), 1);
+}
+
+#[test]
+fn a_message_above_the_servers_max_payload_stays_in_the_queue_with_an_error() {
+    let conf =
+        std::env::temp_dir().join(format!("shmq-nats-maxpayload-{}.conf", std::process::id()));
+    std::fs::write(&conf, "max_payload: 4096\n").unwrap();
+    let conf_s = conf.to_str().unwrap().to_owned();
+    let Some(server) = NatsServer::start("maxpayload", &["-c", &conf_s]) else {
+        return;
+    };
+    let (a, b) = (queue_name("big-a"), queue_name("big-b"));
+    let qa = Queue::create(&a, Config::default()).unwrap();
+    let qb = Queue::create(&b, Config::default()).unwrap();
+    let tx = qa.sender().unwrap();
+    tx.send(&message(0, 0, 10_000)).unwrap();
+    tx.send(&message(0, 1, 100)).unwrap();
+    let mut p = push(&a, &server, "BIG", &[]);
+    let _l = pull(&b, &server, "BIG", &[]);
+    // the small one behind it crosses
+    let got = qb.receiver().unwrap().recv_owned_timeout(LONG).unwrap();
+    assert_eq!(&got[..12], &message(0, 1, 100)[..12]);
+    p.wait_for("larger than the server's max_payload", LONG);
+    assert!(p.terminate(LONG).success());
+    // and the big one is back in its queue, whole
+    let back = qa.receiver().unwrap().recv_owned_timeout(LONG).unwrap();
+    assert_eq!(&*back, &message(0, 0, 10_000)[..]);
+    let _ = std::fs::remove_file(&conf);
+}
