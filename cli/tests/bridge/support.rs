@@ -17,11 +17,20 @@ pub struct NatsServer {
     pub port: u16,
     store: PathBuf,
     extra: Vec<String>,
+    /// The network namespace it runs in (`None`: this one).
+    netns: Option<String>,
+    log: PathBuf,
 }
 
 impl NatsServer {
     /// Starts one, or returns `None` after saying why the test is skipped.
     pub fn start(tag: &str, extra: &[&str]) -> Option<Self> {
+        Self::start_in(tag, extra, None)
+    }
+
+    /// [`start`](Self::start) inside network namespace `netns`,
+    /// listening on every address there.
+    pub fn start_in(tag: &str, extra: &[&str], netns: Option<&str>) -> Option<Self> {
         let Some(bin) = nats_server_binary() else {
             let why = "nats-server is not installed (apt-get install nats-server)";
             assert!(std::env::var_os(REQUIRE).is_none(), "{why}");
@@ -32,19 +41,27 @@ impl NatsServer {
         let port = free_port();
         let store = std::env::temp_dir().join(format!("shmq-nats-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&store);
+        let log = store.with_extension("log");
         let mut s = Self {
             child: None,
             port,
             store,
             extra: extra.iter().map(|s| (*s).to_owned()).collect(),
+            netns: netns.map(str::to_owned),
+            log,
         };
         s.restart();
         Some(s)
     }
 
-    /// The URL bridges connect to.
+    /// The URL bridges on this host connect to.
     pub fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
+        self.url_at("127.0.0.1")
+    }
+
+    /// Its URL at address `addr`.
+    pub fn url_at(&self, addr: &str) -> String {
+        format!("nats://{addr}:{}", self.port)
     }
 
     /// Kills it with SIGKILL (its file store stays).
@@ -59,16 +76,27 @@ impl NatsServer {
     /// accepts connections.
     pub fn restart(&mut self) {
         self.kill();
-        let child = Command::new(nats_server_binary().expect("checked"))
-            .args([
-                "-js",
-                "-a",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-sd",
-            ])
+        let _ = std::fs::remove_file(&self.log);
+        let bin = nats_server_binary().expect("checked");
+        let mut cmd = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns])
+                    .arg(bin)
+                    .args(["-a", "0.0.0.0"]);
+                c
+            }
+            None => {
+                let mut c = Command::new(bin);
+                c.args(["-a", "127.0.0.1"]);
+                c
+            }
+        };
+        let child = cmd
+            .args(["-js", "-p", &self.port.to_string(), "-sd"])
             .arg(&self.store)
+            .arg("-l")
+            .arg(&self.log)
             .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -76,8 +104,15 @@ impl NatsServer {
             .expect("start nats-server");
         self.child = Some(child);
         let until = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < until, "nats-server did not start");
+        while !std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .contains("Server is ready")
+        {
+            assert!(
+                Instant::now() < until,
+                "nats-server did not start:\n{}",
+                std::fs::read_to_string(&self.log).unwrap_or_default()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -87,6 +122,7 @@ impl Drop for NatsServer {
     fn drop(&mut self) {
         self.kill();
         let _ = std::fs::remove_dir_all(&self.store);
+        let _ = std::fs::remove_file(&self.log);
     }
 }
 
@@ -117,11 +153,25 @@ impl Bridge {
 
     /// [`start`](Self::start) with more environment variables.
     pub fn start_with_env(tag: &str, args: &[&str], env: &[(&str, &str)]) -> Self {
+        Self::start_in(tag, args, env, None)
+    }
+
+    /// [`start_with_env`](Self::start_with_env) inside network namespace
+    /// `netns` (through `ip netns exec`, which execs it: same pid).
+    pub fn start_in(tag: &str, args: &[&str], env: &[(&str, &str)], netns: Option<&str>) -> Self {
         static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let log =
             std::env::temp_dir().join(format!("shmq-bridge-{tag}-{}-{n}.log", std::process::id()));
-        let child = Command::new(env!("CARGO_BIN_EXE_shmq"))
+        let mut cmd = match netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, env!("CARGO_BIN_EXE_shmq")]);
+                c
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_shmq")),
+        };
+        let child = cmd
             .arg("bridge")
             .args(args)
             .args(["--json", "--status-every", "0.5"])
@@ -289,4 +339,78 @@ impl Tally {
             .filter(|k| !self.seen.contains_key(k))
             .collect()
     }
+}
+
+/// Three "hosts" as network namespaces (`scripts/netns-hosts`): A
+/// (producers, push), S (the server), C (pull, consumers). Removed on drop.
+pub struct Hosts {
+    prefix: String,
+}
+
+impl Hosts {
+    /// Creates them, or returns `None` after saying why (not root, no
+    /// `ip`), for the caller to fall back to loopback.
+    pub fn up() -> Option<Self> {
+        let prefix = format!("sq{}", std::process::id() % 100_000);
+        let out = Command::new("bash")
+            .arg(script())
+            .args(["up", &prefix])
+            .output();
+        match out {
+            Ok(o) if o.status.success() => Some(Self { prefix }),
+            Ok(o) => {
+                eprintln!(
+                    "NOTE: no network namespaces ({}): hosts fall back to loopback",
+                    String::from_utf8_lossy(&o.stderr).trim()
+                );
+                let _ = Command::new("bash")
+                    .arg(script())
+                    .args(["down", &prefix])
+                    .status();
+                None
+            }
+            Err(e) => {
+                eprintln!("NOTE: no network namespaces ({e}): hosts fall back to loopback");
+                None
+            }
+        }
+    }
+
+    /// The namespace of host `h` (`a`, `s` or `c`).
+    pub fn ns(&self, h: char) -> String {
+        format!("{}-{h}", self.prefix)
+    }
+
+    /// Takes the link between S and `side` (`a` or `c`) down.
+    pub fn cut(&self, side: char) {
+        self.link("cut", side);
+    }
+
+    /// Brings it up again.
+    pub fn mend(&self, side: char) {
+        self.link("mend", side);
+    }
+
+    fn link(&self, what: &str, side: char) {
+        let ok = Command::new("bash")
+            .arg(script())
+            .args([what, &self.prefix, &side.to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "netns-hosts {what} {side}");
+    }
+}
+
+impl Drop for Hosts {
+    fn drop(&mut self) {
+        let _ = Command::new("bash")
+            .arg(script())
+            .args(["down", &self.prefix])
+            .status();
+    }
+}
+
+fn script() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/netns-hosts")
 }
