@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use async_nats::{Client, ConnectOptions, Event};
+use async_nats::{Client, ConnectOptions, Event, ServerAddr};
 use clap::Args;
 
 use super::BridgeError;
@@ -47,9 +47,20 @@ impl ConnectArgs {
     /// Connects, or says why not. Later disconnections are retried for
     /// ever (and logged); only the first connection can fail.
     pub async fn connect(&self, log: &Log, name: &str) -> Result<Client, BridgeError> {
+        let servers = self
+            .server
+            .split(',')
+            .map(|s| {
+                s.trim()
+                    .parse::<ServerAddr>()
+                    .map_err(|e| format!("--server {s}: {e}"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let mut opts = ConnectOptions::new()
             .name(name)
             .connection_timeout(self.connect_timeout)
+            // a half-open link is noticed in ~20 s, not the default 2 min
+            .ping_interval(Duration::from_secs(10))
             .max_reconnects(None);
         if let Some(t) = &self.token {
             opts = opts.token(t.clone());
@@ -74,7 +85,7 @@ impl ConnectArgs {
             let log = events.clone();
             async move {
                 match e {
-                    Event::Connected => log.info("reconnected to the server", &[]),
+                    Event::Connected => log.info("connected to the server", &[]),
                     Event::Disconnected => log.warn(
                         "disconnected from the server: reconnecting; messages stay where they are",
                         &[],
@@ -88,7 +99,7 @@ impl ConnectArgs {
         });
         // The connect future itself retries an unreachable server within
         // the timeout; bound the whole attempt too.
-        let attempt = opts.connect(self.server.as_str());
+        let attempt = opts.connect(servers);
         match tokio::time::timeout(self.connect_timeout + Duration::from_secs(1), attempt).await {
             Ok(Ok(client)) => Ok(client),
             Ok(Err(e)) => Err(format!("cannot connect to {}: {e}", self.server).into()),

@@ -1,6 +1,7 @@
 //! The bridge's voice: events as text or JSON lines on stderr, the
 //! counters, and the status line printed every few seconds.
 
+use std::io::Write;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -96,7 +97,8 @@ impl Log {
             }
             s
         };
-        eprintln!("{line}");
+        // a closed stderr must not bring the bridge down
+        let _ = writeln!(std::io::stderr().lock(), "{line}");
     }
 
     /// Prints the status line now: rates since the last one, totals.

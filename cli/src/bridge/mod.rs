@@ -106,8 +106,8 @@ pub struct OutputArgs {
     #[arg(long)]
     pub json: bool,
     /// Seconds between status lines (0: none).
-    #[arg(long, default_value_t = 5.0)]
-    pub status_every: f64,
+    #[arg(long, default_value = "5", value_parser = parse_status_every)]
+    pub status_every: Duration,
 }
 
 /// `30s`, `500ms`, `2m` or a bare number of seconds.
@@ -125,10 +125,22 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
         .trim()
         .parse()
         .map_err(|_| format!("`{s}` is not a duration (say 30s, 500ms or 2m)"))?;
-    if !(v * scale).is_finite() || v * scale <= 0.0 {
+    if v * scale <= 0.0 || v.is_nan() {
         return Err(format!("`{s}`: a duration must be positive"));
     }
-    Ok(Duration::from_secs_f64(v * scale))
+    Duration::try_from_secs_f64(v * scale)
+        .ok()
+        .filter(|d| *d <= Duration::from_secs(365 * 86_400))
+        .ok_or_else(|| format!("`{s}`: at most a year"))
+}
+
+/// Seconds (fractions allowed), 0 for none.
+fn parse_status_every(s: &str) -> Result<Duration, String> {
+    match s.trim().parse::<f64>() {
+        Ok(0.0) => Ok(Duration::ZERO),
+        Ok(_) => parse_duration(s),
+        Err(_) => Err(format!("`{s}` is not a number of seconds")),
+    }
 }
 
 /// The subject a stream of this name is created with, and `push` publishes
@@ -157,7 +169,7 @@ pub fn run(cmd: BridgeCommand) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let status_every = Duration::from_secs_f64(output.status_every.max(0.0));
+    let status_every = output.status_every;
     let result = runtime.block_on(async {
         let (stop_tx, stop) = watch::channel(false);
         let signals = tokio::spawn(stop_on_signal(stop_tx, log.clone()));
@@ -183,7 +195,8 @@ pub fn run(cmd: BridgeCommand) -> ExitCode {
     }
 }
 
-/// Sets `stop` at the first SIGTERM or SIGINT.
+/// Sets `stop` at the first SIGTERM or SIGINT; a second one ends the
+/// process at once (what was not acked is delivered again: nothing lost).
 async fn stop_on_signal(stop: watch::Sender<bool>, log: Log) {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut term), Ok(mut int)) = (
@@ -191,14 +204,29 @@ async fn stop_on_signal(stop: watch::Sender<bool>, log: Log) {
         signal(SignalKind::interrupt()),
     ) else {
         log.error("cannot install signal handlers: SIGTERM kills at once", &[]);
+        // keep `stop` open: a closed channel would read as a stop
+        std::future::pending::<()>().await;
         return;
     };
-    let name = tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
-    };
-    log.info(&format!("{name}: finishing the messages in flight"), &[]);
-    let _ = stop.send(true);
+    for n in 0.. {
+        let name = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        };
+        if n == 0 {
+            log.info(
+                &format!("{name}: finishing the messages in flight (again: stop now)"),
+                &[],
+            );
+            let _ = stop.send(true);
+        } else {
+            log.warn(
+                &format!("{name} again: stopping now; unacked messages come again"),
+                &[],
+            );
+            std::process::exit(1);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -214,5 +242,10 @@ mod tests {
         assert!(parse_duration("0s").is_err());
         assert!(parse_duration("-3s").is_err());
         assert!(parse_duration("soon").unwrap_err().contains("30s"));
+        assert!(parse_duration("1e20s").is_err());
+        assert!(parse_duration("inf").is_err());
+        assert_eq!(parse_status_every("0"), Ok(Duration::ZERO));
+        assert_eq!(parse_status_every("0.5"), Ok(Duration::from_millis(500)));
+        assert!(parse_status_every("inf").is_err());
     }
 }

@@ -11,7 +11,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, AckKind};
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use serde_json::json;
 use shmq::{Config, Queue, SendError, Sender};
 use tokio::sync::watch;
@@ -36,25 +36,35 @@ pub async fn run(
     log: Log,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), BridgeError> {
+    if a.ack_wait < Duration::from_secs(1) {
+        return Err(format!(
+            "--ack-wait {:?} is too short: at least 1s (the bridge extends it every third of it)",
+            a.ack_wait
+        )
+        .into());
+    }
     let client = a.connect.connect(&log, "shmq bridge pull").await?;
     let js = jetstream::ContextBuilder::new()
         .timeout(Duration::from_secs(10))
-        .build(client);
+        .build(client.clone());
     let create_with = a
         .subject
         .clone()
         .unwrap_or_else(|| default_subject(&a.stream));
-    let stream =
-        setup::ensure_stream(&js, &a.stream, &create_with, a.subject.is_some(), &log).await?;
-    let consumer = setup::ensure_consumer(
-        &stream,
-        &a.consumer,
-        a.subject.as_deref(),
-        a.ack_wait,
-        a.batch,
-        &log,
-    )
-    .await?;
+    let setup = || async {
+        let stream =
+            setup::ensure_stream(&js, &a.stream, &create_with, a.subject.is_some(), &log).await?;
+        setup::ensure_consumer(
+            &stream,
+            &a.consumer,
+            a.subject.as_deref(),
+            a.ack_wait,
+            a.batch,
+            &log,
+        )
+        .await
+    };
+    let mut consumer = setup().await?;
     let ack_wait = consumer.cached_info().config.ack_wait;
     let q = Queue::create_or_open(&a.queue, Config::default())
         .map_err(|e| format!("cannot open queue {}: {e}", a.queue))?;
@@ -72,24 +82,37 @@ pub async fn run(
     );
     let counters = log.counters();
     let mut recent = Recent::new(a.remember);
+    let mut again = false;
     'pulling: loop {
         if *stop.borrow() {
             break;
         }
+        if again {
+            // the last pull ended or failed: not in a tight loop, and on a
+            // consumer (or stream) that exists, recreated if it was deleted
+            if pause(&mut stop, Duration::from_secs(1)).await {
+                break;
+            }
+            match setup().await {
+                Ok(c) => consumer = c,
+                Err(e) => {
+                    log.warn(&format!("{e}; trying again"), &[]);
+                    continue;
+                }
+            }
+        }
+        again = true;
         let pulled = consumer
             .stream()
             .max_messages_per_batch(a.batch as usize)
             .heartbeat(Duration::from_secs(5))
-            .expires(Duration::from_secs(30))
+            .expires(setup::PULL_EXPIRES)
             .messages()
             .await;
         let mut messages = match pulled {
             Ok(m) => Some(m),
             Err(e) => {
                 log.warn(&format!("cannot pull: {e}; trying again"), &[]);
-                if pause(&mut stop, Duration::from_secs(1)).await {
-                    break;
-                }
                 continue;
             }
         };
@@ -102,8 +125,14 @@ pub async fn run(
             let msg = match next {
                 None => break,
                 Some(Err(e)) => {
+                    use async_nats::jetstream::consumer::pull::MessagesErrorKind as K;
                     log.warn(&format!("pulling: {e}"), &[]);
-                    continue;
+                    match e.kind() {
+                        // the client recovers from these by itself
+                        K::MissingHeartbeat | K::NoResponders => continue,
+                        // the consumer is gone or refuses: set up again
+                        _ => break,
+                    }
                 }
                 Some(Ok(msg)) => msg,
             };
@@ -130,7 +159,7 @@ pub async fn run(
                     "already in the queue (JetStream delivered it again): acked, not sent again",
                     &[("stream_seq", json!(seq)), ("delivery", json!(delivered))],
                 );
-                let _ = msg.ack().await;
+                let _ = settle(&msg, AckKind::Ack).await;
                 continue;
             }
             counters.in_flight.store(1, Relaxed);
@@ -143,7 +172,7 @@ pub async fn run(
                     }
                     counters.messages.fetch_add(1, Relaxed);
                     counters.bytes.fetch_add(msg.payload.len() as u64, Relaxed);
-                    if let Err(e) = msg.ack().await {
+                    if let Err(e) = settle(&msg, AckKind::Ack).await {
                         log.warn(
                             &format!(
                                 "ack not sent ({e}): JetStream will deliver it again, and this \
@@ -159,21 +188,33 @@ pub async fn run(
                         &format!("the local queue refused a message ({why}): left to JetStream, tried again in 1 s"),
                         &[("stream_seq", json!(seq))],
                     );
-                    let _ = msg
-                        .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
-                        .await;
+                    let _ = settle(&msg, AckKind::Nak(Some(Duration::from_secs(1)))).await;
                     if pause(&mut stop, Duration::from_secs(1)).await {
                         break 'pulling;
                     }
                 }
                 Outcome::Stopped => {
-                    let _ = msg.ack_with(AckKind::Nak(None)).await;
+                    let _ = settle(&msg, AckKind::Nak(None)).await;
                     break 'pulling;
                 }
             }
         }
     }
+    // the acks and naks queued in the client reach the server before the
+    // runtime (and the client's writer task) ends
+    let _ = tokio::time::timeout(Duration::from_secs(2), client.flush()).await;
     Ok(())
+}
+
+/// Acks (or naks, or extends) a message, waiting at most 2 s for the
+/// client to take it: a client that cannot write (reconnecting, its buffer
+/// full) must not keep a SIGTERM waiting. A lost ack only means a
+/// redelivery.
+async fn settle(msg: &jetstream::Message, kind: AckKind) -> Result<(), String> {
+    match tokio::time::timeout(Duration::from_secs(2), msg.ack_with(kind)).await {
+        Ok(r) => r.map_err(|e| e.to_string()),
+        Err(_) => Err("the client did not take it within 2 s".into()),
+    }
 }
 
 /// Sends one message into the local queue, however long it takes:
@@ -199,9 +240,19 @@ async fn send_locally(
                 _ = stop.changed() => return Outcome::Stopped,
                 r = &mut send => break r,
                 _ = progress.tick() => {
-                    let _ = msg.ack_with(AckKind::Progress).await;
-                    if messages.take().is_some() {
-                        log.info("the local queue is full: pulling paused", &[]);
+                    let _ = settle(msg, AckKind::Progress).await;
+                    if let Some(mut fetched) = messages.take() {
+                        // what was fetched behind it goes back now, in
+                        // order, rather than when its own ack wait ends
+                        let mut given_back = 0;
+                        while let Some(Some(Ok(m))) = fetched.next().now_or_never() {
+                            let _ = settle(&m, AckKind::Nak(None)).await;
+                            given_back += 1;
+                        }
+                        log.info(
+                            "the local queue is full: pulling paused",
+                            &[("given_back", json!(given_back))],
+                        );
                     }
                 }
             }

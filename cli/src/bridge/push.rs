@@ -5,9 +5,11 @@
 //! bounded channel. The publisher publishes each with `Nats-Msg-Id` = the
 //! delivery's [`message_id`](shmq::Delivery::message_id), keeps up to
 //! `--max-in-flight` publishes awaiting their ack, and settles them in
-//! order: acked locally after JetStream's ack, given back (to be delivered
-//! again, under the same id) after a failure.
+//! order: acked locally after JetStream's ack, published again (first,
+//! under the same id) after a failure. A delivery is given back to the
+//! queue only when the bridge stops or dies.
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -31,6 +33,9 @@ use super::{BridgeError, PushArgs, default_subject, setup};
 /// them after all, suppressed as duplicates when published again).
 const DRAIN: Duration = Duration::from_secs(10);
 
+/// How long handing one publish to the client may take.
+const PUBLISH_TIMEOUT: Duration = Duration::from_secs(5);
+
 type Settling = Pin<Box<dyn Future<Output = (Delivery, Result<PublishAck, PublishError>)> + Send>>;
 
 /// Runs `shmq bridge push` until `stop` is set or a fatal error.
@@ -40,8 +45,12 @@ pub async fn run(
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), BridgeError> {
     let client = a.connect.connect(&log, "shmq bridge push").await?;
+    // as many acks awaited as publishes in flight (the default, 5000,
+    // would make publish 5001 wait for ever: its ack futures are ours)
     let js = jetstream::ContextBuilder::new()
         .timeout(Duration::from_secs(10))
+        .max_ack_inflight(a.max_in_flight as usize)
+        .backpressure_on_inflight(true)
         .build(client.clone());
     let subject = a
         .subject
@@ -76,19 +85,27 @@ pub async fn run(
     let counters = log.counters();
     let mut in_flight: FuturesOrdered<Settling> = FuturesOrdered::new();
     let mut backoff = Backoff::default();
-    // too large for the server, kept (so still in the queue) until chunked
-    // transfer exists: see docs/bridge.md
+    // Publishes that failed, kept here (not given back to the queue, which
+    // would count a delivery attempt against `max_attempts`) and published
+    // again, first, under the same id.
+    let mut retry: VecDeque<Delivery> = VecDeque::new();
+    // Too large for the server: kept (so still in the queue) until chunked
+    // transfer exists (docs/bridge.md). They count against the in-flight
+    // bound, so a flood of them stops the bridge instead of its memory.
     let mut held_back: Vec<Delivery> = Vec::new();
     let mut reader_ended = false;
     loop {
+        let room = in_flight.len() + held_back.len() < max;
         tokio::select! {
             biased;
             _ = stop.changed() => break,
             Some((d, result)) = in_flight.next(), if !in_flight.is_empty() => {
-                settle(d, result, &log, &mut backoff);
+                if let Some(d) = settle(d, result, &log, &mut backoff) {
+                    retry.push_back(d);
+                }
             }
             () = backoff.pause(), if backoff.paused() => backoff.resume(),
-            d = deliveries.recv(), if in_flight.len() < max && !backoff.paused() => {
+            d = next(&mut retry, &mut deliveries), if room && !backoff.paused() => {
                 let Some(d) = d else {
                     reader_ended = true;
                     break;
@@ -100,12 +117,18 @@ pub async fn run(
                 let publish = PublishMessage::build()
                     .payload(Bytes::copy_from_slice(&d))
                     .message_id(&id);
-                match js.send_publish(subject.clone(), publish).await {
-                    Ok(ack) => {
+                // bounded: a client that cannot write (reconnecting, its
+                // buffer full) must not keep a SIGTERM waiting
+                let sent = tokio::time::timeout(
+                    PUBLISH_TIMEOUT,
+                    js.send_publish(subject.clone(), publish),
+                );
+                match sent.await {
+                    Ok(Ok(ack)) => {
                         counters.in_flight.fetch_add(1, Ordering::Relaxed);
                         in_flight.push_back(Box::pin(async move { (d, ack.await) }));
                     }
-                    Err(e) if e.kind() == PublishErrorKind::MaxPayloadExceeded => {
+                    Ok(Err(e)) if e.kind() == PublishErrorKind::MaxPayloadExceeded => {
                         log.error(
                             "message larger than the server's max_payload: kept in the queue, \
                              not carried (raise max_payload in the server's configuration)",
@@ -114,11 +137,14 @@ pub async fn run(
                         );
                         held_back.push(d);
                     }
-                    Err(e) => {
-                        log.warn(&format!("publish failed, given back to the queue: {e}"),
-                            &[("id", json!(id))]);
+                    failed => {
+                        let why = match failed {
+                            Ok(Err(e)) => e.to_string(),
+                            _ => format!("not written within {PUBLISH_TIMEOUT:?}"),
+                        };
+                        log.warn(&format!("publish failed ({why}): retrying"), &[("id", json!(id))]);
                         counters.retries.fetch_add(1, Ordering::Relaxed);
-                        drop(d);
+                        retry.push_front(d);
                         backoff.failed();
                     }
                 }
@@ -133,7 +159,8 @@ pub async fn run(
     while deliveries.recv().await.is_some() {}
     let drained = tokio::time::timeout(DRAIN, async {
         while let Some((d, result)) = in_flight.next().await {
-            settle(d, result, &log, &mut backoff);
+            // one that failed now is given back (dropped) with the rest
+            let _ = settle(d, result, &log, &mut backoff);
         }
     })
     .await;
@@ -147,7 +174,10 @@ pub async fn run(
         );
     }
     drop(in_flight);
+    drop(retry);
     drop(held_back);
+    // what was given back is the queue's; nothing else to send
+    let _ = tokio::time::timeout(Duration::from_secs(2), client.flush()).await;
     let read = tokio::task::spawn_blocking(move || reader.join())
         .await
         .map_err(|e| format!("the receiving thread: {e}"))?
@@ -159,8 +189,26 @@ pub async fn run(
     Ok(())
 }
 
-/// Acks a delivery JetStream stored, gives back one it did not.
-fn settle(d: Delivery, result: Result<PublishAck, PublishError>, log: &Log, backoff: &mut Backoff) {
+/// The next delivery to publish: one to retry, else a new one (`None`
+/// once the receiving thread ended).
+async fn next(
+    retry: &mut VecDeque<Delivery>,
+    new: &mut mpsc::Receiver<Delivery>,
+) -> Option<Delivery> {
+    match retry.pop_front() {
+        Some(d) => Some(d),
+        None => new.recv().await,
+    }
+}
+
+/// Acks a delivery JetStream stored; returns one it did not, to publish
+/// again (`Some`).
+fn settle(
+    d: Delivery,
+    result: Result<PublishAck, PublishError>,
+    log: &Log,
+    backoff: &mut Backoff,
+) -> Option<Delivery> {
     let c = log.counters();
     c.in_flight.fetch_sub(1, Ordering::Relaxed);
     match result {
@@ -172,15 +220,16 @@ fn settle(d: Delivery, result: Result<PublishAck, PublishError>, log: &Log, back
             c.bytes.fetch_add(d.len() as u64, Ordering::Relaxed);
             d.ack();
             backoff.succeeded();
+            None
         }
         Err(e) => {
             log.warn(
-                &format!("publish not acknowledged, given back to the queue: {e}"),
+                &format!("publish not acknowledged ({e}): retrying"),
                 &[("id", json!(d.message_id().to_string()))],
             );
             c.retries.fetch_add(1, Ordering::Relaxed);
-            drop(d); // given back: delivered again, published again, same id
             backoff.failed();
+            Some(d) // published again under the same id: stored once
         }
     }
 }

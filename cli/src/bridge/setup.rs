@@ -21,6 +21,9 @@ use super::log::Log;
 /// retried within it (same `Nats-Msg-Id`) is stored once.
 pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 
+/// How long one pull request of `shmq bridge pull` lasts.
+pub const PULL_EXPIRES: Duration = Duration::from_secs(30);
+
 /// The stream `name`, created (work-queue retention, file storage, new
 /// messages refused rather than old ones dropped when full) with `subject`
 /// if missing, or checked: it must be a work-queue stream that takes
@@ -96,7 +99,18 @@ fn check_stream(
             c.retention
         ));
     }
-    let bounded = c.max_bytes > 0 || c.max_messages > 0 || c.max_age > Duration::ZERO;
+    if c.max_age > Duration::ZERO {
+        wrong.push(format!(
+            "its messages expire after {:?} (max_age), consumed or not",
+            c.max_age
+        ));
+    }
+    if c.no_ack {
+        wrong.push(
+            "it does not acknowledge publishes (no_ack): nothing could be acked locally".to_owned(),
+        );
+    }
+    let bounded = c.max_bytes > 0 || c.max_messages > 0;
     if bounded && c.discard == DiscardPolicy::Old {
         wrong.push(
             "it discards old messages when full (discard: old, with limits set): \
@@ -133,7 +147,17 @@ fn check_stream(
             &[("stream", json!(name))],
         );
     }
-    if c.duplicate_window.is_zero() || c.no_ack {
+    if c.max_message_size > 0 {
+        log.warn(
+            &format!(
+                "the stream refuses messages above {} bytes (max_msg_size): a larger one is \
+                 retried, and stays in its queue, until the limit is raised",
+                c.max_message_size
+            ),
+            &[("stream", json!(name))],
+        );
+    }
+    if c.duplicate_window.is_zero() {
         log.warn(
             "the stream has no de-duplication window: a publish retried after a crash is stored twice",
             &[("stream", json!(name))],
@@ -155,7 +179,7 @@ pub async fn ensure_consumer(
     let sname = stream.cached_info().config.name.clone();
     match stream.consumer_info(durable).await {
         Ok(info) => {
-            check_consumer(&info.config, &sname, filter, log)?;
+            check_consumer(&info.config, &sname, filter, batch, log)?;
             return stream
                 .get_consumer::<pull::Config>(durable)
                 .await
@@ -193,6 +217,7 @@ fn check_consumer(
     c: &consumer::Config,
     stream: &str,
     filter: Option<&str>,
+    batch: u32,
     log: &Log,
 ) -> Result<(), BridgeError> {
     let name = c.durable_name.as_deref().unwrap_or("?");
@@ -215,6 +240,18 @@ fn check_consumer(
         wrong.push(format!(
             "it consumes {}, not {want}",
             have.unwrap_or("every subject")
+        ));
+    }
+    if c.max_batch > 0 && c.max_batch < i64::from(batch) {
+        wrong.push(format!(
+            "it serves at most {} messages per pull, fewer than --batch {batch}",
+            c.max_batch
+        ));
+    }
+    if c.max_expires > Duration::ZERO && c.max_expires < PULL_EXPIRES {
+        wrong.push(format!(
+            "its pulls may last at most {:?}, less than the bridge's {PULL_EXPIRES:?}",
+            c.max_expires
         ));
     }
     if !wrong.is_empty() {

@@ -87,6 +87,27 @@ fn consume(q: &Queue, want: usize) -> JoinHandle<Tally> {
     })
 }
 
+fn count_events(b: &Bridge, what: &str) -> u64 {
+    b.events()
+        .iter()
+        .filter(|e| e["msg"].as_str().is_some_and(|m| m.contains(what)))
+        .count() as u64
+}
+
+/// The last sequence number of `stream`: how many messages it ever stored.
+fn stream_last_sequence(server: &NatsServer, stream: &str) -> u64 {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let c = async_nats::connect(server.url()).await.unwrap();
+        let js = async_nats::jetstream::new(c);
+        let mut s = js.get_stream(stream).await.unwrap();
+        s.info().await.unwrap().state.last_sequence
+    })
+}
+
 fn last_status(b: &Bridge, key: &str) -> u64 {
     b.events()
         .iter()
@@ -133,8 +154,11 @@ enum Victim {
 struct FaultRun {
     tally: Tally,
     kills: u64,
-    /// Republishes JetStream stored once (push side).
-    suppressed_by_jetstream: u64,
+    /// Messages the sending queue delivered again (to a push bridge that
+    /// followed a killed one), each published again under its id.
+    republished: u64,
+    /// Messages the stream ever stored (its last sequence number).
+    stored: u64,
     /// Messages JetStream delivered again (pull side).
     redelivered: u64,
     /// Of those, acked by a pull bridge that had sent them already.
@@ -170,10 +194,12 @@ fn run_with_faults(tag: &str, victim: Victim) -> Option<FaultRun> {
     let fast = ["--ack-wait", "2s"];
     let mut p = push(&a, &server, &stream, &[]);
     let mut l = pull(&b, &server, &stream, &fast);
-    let (mut suppressed_js, mut redelivered, mut suppressed_pull) = (0, 0, 0);
+    let (mut redelivered, mut suppressed_pull) = (0, 0);
+    // counted from events each bridge logs as they happen (before it can
+    // be killed), read before its log goes with it
     let sum_pull = |l: &Bridge, redelivered: &mut u64, suppressed: &mut u64| {
-        *redelivered += last_status(l, "redeliveries");
-        *suppressed += last_status(l, "duplicates");
+        *redelivered += count_events(l, "delivered again by JetStream");
+        *suppressed += count_events(l, "already in the queue");
     };
     for _ in 0..4 {
         // longer than the status period: each bridge reports before it dies
@@ -181,7 +207,6 @@ fn run_with_faults(tag: &str, victim: Victim) -> Option<FaultRun> {
         match victim {
             Victim::Push => {
                 p.kill9();
-                suppressed_js += last_status(&p, "duplicates");
                 p = push(&a, &server, &stream, &[]);
             }
             Victim::Pull => {
@@ -211,25 +236,29 @@ fn run_with_faults(tag: &str, victim: Victim) -> Option<FaultRun> {
     );
     assert!(p.terminate(LONG).success(), "{}", p.log_text());
     assert!(l.terminate(LONG).success(), "{}", l.log_text());
-    suppressed_js += last_status(&p, "duplicates");
     sum_pull(&l, &mut redelivered, &mut suppressed_pull);
+    // every message stored once: republishes were recognised by id
+    let stored = stream_last_sequence(&server, &stream);
+    let republished = qa.inspect().unwrap().redeliveries;
     assert_eq!(qa.len(), 0, "everything left the sending host");
     let run = FaultRun {
         tally,
         kills: 4,
-        suppressed_by_jetstream: suppressed_js,
+        republished,
+        stored,
         redelivered,
         suppressed_by_pull: suppressed_pull,
     };
     eprintln!(
         "{victim:?} killed {} times: {} delivered, {} duplicates and {} out of order downstream; \
-         {} republishes stored once by JetStream; {} JetStream redeliveries, {} of them \
-         acked by the pull bridge without sending",
+         {} messages delivered again to a push bridge and republished, {} stored; \
+         {} JetStream redeliveries; {} messages acked by a pull bridge that had sent them",
         run.kills,
         run.tally.distinct(),
         run.tally.duplicates,
         run.tally.out_of_order,
-        run.suppressed_by_jetstream,
+        run.republished,
+        run.stored,
         run.redelivered,
         run.suppressed_by_pull,
     );
@@ -245,10 +274,8 @@ fn a_killed_push_bridge_loses_nothing_and_adds_no_duplicate() {
         return;
     };
     assert_eq!(run.tally.duplicates, 0);
-    assert!(
-        run.suppressed_by_jetstream > 0,
-        "no kill caught a publish in flight"
-    );
+    assert!(run.republished > 0, "no kill caught a publish in flight");
+    assert_eq!(run.stored, 3 * 60_000, "a republish stored twice");
 }
 
 /// A killed pull bridge: what it had fetched and not sent comes back to
@@ -259,13 +286,14 @@ fn a_killed_pull_bridge_loses_nothing_and_duplicates_only_unacked_sends() {
     let Some(run) = run_with_faults("killpull", Victim::Pull) else {
         return;
     };
+    // each duplicate is a message JetStream delivered again (logged by the
+    // bridge that got it) that a killed bridge had sent already
     assert!(
-        run.tally.duplicates <= 16 * run.kills,
-        "{} duplicates from {} kills",
+        run.tally.duplicates <= run.redelivered - run.suppressed_by_pull,
+        "{} duplicates, {} redeliveries",
         run.tally.duplicates,
-        run.kills
+        run.redelivered
     );
-    assert!(run.tally.duplicates <= run.redelivered);
 }
 
 /// A killed server: publishes in flight fail and are retried under the
@@ -288,6 +316,10 @@ fn across_namespace_hosts_nothing_is_lost_when_a_link_is_cut() {
     const PRODUCERS: u32 = 3;
     const PER: u64 = 10_000;
     let hosts = Hosts::up();
+    assert!(
+        hosts.is_some() || std::env::var_os("SHMQ_REQUIRE_NATS").is_none(),
+        "CI runs as root with iproute2: the namespaces must work there"
+    );
     let (ns_a, ns_s, ns_c) = match &hosts {
         Some(h) => (Some(h.ns('a')), Some(h.ns('s')), Some(h.ns('c'))),
         None => (None, None, None),
@@ -369,6 +401,94 @@ fn across_namespace_hosts_nothing_is_lost_when_a_link_is_cut() {
         last_status(&l, "duplicates"),
     );
     assert_eq!(qa.len(), 0);
+}
+
+/// A receiving queue with no receiver at first, then a slow one, and room
+/// for a few dozen messages: the pull bridge waits (extending the ack
+/// deadline, giving back what it fetched), drops nothing, sends nothing
+/// twice.
+#[test]
+fn a_full_or_unreceived_local_queue_slows_the_pull_and_loses_nothing() {
+    const N: u64 = 3000;
+    let Some(server) = NatsServer::start("backpressure", &[]) else {
+        return;
+    };
+    let (a, b) = (queue_name("bp-a"), queue_name("bp-b"));
+    let qa = Queue::create(&a, Config::default()).unwrap();
+    let qb = Queue::create(&b, Config::default().capacity_bytes(1 << 16)).unwrap();
+    let mut p = push(&a, &server, "BP", &[]);
+    let mut l = pull(&b, &server, "BP", &["--ack-wait", "1s", "--batch", "64"]);
+    for h in produce(&qa, 1, N, 1000, Duration::ZERO) {
+        h.join().unwrap();
+    }
+    // nobody receives for 3 s: the queue fills, the bridge waits
+    std::thread::sleep(Duration::from_secs(3));
+    l.wait_for("pulling paused", LONG);
+    let rx = qb.receiver().unwrap();
+    let mut t = Tally::default();
+    let mut buf = Vec::new();
+    while t.distinct() < N as usize {
+        rx.recv_into_timeout(&mut buf, LONG)
+            .unwrap_or_else(|e| panic!("after {}: {e}\n{}", t.distinct(), l.log_text()));
+        t.add(&buf);
+        if t.distinct() < 500 {
+            // slow at first: the bridge keeps waiting on a full queue
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+    while rx
+        .recv_into_timeout(&mut buf, Duration::from_millis(500))
+        .is_ok()
+    {
+        t.add(&buf);
+    }
+    assert_eq!(t.missing(1, N), vec![]);
+    assert_eq!(t.duplicates, 0, "{}", l.log_text());
+    eprintln!(
+        "{} messages through a 64 KiB queue, {} out of order, {} JetStream redeliveries",
+        t.distinct(),
+        t.out_of_order,
+        count_events(&l, "delivered again by JetStream")
+    );
+    assert!(p.terminate(LONG).success());
+    assert!(l.terminate(LONG).success());
+}
+
+/// SIGTERM while the server is gone: both bridges stop promptly, and what
+/// the push bridge held goes back to its queue.
+#[test]
+fn sigterm_while_the_server_is_down_stops_promptly_and_keeps_the_messages() {
+    let Some(mut server) = NatsServer::start("termdown", &[]) else {
+        return;
+    };
+    let (a, b) = (queue_name("td-a"), queue_name("td-b"));
+    let qa = Queue::create(&a, Config::default()).unwrap();
+    let _qb = Queue::create(&b, Config::default()).unwrap();
+    let mut p = push(&a, &server, "TD", &[]);
+    let mut l = pull(&b, &server, "TD", &[]);
+    p.wait_for("bridging", LONG);
+    l.wait_for("bridging", LONG);
+    server.kill();
+    p.wait_for("disconnected", LONG);
+    for h in produce(&qa, 1, 100, 100, Duration::ZERO) {
+        h.join().unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let started = std::time::Instant::now();
+    assert!(
+        p.terminate(Duration::from_secs(30)).success(),
+        "{}",
+        p.log_text()
+    );
+    assert!(
+        l.terminate(Duration::from_secs(30)).success(),
+        "{}",
+        l.log_text()
+    );
+    let took = started.elapsed();
+    // the push bridge waits at most 10 s for acks in flight (DRAIN)
+    assert!(took < Duration::from_secs(20), "stopping took {took:?}");
+    assert_eq!(qa.len(), 100, "every message back in the sending queue");
 }
 
 #[test]

@@ -351,7 +351,8 @@ impl Hosts {
     /// Creates them, or returns `None` after saying why (not root, no
     /// `ip`), for the caller to fall back to loopback.
     pub fn up() -> Option<Self> {
-        let prefix = format!("sq{}", std::process::id() % 100_000);
+        // interface names are at most 15 bytes: "sq" + pid + "-as"
+        let prefix = format!("sq{}", std::process::id());
         let out = Command::new("bash")
             .arg(script())
             .args(["up", &prefix])
@@ -360,7 +361,7 @@ impl Hosts {
             Ok(o) if o.status.success() => Some(Self { prefix }),
             Ok(o) => {
                 eprintln!(
-                    "NOTE: no network namespaces ({}): hosts fall back to loopback",
+                    "SKIPPED PART: no network namespaces ({}): hosts fall back to loopback, links are not cut",
                     String::from_utf8_lossy(&o.stderr).trim()
                 );
                 let _ = Command::new("bash")
@@ -370,7 +371,9 @@ impl Hosts {
                 None
             }
             Err(e) => {
-                eprintln!("NOTE: no network namespaces ({e}): hosts fall back to loopback");
+                eprintln!(
+                    "SKIPPED PART: no network namespaces ({e}): hosts fall back to loopback, links are not cut"
+                );
                 None
             }
         }
