@@ -59,6 +59,10 @@ pub struct PushArgs {
     /// Publishes awaiting JetStream's ack at once.
     #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=65_536))]
     pub max_in_flight: u32,
+    /// Payload bytes awaiting JetStream's ack at once (the bound that
+    /// matters for large messages).
+    #[arg(long, default_value = "64MiB", value_parser = parse_bytes)]
+    pub max_in_flight_bytes: u64,
     #[command(flatten)]
     pub connect: ConnectArgs,
     #[command(flatten)]
@@ -84,6 +88,9 @@ pub struct PullArgs {
     /// Messages fetched ahead of the local queue.
     #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=65_536))]
     pub batch: u32,
+    /// Payload bytes fetched ahead of the local queue.
+    #[arg(long, default_value = "16MiB", value_parser = parse_bytes)]
+    pub batch_bytes: u64,
     /// How long JetStream waits for an ack before it delivers a message
     /// again (set on a consumer this bridge creates).
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
@@ -132,6 +139,28 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
         .ok()
         .filter(|d| *d <= Duration::from_secs(365 * 86_400))
         .ok_or_else(|| format!("`{s}`: at most a year"))
+}
+
+/// `4096`, `64KiB`, `16MiB`, `1GiB` (also `kB`/`MB`/`GB`, powers of ten).
+fn parse_bytes(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let scale: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "kB" | "KB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        _ => return Err(format!("`{s}`: say 4096, 64KiB, 16MiB or 1GiB")),
+    };
+    num.parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(scale))
+        .filter(|&n| n > 0)
+        .ok_or_else(|| format!("`{s}` is not a positive size"))
 }
 
 /// Seconds (fractions allowed), 0 for none.
@@ -247,5 +276,11 @@ mod tests {
         assert_eq!(parse_status_every("0"), Ok(Duration::ZERO));
         assert_eq!(parse_status_every("0.5"), Ok(Duration::from_millis(500)));
         assert!(parse_status_every("inf").is_err());
+        assert_eq!(parse_bytes("64MiB"), Ok(64 << 20));
+        assert_eq!(parse_bytes("4096"), Ok(4096));
+        assert_eq!(parse_bytes("2 GB"), Ok(2_000_000_000));
+        assert!(parse_bytes("0").is_err());
+        assert!(parse_bytes("12 parsecs").is_err());
+        assert!(parse_bytes("99999999999GiB").is_err());
     }
 }

@@ -105,6 +105,7 @@ pub async fn run(
         let pulled = consumer
             .stream()
             .max_messages_per_batch(a.batch as usize)
+            .max_bytes_per_batch(usize::try_from(a.batch_bytes).unwrap_or(usize::MAX))
             .heartbeat(Duration::from_secs(5))
             .expires(setup::PULL_EXPIRES)
             .messages()

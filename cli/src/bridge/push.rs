@@ -94,12 +94,15 @@ pub async fn run(
     // bound, so a flood of them stops the bridge instead of its memory.
     let mut held_back: Vec<Delivery> = Vec::new();
     let mut reader_ended = false;
+    let mut bytes_in_flight: u64 = 0;
     loop {
-        let room = in_flight.len() + held_back.len() < max;
+        let room =
+            in_flight.len() + held_back.len() < max && bytes_in_flight < a.max_in_flight_bytes;
         tokio::select! {
             biased;
             _ = stop.changed() => break,
             Some((d, result)) = in_flight.next(), if !in_flight.is_empty() => {
+                bytes_in_flight -= d.len() as u64;
                 if let Some(d) = settle(d, result, &log, &mut backoff) {
                     retry.push_back(d);
                 }
@@ -126,6 +129,7 @@ pub async fn run(
                 match sent.await {
                     Ok(Ok(ack)) => {
                         counters.in_flight.fetch_add(1, Ordering::Relaxed);
+                        bytes_in_flight += d.len() as u64;
                         in_flight.push_back(Box::pin(async move { (d, ack.await) }));
                     }
                     Ok(Err(e)) if e.kind() == PublishErrorKind::MaxPayloadExceeded => {
