@@ -236,6 +236,26 @@ class MpTransport:
             q.cancel_join_thread()
 
 
+class StopFlag:
+    """A stop flag every process reads, with no lock.
+
+    Not ``multiprocessing.Event``: its ``is_set`` takes a lock shared by all
+    processes, and an actor killed while holding it (``--kill-actor-after``
+    kills at a random instant, and actors ask ``is_set`` at every step)
+    leaves every other process, the main one included, waiting for ever. A
+    byte of shared memory has no lock to leave held.
+    """
+
+    def __init__(self, ctx) -> None:
+        self._flag = ctx.RawValue("b", 0)
+
+    def set(self) -> None:
+        self._flag.value = 1
+
+    def is_set(self) -> bool:
+        return bool(self._flag.value)
+
+
 def put_until_stopped(q, item, stop) -> bool:
     while not stop.is_set():
         try:
@@ -370,7 +390,7 @@ def main(argv=None) -> int:
 
     ctx = mp.get_context("spawn")
     transport = (ShmqTransport if args.transport == "shmq" else MpTransport)(ctx, args.actors, weights_bytes)
-    stop, report = ctx.Event(), ctx.Queue()
+    stop, report = StopFlag(ctx), ctx.Queue()
     learner_proc = ctx.Process(target=learner, args=(transport, args.hidden, stop, report), name="learner")
     actors = [
         ctx.Process(target=actor, args=(i, transport, env_kind, stop), name="actor-%d" % i) for i in range(args.actors)

@@ -44,8 +44,8 @@ def finish(proc, timeout):
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
-        pytest.fail("the pipeline did not stop within %s s" % timeout)
+        out, err = proc.communicate()
+        pytest.fail("the pipeline did not stop within %s s\nstdout: %s\nstderr: %s" % (timeout, out, err))
     # Every process of the run (its own session) must be gone.
     deadline = time.monotonic() + 5
     while True:
