@@ -80,10 +80,10 @@ pub use crate::queue::RecvStream;
 pub use crate::queue::SendSerdeError;
 #[cfg(not(loom))]
 pub use crate::queue::{
-    CommitAsync, Config, Delivery, Iter, Message, MessageId, MessageReader, MessageWriter,
-    OwnedMessage, Queue, Receiver, RecvAsync, RecvError, RecvIntoAsync, RecvTimeoutError,
-    ReserveAsync, SendAsync, SendError, SendTimeoutError, Sender, TryIter, TryRecvError,
-    TrySendError, WriteGrant,
+    CommitAsync, Config, Delivery, DeliveryReader, Iter, Message, MessageId, MessageReader,
+    MessageWriter, OwnedMessage, Queue, Receiver, RecvAsync, RecvError, RecvIntoAsync,
+    RecvTimeoutError, ReserveAsync, SendAsync, SendError, SendTimeoutError, Sender, TryIter,
+    TryRecvError, TrySendError, WriteGrant,
 };
 #[cfg(not(loom))]
 pub use crate::queue::{Invalid, RecvValueError, ValueRef};

@@ -20,6 +20,7 @@ pub use crate::wait::{Disconnect, WaitStrategy};
 
 mod config;
 mod delivery;
+mod delivery_reader;
 mod error;
 mod fail;
 mod futures;
@@ -32,6 +33,7 @@ mod typed;
 use crate::blocking::Fail;
 pub use config::Config;
 pub use delivery::{Delivery, MessageId};
+pub use delivery_reader::DeliveryReader;
 pub use error::{
     RecvError, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError, TrySendError,
 };

@@ -468,3 +468,111 @@ fn a_message_keeps_its_id_across_deliveries_and_no_two_messages_share_one() {
     assert_eq!(id.len(), first_instance.len());
     d.ack();
 }
+
+#[test]
+fn a_delivery_reader_reads_a_small_message_in_place_and_acks_or_gives_it_back() {
+    use std::io::{BufRead, Read};
+    let name = TempName::new("dl-reader-small");
+    let q = small_queue(&name);
+    let tx = q.sender().unwrap();
+    let rx = q.receiver().unwrap();
+    tx.send(b"hello reader").unwrap();
+    let mut r = rx.recv_delivery_reader().unwrap();
+    assert_eq!((r.len(), r.attempt()), (12, 1));
+    let id = r.message_id();
+    assert_eq!(r.fill_buf().unwrap(), b"hello reader");
+    r.consume(6);
+    assert_eq!(r.remaining(), 6);
+    drop(r); // given back, half read
+    let mut r = rx.recv_delivery_reader().unwrap();
+    assert_eq!((r.attempt(), r.message_id()), (2, id));
+    let mut all = Vec::new();
+    r.read_to_end(&mut all).unwrap();
+    assert_eq!(all, b"hello reader");
+    r.ack();
+    assert!(matches!(rx.try_recv_delivery(), Err(TryRecvError::Empty)));
+    assert_eq!(q.len(), 0);
+}
+
+/// A large message read fragment by fragment: its sender's `send` returns
+/// only at the ack; given back half read, it is sent again whole.
+#[test]
+fn a_delivery_reader_streams_a_large_message_and_its_send_returns_at_the_ack() {
+    use std::io::Read;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let name = TempName::new("dl-reader-large");
+    let q = small_queue(&name);
+    let big: Vec<u8> = (0..5 * q.max_message() + 123)
+        .map(|i| (i % 251) as u8)
+        .collect();
+    let (tx, rx) = (q.sender().unwrap(), q.receiver().unwrap());
+    let sent = Arc::new(AtomicBool::new(false));
+    let sender = {
+        let (big, sent) = (big.clone(), Arc::clone(&sent));
+        std::thread::spawn(move || {
+            tx.send(&big).unwrap();
+            sent.store(true, Ordering::SeqCst);
+        })
+    };
+    // first attempt: read a third, then give it back
+    let mut r = rx.recv_delivery_reader().unwrap();
+    assert_eq!(r.len(), big.len());
+    let first_id = r.message_id();
+    let mut part = vec![0u8; big.len() / 3];
+    r.read_exact(&mut part).unwrap();
+    assert_eq!(part, big[..part.len()]);
+    r.nack();
+    // the writer sends it again whole: read it through a small buffer
+    let mut r = rx.recv_delivery_reader().unwrap();
+    assert_ne!(
+        r.message_id(),
+        first_id,
+        "a resent large message is a new message"
+    );
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = r.read(&mut chunk).unwrap();
+        if n == 0 {
+            break;
+        }
+        got.extend_from_slice(&chunk[..n]);
+    }
+    assert_eq!(got, big);
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(!sent.load(Ordering::SeqCst), "send returned before the ack");
+    r.ack();
+    sender.join().unwrap();
+    assert!(sent.load(Ordering::SeqCst));
+    // nothing more, and its sender is gone
+    let after = rx.try_recv_delivery();
+    assert!(
+        matches!(after, Err(TryRecvError::Disconnected)),
+        "{after:?}"
+    );
+    assert_eq!(q.len(), 0);
+}
+
+/// Acked before its end, a large message is done: the rest is dropped, its
+/// sender's `send` returns, nothing comes back.
+#[test]
+fn a_large_message_acked_half_read_is_done() {
+    use std::io::Read;
+    let name = TempName::new("dl-reader-half");
+    let q = small_queue(&name);
+    let big = vec![3u8; 4 * q.max_message()];
+    let (tx, rx) = (q.sender().unwrap(), q.receiver().unwrap());
+    let sender = std::thread::spawn(move || tx.send(&big).map_err(|e| e.to_string()));
+    let mut r = rx.recv_delivery_reader().unwrap();
+    let mut head = [0u8; 10];
+    r.read_exact(&mut head).unwrap();
+    assert_eq!(head, [3u8; 10]);
+    r.ack();
+    sender.join().unwrap().unwrap();
+    let after = rx.recv_delivery_timeout(Duration::from_millis(200));
+    assert!(
+        matches!(after, Err(RecvTimeoutError::Disconnected)),
+        "{after:?}"
+    );
+}

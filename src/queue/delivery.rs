@@ -88,11 +88,7 @@ impl Delivery {
             // not made by `Take::Deliver`; an identity no record has
             Received::Stream(_) => ((u32::MAX, u64::MAX), 1),
         };
-        let id = MessageId {
-            instance,
-            lane,
-            record,
-        };
+        let id = MessageId::new(instance, lane, record);
         let (stream, got) = match got {
             Received::HeldStream(n, s) => (Some(s), Received::Stream(n)),
             got => (None, got),
@@ -174,6 +170,16 @@ pub struct MessageId {
     instance: u64,
     lane: u32,
     record: u64,
+}
+
+impl MessageId {
+    pub(super) fn new(instance: u64, lane: u32, record: u64) -> Self {
+        Self {
+            instance,
+            lane,
+            record,
+        }
+    }
 }
 
 impl fmt::Display for MessageId {
@@ -332,9 +338,21 @@ impl Handle {
         }
     }
 
+    /// Claims the next message as a delivery (a large message's head is
+    /// released when the stream is attached). `None`: it had been
+    /// delivered `max_attempts` times and moved to the dead-letter queue.
+    pub(super) fn claim_delivery(&self, deadline: Option<Duration>) -> Result<Option<Claim>, Fail> {
+        let c = self.claim(deadline, Take::Deliver)?;
+        if !c.is_stream() && self.past_max_attempts(&c) {
+            // the dead-letter queue cannot take it: deliver it
+            return Ok(self.move_to_dead_letter(c).err());
+        }
+        Ok(Some(c))
+    }
+
     /// After an ack or a give-back: a receiver that waits only because
     /// this delivery might come back (every sender gone) looks again.
-    fn after_delivery_settled(&self) {
+    pub(super) fn after_delivery_settled(&self) {
         let ring = self.ring();
         let data = ring.data_word();
         if data.sleepers.load(Ordering::Relaxed) > 0

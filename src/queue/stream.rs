@@ -644,13 +644,97 @@ pub struct MessageReader<'a> {
 
 enum ReaderKind {
     Record(Option<Claim>),
-    Stream {
-        s: StreamRead,
-        cur: Option<(Fragment, usize)>,
-        wait: ReadWait,
-        /// The writer died or gave up: every read fails.
-        broken: bool,
-    },
+    Stream(StreamCursor),
+}
+
+/// A large message read fragment by fragment, in place: a
+/// [`MessageReader`]'s, or a [`DeliveryReader`](super::DeliveryReader)'s.
+pub(super) struct StreamCursor {
+    pub(super) s: StreamRead,
+    /// The fragment being read, and how much of it was consumed.
+    cur: Option<(Fragment, usize)>,
+    wait: ReadWait,
+    /// The writer died or gave up: every read fails.
+    pub(super) broken: bool,
+    /// A delivery's: the writer learns that the message was delivered at
+    /// the ack (`stream_done`), not when its last fragment is read.
+    defer_done: bool,
+}
+
+impl StreamCursor {
+    pub(super) fn new(s: StreamRead, defer_done: bool) -> Self {
+        Self {
+            s,
+            cur: None,
+            wait: ReadWait::new(),
+            broken: false,
+            defer_done,
+        }
+    }
+
+    /// See [`MessageReader::set_timeout`].
+    pub(super) fn set_timeout(&mut self, timeout: Option<Duration>) {
+        self.wait.timeout = timeout;
+    }
+
+    /// The unread bytes of the current fragment, waiting for the writer
+    /// to write one if needed. Call only while bytes remain.
+    pub(super) fn fill(&mut self, h: &Handle) -> std::io::Result<&[u8]> {
+        if self.broken {
+            return Err(Fail::Truncated.io());
+        }
+        if self.cur.is_none() {
+            let w = &mut self.wait;
+            w.deadline = w.timeout.map(|t| sync::now().saturating_add(t));
+            match h.next_fragment(&mut self.s, w) {
+                Ok(f) => self.cur = Some((f, 0)),
+                // nothing lost: the next read waits again
+                Err(Fail::Timeout) => return Err(Fail::Timeout.io()),
+                Err(e) => {
+                    self.broken = true;
+                    return Err(e.io());
+                }
+            }
+        }
+        let (f, off) = self.cur.as_ref().expect("just filled");
+        let (p, len) = f.payload();
+        // SAFETY: the fragment is READING by this reader: nobody writes it
+        // until `consume` (or `finish`) frees it.
+        let all = unsafe { std::slice::from_raw_parts(p.as_ptr(), len) };
+        Ok(&all[*off..])
+    }
+
+    /// Marks `amt` bytes of the current fragment read (at most what it has
+    /// left), freeing it once read; returns how many were.
+    pub(super) fn consume(&mut self, ring: &Ring, amt: usize) -> usize {
+        let Some((f, off)) = self.cur.as_mut() else {
+            return 0;
+        };
+        let amt = amt.min(f.len() - *off);
+        *off += amt;
+        if *off == f.len() {
+            let (f, _) = self.cur.take().expect("checked above");
+            self.free(ring, f);
+        }
+        amt
+    }
+
+    /// Frees the fragment in hand, if any; returns whether the whole
+    /// message has been read.
+    pub(super) fn finish(&mut self, ring: &Ring) -> bool {
+        match self.cur.take() {
+            Some((f, _)) => self.free(ring, f),
+            None => self.s.got() == self.s.total(),
+        }
+    }
+
+    fn free(&mut self, ring: &Ring, f: Fragment) -> bool {
+        if self.defer_done {
+            ring.fragment_freed(&mut self.s, f)
+        } else {
+            ring.fragment_done(&mut self.s, f)
+        }
+    }
 }
 
 impl std::fmt::Debug for MessageReader<'_> {
@@ -684,12 +768,7 @@ impl<'a> MessageReader<'a> {
                 super::held::hold_stream(&rx.h.shared, &s);
                 return Ok(Self {
                     rx,
-                    kind: ReaderKind::Stream {
-                        s,
-                        cur: None,
-                        wait: ReadWait::new(),
-                        broken: false,
-                    },
+                    kind: ReaderKind::Stream(StreamCursor::new(s, false)),
                     len,
                     consumed: 0,
                     fork_gen: sys::fork_generation(),
@@ -743,8 +822,8 @@ impl<'a> MessageReader<'a> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn set_timeout(&mut self, timeout: Option<Duration>) {
-        if let ReaderKind::Stream { wait, .. } = &mut self.kind {
-            wait.timeout = timeout;
+        if let ReaderKind::Stream(c) = &mut self.kind {
+            c.set_timeout(timeout);
         }
     }
 }
@@ -760,36 +839,11 @@ impl std::io::BufRead for MessageReader<'_> {
                 let all = unsafe { std::slice::from_raw_parts(p.as_ptr(), len) };
                 Ok(&all[self.consumed..])
             }
-            ReaderKind::Stream {
-                s,
-                cur,
-                wait,
-                broken,
-            } => {
+            ReaderKind::Stream(c) => {
                 if self.consumed == self.len {
                     return Ok(&[]);
                 }
-                if *broken {
-                    return Err(Fail::Truncated.io());
-                }
-                if cur.is_none() {
-                    wait.deadline = wait.timeout.map(|t| sync::now().saturating_add(t));
-                    match h.next_fragment(s, wait) {
-                        Ok(f) => *cur = Some((f, 0)),
-                        // nothing lost: the next read waits again
-                        Err(Fail::Timeout) => return Err(Fail::Timeout.io()),
-                        Err(e) => {
-                            *broken = true;
-                            return Err(e.io());
-                        }
-                    }
-                }
-                let (f, off) = cur.as_ref().expect("just filled");
-                let (p, len) = f.payload();
-                // SAFETY: the fragment is READING by this reader: nobody
-                // writes it until `consume` frees it.
-                let all = unsafe { std::slice::from_raw_parts(p.as_ptr(), len) };
-                Ok(&all[*off..])
+                c.fill(h)
             }
         }
     }
@@ -801,18 +855,7 @@ impl std::io::BufRead for MessageReader<'_> {
                 let len = c.as_ref().map_or(0, Claim::len);
                 self.consumed = (self.consumed + amt).min(len);
             }
-            ReaderKind::Stream { s, cur, .. } => {
-                let Some((f, off)) = cur.as_mut() else {
-                    return;
-                };
-                let amt = amt.min(f.len() - *off);
-                *off += amt;
-                self.consumed += amt;
-                if *off == f.len() {
-                    let (f, _) = cur.take().expect("checked above");
-                    ring.fragment_done(s, f);
-                }
-            }
+            ReaderKind::Stream(c) => self.consumed += c.consume(ring, amt),
         }
     }
 }
@@ -843,14 +886,10 @@ impl Drop for MessageReader<'_> {
                     ring.release(c);
                 }
             }
-            ReaderKind::Stream { s, cur, broken, .. } => {
-                super::held::let_go_stream(shared, s, self.fork_gen);
-                let done = match cur.take() {
-                    Some((f, _)) => ring.fragment_done(s, f),
-                    None => self.consumed == self.len,
-                };
-                if !done && !*broken {
-                    ring.stream_discard(s);
+            ReaderKind::Stream(c) => {
+                super::held::let_go_stream(shared, &c.s, self.fork_gen);
+                if !c.finish(ring) && !c.broken {
+                    ring.stream_discard(&c.s);
                 }
             }
         }

@@ -130,6 +130,11 @@ impl StreamRead {
         self.total
     }
 
+    /// The bytes of it freed so far (read to the reader's end).
+    pub fn got(&self) -> u64 {
+        self.got
+    }
+
     /// The lane, whose `space` word both sides wait on.
     pub fn lane(&self) -> u32 {
         self.lane

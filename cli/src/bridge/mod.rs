@@ -181,6 +181,12 @@ fn default_subject(stream: &str) -> String {
 /// Why a bridge stopped: printed once, then exit status 1.
 pub type BridgeError = Box<dyn std::error::Error + Send + Sync>;
 
+/// The local queue `name`, created with default settings if missing.
+fn open_queue(name: &str) -> Result<shmq::Queue, BridgeError> {
+    shmq::Queue::create_or_open(name, shmq::Config::default())
+        .map_err(|e| format!("cannot open queue {name}: {e}").into())
+}
+
 /// Runs a bridge until SIGTERM or SIGINT (exit 0) or a fatal error (1).
 pub fn run(cmd: BridgeCommand) -> ExitCode {
     let (direction, output) = match &cmd {

@@ -13,12 +13,12 @@ use std::time::Duration;
 use async_nats::jetstream::{self, AckKind};
 use futures_util::{FutureExt, StreamExt};
 use serde_json::json;
-use shmq::{Config, Queue, SendError, Sender};
+use shmq::{SendError, Sender};
 use tokio::sync::watch;
 
 use super::log::Log;
 use super::recent::{Recent, parse_id};
-use super::{BridgeError, PullArgs, default_subject, setup};
+use super::{BridgeError, PullArgs, default_subject, open_queue, setup};
 
 /// What became of one message.
 enum Outcome {
@@ -66,8 +66,7 @@ pub async fn run(
     };
     let mut consumer = setup().await?;
     let ack_wait = consumer.cached_info().config.ack_wait;
-    let q = Queue::create_or_open(&a.queue, Config::default())
-        .map_err(|e| format!("cannot open queue {}: {e}", a.queue))?;
+    let q = open_queue(&a.queue)?;
     let tx = q
         .sender()
         .map_err(|e| format!("cannot send into queue {}: {e}", a.queue))?;

@@ -22,11 +22,11 @@ use async_nats::jetstream::{self, message::PublishMessage};
 use bytes::Bytes;
 use futures_util::stream::{FuturesOrdered, StreamExt};
 use serde_json::json;
-use shmq::{Config, Delivery, Queue, Receiver, RecvTimeoutError};
+use shmq::{Delivery, Receiver, RecvTimeoutError};
 use tokio::sync::{mpsc, watch};
 
 use super::log::Log;
-use super::{BridgeError, PushArgs, default_subject, setup};
+use super::{BridgeError, PushArgs, default_subject, open_queue, setup};
 
 /// How long a shutdown waits for the acks of publishes in flight; those
 /// still unanswered are given back to the queue (and, if JetStream stored
@@ -57,8 +57,7 @@ pub async fn run(
         .clone()
         .unwrap_or_else(|| default_subject(&a.stream));
     setup::ensure_stream(&js, &a.stream, &subject, true, &log).await?;
-    let q = Queue::create_or_open(&a.queue, Config::default())
-        .map_err(|e| format!("cannot open queue {}: {e}", a.queue))?;
+    let q = open_queue(&a.queue)?;
     let rx = q
         .receiver()
         .map_err(|e| format!("cannot receive from queue {}: {e}", a.queue))?;

@@ -87,6 +87,34 @@ fn consume(q: &Queue, want: usize) -> JoinHandle<Tally> {
     })
 }
 
+/// Waits for the producers and the consumer; asserts that every message
+/// arrived (the bridges' logs in the message if not).
+fn collect(
+    producers: Vec<JoinHandle<()>>,
+    consumer: JoinHandle<Tally>,
+    count: u32,
+    per: u64,
+    bridges: &[&Bridge],
+) -> Tally {
+    for h in producers {
+        h.join().unwrap();
+    }
+    let t = consumer.join().unwrap();
+    let missing = t.missing(count, per);
+    assert!(
+        missing.is_empty(),
+        "{} lost, first {:?}\n{}",
+        missing.len(),
+        &missing[..missing.len().min(5)],
+        bridges
+            .iter()
+            .map(|b| b.log_text())
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    t
+}
+
 fn count_events(b: &Bridge, what: &str) -> u64 {
     b.events()
         .iter()
@@ -128,11 +156,8 @@ fn messages_cross_exactly_once_in_order_without_faults() {
     let mut p = push(&a, &server, "PLAIN", &[]);
     let mut l = pull(&b, &server, "PLAIN", &[]);
     let consumer = consume(&qb, 4 * 5000);
-    for h in produce(&qa, 4, 5000, 100, Duration::ZERO) {
-        h.join().unwrap();
-    }
-    let t = consumer.join().unwrap();
-    assert_eq!(t.missing(4, 5000), vec![], "lost messages");
+    let producers = produce(&qa, 4, 5000, 100, Duration::ZERO);
+    let t = collect(producers, consumer, 4, 5000, &[&p, &l]);
     assert_eq!(t.duplicates, 0);
     assert_eq!(t.out_of_order, 0, "per-producer order");
     assert!(p.terminate(LONG).success(), "{}", p.log_text());
@@ -221,19 +246,7 @@ fn run_with_faults(tag: &str, victim: Victim) -> Option<FaultRun> {
             }
         }
     }
-    for h in producers {
-        h.join().unwrap();
-    }
-    let tally = consumer.join().unwrap();
-    let missing = tally.missing(PRODUCERS, per);
-    assert!(
-        missing.is_empty(),
-        "{} lost, first {:?}\npush:\n{}\npull:\n{}",
-        missing.len(),
-        &missing[..missing.len().min(5)],
-        p.log_text(),
-        l.log_text()
-    );
+    let tally = collect(producers, consumer, PRODUCERS, per, &[&p, &l]);
     assert!(p.terminate(LONG).success(), "{}", p.log_text());
     assert!(l.terminate(LONG).success(), "{}", l.log_text());
     sum_pull(&l, &mut redelivered, &mut suppressed_pull);
@@ -370,18 +383,7 @@ fn across_namespace_hosts_nothing_is_lost_when_a_link_is_cut() {
             h.mend(side);
         }
     }
-    for h in producers {
-        h.join().unwrap();
-    }
-    let t = consumer.join().unwrap();
-    let missing = t.missing(PRODUCERS, PER);
-    assert!(
-        missing.is_empty(),
-        "{} lost\npush:\n{}\npull:\n{}",
-        missing.len(),
-        p.log_text(),
-        l.log_text()
-    );
+    let t = collect(producers, consumer, PRODUCERS, PER, &[&p, &l]);
     assert_eq!(t.duplicates, 0, "pull:\n{}", l.log_text());
     assert!(p.terminate(LONG).success(), "{}", p.log_text());
     assert!(l.terminate(LONG).success(), "{}", l.log_text());
