@@ -576,3 +576,50 @@ fn a_large_message_acked_half_read_is_done() {
         "{after:?}"
     );
 }
+
+/// Read to its end and then given back, a large message is sent again by
+/// its writer; readers moved to other threads are read and settled there;
+/// an empty queue is a timeout.
+#[test]
+fn delivery_readers_given_back_after_a_full_read_or_settled_on_other_threads() {
+    use std::io::Read;
+    let name = TempName::new("dl-reader-threads");
+    let q = small_queue(&name);
+    let (tx, rx) = (q.sender().unwrap(), q.receiver().unwrap());
+    assert!(matches!(
+        rx.recv_delivery_reader_timeout(Duration::from_millis(10)),
+        Err(RecvTimeoutError::Timeout)
+    ));
+    let big = vec![5u8; 3 * q.max_message()];
+    let sender = {
+        let (tx, big) = (tx.clone(), big.clone());
+        std::thread::spawn(move || tx.send(&big).map_err(|e| e.to_string()))
+    };
+    let mut r = rx.recv_delivery_reader().unwrap();
+    let mut all = Vec::new();
+    r.read_to_end(&mut all).unwrap();
+    assert_eq!(all.len(), big.len());
+    r.nack(); // read whole, still given back: sent again
+    let mut r = rx.recv_delivery_reader().unwrap();
+    all.clear();
+    r.read_to_end(&mut all).unwrap();
+    assert_eq!(all, big);
+    r.ack();
+    sender.join().unwrap().unwrap();
+    // more hand-offs than the per-thread table of held messages has room
+    for i in 0..40u32 {
+        tx.send(&i.to_le_bytes()).unwrap();
+        let r = rx.recv_delivery_reader().unwrap();
+        let got = std::thread::spawn(move || {
+            let mut r = r;
+            let mut b = Vec::new();
+            r.read_to_end(&mut b).unwrap();
+            r.ack();
+            b
+        })
+        .join()
+        .unwrap();
+        assert_eq!(got, i.to_le_bytes());
+    }
+    assert_eq!(q.len(), 0);
+}

@@ -11,7 +11,7 @@ use super::delivery::MessageId;
 use super::error::{RecvError, RecvTimeoutError};
 
 use super::receiver::Lent;
-use super::stream::StreamCursor;
+use super::stream::{self, StreamCursor};
 use super::{Fail, Received, Receiver, held};
 use crate::blocking::Endpoint;
 use crate::sys;
@@ -34,7 +34,9 @@ use crate::wait::deadline_after;
 /// it (a large message's fragments are at most `max_message` bytes), so a
 /// bridge can carry a 1 GiB message with memory of its own bounded by what
 /// it reads at a time. Like a `Delivery`, it borrows nothing and may be
-/// held, moved and settled on any thread.
+/// held, moved and settled on any thread. (The check that turns a send
+/// blocked only by the calling thread's own held messages into
+/// `WouldDeadlock` knows only the messages a thread received itself.)
 ///
 /// # Examples
 ///
@@ -81,11 +83,12 @@ enum Body {
     },
 }
 
-// SAFETY: a `DeliveryReader` owns its claim, or its stream position and
-// the fragment in hand, exclusively (nobody else reads or frees those
-// records until it settles them), and owns a clone of its `Receiver`:
-// moving it to another thread is as safe as moving a `MessageReader` or a
-// `Delivery` (whose ack and give-back work from any thread).
+// SAFETY: the only field that is not `Send` is a fragment's pointer into
+// the mapping, which the reader's own `Receiver` clone keeps mapped. The
+// claim, the stream position and the fragment in hand belong to the
+// receiver's participant (its owner bits in the shared state), not to a
+// thread: nobody else reads or frees them until this reader settles them,
+// from whichever thread it is on.
 unsafe impl Send for DeliveryReader {}
 
 static_assertions::assert_impl_all!(DeliveryReader: Send);
@@ -125,7 +128,10 @@ impl DeliveryReader {
     }
 
     /// Acknowledges the message: it is done. A large message's writer's
-    /// `send` returns (the part not read, if any, is dropped).
+    /// `send` returns (the part not read, if any, is dropped). After a read
+    /// failed (`UnexpectedEof`: its writer died or gave up; or corruption),
+    /// the message was not delivered: an ack does nothing, and a live
+    /// writer sends it again. Forward nothing of it as complete.
     pub fn ack(mut self) {
         self.settle(true);
     }
@@ -184,6 +190,13 @@ impl std::io::BufRead for DeliveryReader {
         }
         match &mut self.body {
             Body::Record(lent) => Ok(&lent.bytes()[self.consumed..]),
+            // a copy in a forked child: the fragments are the parent's to
+            // read and free
+            Body::Stream { fork_gen, .. } if *fork_gen != sys::fork_generation() => {
+                Err(std::io::Error::other(
+                    "a DeliveryReader inherited across fork belongs to the parent process",
+                ))
+            }
             Body::Stream { rx, cursor, .. } => cursor.fill(&rx.h),
         }
     }
@@ -191,7 +204,15 @@ impl std::io::BufRead for DeliveryReader {
     fn consume(&mut self, amt: usize) {
         match &mut self.body {
             Body::Record(_) => self.consumed = (self.consumed + amt).min(self.len),
-            Body::Stream { rx, cursor, .. } => self.consumed += cursor.consume(rx.h.ring(), amt),
+            Body::Stream {
+                rx,
+                cursor,
+                fork_gen,
+                ..
+            } if *fork_gen == sys::fork_generation() => {
+                self.consumed += cursor.consume(rx.h.ring(), amt);
+            }
+            Body::Stream { .. } => {}
         }
     }
 }
@@ -258,6 +279,20 @@ impl Receiver {
                     attempt,
                     id: MessageId::new(instance, lane, record),
                 });
+            }
+            let (lane, head, _) = c.location();
+            if deadline == Some(Duration::ZERO)
+                && self.h.shared.stream_pinned_by_this_thread(
+                    lane,
+                    head,
+                    stream::lane_units_needed(self.h.ring(), &c),
+                )
+            {
+                // as `try_recv_delivery`: a large message whose writer needs
+                // the room this thread's own held message pins could never
+                // be read to its end here; back to its writer
+                self.h.give_up_stream(c)?;
+                return Err(Fail::Timeout);
             }
             let owner = self.h.owner()?;
             // `None`: given up before anyone attached; take the next one

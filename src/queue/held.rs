@@ -66,10 +66,25 @@ fn snapshot() -> [Option<Held>; HELD_MAX] {
 }
 
 fn insert(entry: Held) {
+    thread_local! {
+        static NEXT: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    }
     update(|t| {
         if let Some(free) = t.iter_mut().find(|e| e.is_none()) {
             *free = Some(entry);
+            return;
         }
+        // Full: entries left by messages settled on another thread (a
+        // `Delivery` acked elsewhere never clears this thread's entry) would
+        // otherwise fill it for good and blind the checks. Replace the
+        // entries in turn: the newest holds are the likely live ones, and a
+        // stale entry never matches anyway.
+        let k = NEXT.try_with(|n| {
+            let k = n.get();
+            n.set(k.wrapping_add(1));
+            k
+        });
+        t[k.unwrap_or(0) % HELD_MAX] = Some(entry);
     });
 }
 
