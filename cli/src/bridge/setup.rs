@@ -21,6 +21,10 @@ use super::log::Log;
 /// retried within it (same `Nats-Msg-Id`) is stored once.
 pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 
+/// How long JetStream may stay silent at start before a bridge says it is
+/// not enabled.
+const JETSTREAM_STARTUP: Duration = Duration::from_secs(5);
+
 /// How long one pull request of `shmq bridge pull` lasts.
 pub const PULL_EXPIRES: Duration = Duration::from_secs(30);
 
@@ -35,7 +39,12 @@ pub async fn ensure_stream(
     must_take_subject: bool,
     log: &Log,
 ) -> Result<Stream, BridgeError> {
-    for _ in 0..3 {
+    // A server that has just started (or restarted) may not answer
+    // JetStream requests for a moment: only a silence that lasts is "not
+    // enabled".
+    let silent_until = tokio::time::Instant::now() + JETSTREAM_STARTUP;
+    let mut races = 0;
+    while races < 3 {
         match js.get_stream(name).await {
             Ok(mut s) => {
                 let info = s.info().await.map_err(|e| format!("stream {name}: {e}"))?;
@@ -45,6 +54,10 @@ pub async fn ensure_stream(
             Err(e) => match e.kind() {
                 GetStreamErrorKind::JetStream(j)
                     if j.error_code() == ErrorCode::STREAM_NOT_FOUND => {}
+                GetStreamErrorKind::Request if tokio::time::Instant::now() < silent_until => {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue;
+                }
                 GetStreamErrorKind::Request => {
                     return Err(format!(
                         "JetStream does not answer ({e}): is it enabled on the server \
@@ -76,8 +89,21 @@ pub async fn ensure_stream(
             // another bridge created it meanwhile: look again
             Err(e)
                 if matches!(e.kind(), CreateStreamErrorKind::JetStream(ref j)
-                if j.error_code() == ErrorCode::STREAM_NAME_EXIST) => {}
-            Err(e) => return Err(format!("cannot create stream {name}: {e}").into()),
+                if j.error_code() == ErrorCode::STREAM_NAME_EXIST) =>
+            {
+                races += 1;
+            }
+            // Another bridge may have created it between our look and our
+            // create, and the server then answers "subjects overlap" (seen
+            // with two bridges starting at once): if it exists now, check
+            // it as found.
+            Err(e) => {
+                if js.get_stream(name).await.is_ok() {
+                    races += 1;
+                    continue;
+                }
+                return Err(format!("cannot create stream {name}: {e}").into());
+            }
         }
     }
     Err(format!("stream {name} keeps appearing and vanishing: is something deleting it?").into())

@@ -530,6 +530,58 @@ fn an_unreachable_server_is_a_clear_error_and_the_queue_keeps_its_messages() {
     assert_eq!(&*got, b"keep me");
 }
 
+/// A server without JetStream: the bridge waits a few seconds (a server
+/// just started may not answer yet), then says so and exits.
+#[test]
+fn a_server_without_jetstream_is_a_clear_error() {
+    // only to find out whether nats-server is installed
+    let Some(js) = NatsServer::start("nojs-probe", &[]) else {
+        return;
+    };
+    drop(js);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let bin = [
+        "/usr/sbin/nats-server",
+        "/usr/local/bin/nats-server",
+        "/usr/bin/nats-server",
+    ]
+    .into_iter()
+    .find(|p| std::path::Path::new(p).is_file())
+    .unwrap_or("nats-server");
+    let mut server = std::process::Command::new(bin)
+        .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let until = std::time::Instant::now() + LONG;
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < until,
+            "nats-server did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let a = queue_name("nojs");
+    let qa = Queue::create(&a, Config::default()).unwrap();
+    qa.sender().unwrap().send(b"stay").unwrap();
+    let url = format!("nats://127.0.0.1:{port}");
+    let mut p = Bridge::start(
+        "nojs",
+        &["push", "--queue", &a, "--stream", "S", "--server", &url],
+    );
+    let status = p.wait_exit(LONG);
+    let _ = server.kill();
+    let _ = server.wait();
+    assert!(!status.success());
+    assert!(p.log_text().contains("is it enabled"), "{}", p.log_text());
+    assert_eq!(qa.len(), 1);
+}
+
 #[test]
 fn credentials_are_passed_through_and_wrong_ones_refused() {
     let Some(server) = NatsServer::start("auth", &["--user", "alice", "--pass", "s3cret"]) else {
@@ -632,10 +684,13 @@ fn a_message_above_the_servers_max_payload_stays_in_the_queue_with_an_error() {
     let tx = qa.sender().unwrap();
     tx.send(&message(0, 0, 10_000)).unwrap();
     tx.send(&message(0, 1, 100)).unwrap();
+    let rx_b = qb.receiver().unwrap();
     let mut p = push(&a, &server, "BIG", &[]);
-    let _l = pull(&b, &server, "BIG", &[]);
+    let l = pull(&b, &server, "BIG", &[]);
     // the small one behind it crosses
-    let got = qb.receiver().unwrap().recv_owned_timeout(LONG).unwrap();
+    let got = rx_b
+        .recv_owned_timeout(LONG)
+        .unwrap_or_else(|e| panic!("{e}\npush:\n{}\npull:\n{}", p.log_text(), l.log_text()));
     assert_eq!(&got[..12], &message(0, 1, 100)[..12]);
     p.wait_for("larger than the server's max_payload", LONG);
     assert!(p.terminate(LONG).success());
