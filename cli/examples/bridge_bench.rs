@@ -123,22 +123,6 @@ fn seq_of(m: &[u8]) -> u64 {
     u64::from_le_bytes(m[..8].try_into().unwrap())
 }
 
-fn nanos_now() -> u64 {
-    let t = rustix_now();
-    t.as_nanos() as u64
-}
-
-fn rustix_now() -> Duration {
-    // CLOCK_MONOTONIC: the same clock in every process of this machine
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes the timespec it is given.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
-}
-
 /// Direct: (messages/s, latency samples in µs).
 async fn direct(server: &Server, size: usize, n: usize, name: &str) -> (f64, Vec<f64>) {
     let client = async_nats::connect(server.url()).await.unwrap();
@@ -320,10 +304,10 @@ fn bridged(server: &Server, size: usize, n: usize, name: &str) -> (f64, Vec<f64>
     for i in 0..LATENCY_SAMPLES as u64 {
         let seq = n as u64 + i;
         let m = payload(seq, size);
-        let t = nanos_now();
+        let t = Instant::now();
         tx.send(&m).unwrap();
         rx.recv_into(&mut buf).unwrap();
-        lat.push((nanos_now() - t) as f64 / 1e3);
+        lat.push(t.elapsed().as_secs_f64() * 1e6);
         assert_eq!(seq_of(&buf), seq);
     }
     (rate, lat)

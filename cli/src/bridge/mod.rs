@@ -181,6 +181,21 @@ fn default_subject(stream: &str) -> String {
 /// Why a bridge stopped: printed once, then exit status 1.
 pub type BridgeError = Box<dyn std::error::Error + Send + Sync>;
 
+/// `fut`, bounded by `limit`. The timer is armed only when `fut` does not
+/// complete at its first poll, so the per-message calls that do (a publish
+/// or an ack handed to a client that can write) set none.
+async fn within<F: std::future::Future>(
+    limit: Duration,
+    fut: F,
+) -> Result<F::Output, tokio::time::error::Elapsed> {
+    use futures_util::FutureExt;
+    let mut fut = std::pin::pin!(fut);
+    if let Some(out) = (&mut fut).now_or_never() {
+        return Ok(out);
+    }
+    tokio::time::timeout(limit, fut).await
+}
+
 /// The local queue `name`, created with default settings if missing.
 fn open_queue(name: &str) -> Result<shmq::Queue, BridgeError> {
     shmq::Queue::create_or_open(name, shmq::Config::default())

@@ -18,7 +18,7 @@ use tokio::sync::watch;
 
 use super::log::Log;
 use super::recent::{Recent, parse_id};
-use super::{BridgeError, PullArgs, default_subject, open_queue, setup};
+use super::{BridgeError, PullArgs, default_subject, open_queue, setup, within};
 
 /// What became of one message.
 enum Outcome {
@@ -211,7 +211,7 @@ pub async fn run(
 /// full) must not keep a SIGTERM waiting. A lost ack only means a
 /// redelivery.
 async fn settle(msg: &jetstream::Message, kind: AckKind) -> Result<(), String> {
-    match tokio::time::timeout(Duration::from_secs(2), msg.ack_with(kind)).await {
+    match within(Duration::from_secs(2), msg.ack_with(kind)).await {
         Ok(r) => r.map_err(|e| e.to_string()),
         Err(_) => Err("the client did not take it within 2 s".into()),
     }

@@ -26,7 +26,7 @@ use shmq::{Delivery, Receiver, RecvTimeoutError};
 use tokio::sync::{mpsc, watch};
 
 use super::log::Log;
-use super::{BridgeError, PushArgs, default_subject, open_queue, setup};
+use super::{BridgeError, PushArgs, default_subject, open_queue, setup, within};
 
 /// How long a shutdown waits for the acks of publishes in flight; those
 /// still unanswered are given back to the queue (and, if JetStream stored
@@ -121,7 +121,7 @@ pub async fn run(
                     .message_id(&id);
                 // bounded: a client that cannot write (reconnecting, its
                 // buffer full) must not keep a SIGTERM waiting
-                let sent = tokio::time::timeout(
+                let sent = within(
                     PUBLISH_TIMEOUT,
                     js.send_publish(subject.clone(), publish),
                 );

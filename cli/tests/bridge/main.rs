@@ -15,21 +15,27 @@ use support::{Bridge, Hosts, NatsServer, Tally, message, queue_name};
 const LONG: Duration = Duration::from_secs(60);
 
 fn push(queue: &str, server: &NatsServer, stream: &str, extra: &[&str]) -> Bridge {
-    let url = server.url();
-    let mut args = vec![
-        "push", "--queue", queue, "--stream", stream, "--server", &url,
-    ];
-    args.extend_from_slice(extra);
-    Bridge::start("push", &args)
+    bridge("push", queue, server, stream, extra)
 }
 
 fn pull(queue: &str, server: &NatsServer, stream: &str, extra: &[&str]) -> Bridge {
+    bridge("pull", queue, server, stream, extra)
+}
+
+/// `shmq bridge DIRECTION` between `queue` and `stream` on `server`.
+fn bridge(
+    direction: &str,
+    queue: &str,
+    server: &NatsServer,
+    stream: &str,
+    extra: &[&str],
+) -> Bridge {
     let url = server.url();
     let mut args = vec![
-        "pull", "--queue", queue, "--stream", stream, "--server", &url,
+        direction, "--queue", queue, "--stream", stream, "--server", &url,
     ];
     args.extend_from_slice(extra);
-    Bridge::start("pull", &args)
+    Bridge::start(direction, &args)
 }
 
 /// Producer threads sending `per` messages each of `len` bytes, paced
